@@ -1,0 +1,61 @@
+//! Gated recurrent unit, `torch.nn.GRU` semantics. Gate rows are stacked r, z, n:
+//! `r = σ(x_r + h_r)`, `z = σ(x_z + h_z)`, `n = tanh(x_n + r⊙h_n)`, `h' = (1−z)⊙n + z⊙h`,
+//! where `x_* = x W_ihᵀ + b_ih` and `h_* = h W_hhᵀ + b_hh` (so `b_hn` stays inside `r⊙(·)`).
+use candle_core::Tensor;
+use candle_nn::ops::sigmoid;
+use candle_nn::VarBuilder;
+
+use crate::cell::RecurrentCell;
+use crate::error::Result;
+use crate::srn::torch_layer_params;
+use crate::state::CellState;
+
+/// One GRU layer. Parameters for layer `k`: `weight_ih_l{k}` (3H, I), `weight_hh_l{k}` (3H, H),
+/// `bias_ih_l{k}` (3H), `bias_hh_l{k}` (3H).
+pub struct Gru {
+    w_ih_t: Tensor,
+    w_hh_t: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    input_size: usize,
+    hidden_size: usize,
+}
+
+impl Gru {
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        layer: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 3, input_size, hidden_size)?;
+        Ok(Self {
+            w_ih_t: w_ih.t()?,
+            w_hh_t: w_hh.t()?,
+            b_ih,
+            b_hh,
+            input_size,
+            hidden_size,
+        })
+    }
+}
+
+impl RecurrentCell for Gru {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn step(&self, x: &Tensor, _dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
+        let h = self.hidden_size;
+        let gx = x.matmul(&self.w_ih_t)?.broadcast_add(&self.b_ih)?;
+        let gh = state.h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?;
+        let r = sigmoid(&(gx.narrow(1, 0, h)? + gh.narrow(1, 0, h)?)?)?;
+        let z = sigmoid(&(gx.narrow(1, h, h)? + gh.narrow(1, h, h)?)?)?;
+        let n = (gx.narrow(1, 2 * h, h)? + (r * gh.narrow(1, 2 * h, h)?)?)?.tanh()?;
+        // (1 - z) n + z h = n + z (h - n)
+        let h_new = (&n + (z * (&state.h - &n)?)?)?;
+        Ok(CellState { h: h_new, c: None })
+    }
+}

@@ -1,0 +1,35 @@
+//! Recurrent cells on Candle tensors.
+//!
+//! Every cell has a plain *reference* path written with Candle tensor ops, so Candle's autograd
+//! differentiates it. Parameter names, shapes and gate orders follow the reference library of each
+//! cell (PyTorch for SRN/LSTM/GRU), so checkpoints move between Remanence and that library unchanged.
+//!
+//! Layout of the crate, one concept per file:
+//! - [`cell`]: the [`RecurrentCell`] trait (one layer, one time step) and the [`Recurrent`] trait
+//!   (a whole recurrent network run over a sequence).
+//! - [`srn`], [`lstm`], [`gru`]: the cells.
+//! - [`stack`]: stacked layers of one cell kind, run time-major over a sequence.
+//! - [`model`]: a recurrent network plus a linear read-out head.
+//! - [`params`]: a seeded parameter store behind Candle's `VarBuilder`.
+//! - [`tensor_file`]: safetensors reading and atomic writing with clear errors.
+
+pub mod cell;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod gru;
+pub mod lstm;
+pub mod model;
+pub mod params;
+pub mod srn;
+pub mod stack;
+pub mod state;
+pub mod tensor_file;
+
+pub use cell::{Recurrent, RecurrentCell};
+pub use config::{Activation, CellKind, ModelConfig, RnnConfig};
+pub use error::{CellError, Result};
+pub use model::SequenceModel;
+pub use params::ParamStore;
+pub use stack::StackedRnn;
+pub use state::{CellState, RnnState};

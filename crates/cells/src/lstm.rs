@@ -1,0 +1,72 @@
+//! Long short-term memory, `torch.nn.LSTM` semantics. Gate rows are stacked i, f, g, o:
+//! `i = σ(·)`, `f = σ(·)`, `g = tanh(·)`, `o = σ(·)`, `c' = f⊙c + i⊙g`, `h' = o⊙tanh(c')`,
+//! each pre-activation being `x W_ihᵀ + b_ih + h W_hhᵀ + b_hh` for its block of rows.
+use candle_core::Tensor;
+use candle_nn::ops::sigmoid;
+use candle_nn::VarBuilder;
+
+use crate::cell::RecurrentCell;
+use crate::error::{CellError, Result};
+use crate::srn::torch_layer_params;
+use crate::state::CellState;
+
+/// One LSTM layer. Parameters for layer `k`: `weight_ih_l{k}` (4H, I), `weight_hh_l{k}` (4H, H),
+/// `bias_ih_l{k}` (4H), `bias_hh_l{k}` (4H).
+pub struct Lstm {
+    w_ih_t: Tensor,
+    w_hh_t: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    input_size: usize,
+    hidden_size: usize,
+}
+
+impl Lstm {
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        layer: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 4, input_size, hidden_size)?;
+        Ok(Self {
+            w_ih_t: w_ih.t()?,
+            w_hh_t: w_hh.t()?,
+            b_ih,
+            b_hh,
+            input_size,
+            hidden_size,
+        })
+    }
+}
+
+impl RecurrentCell for Lstm {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn has_cell_state(&self) -> bool {
+        true
+    }
+    fn step(&self, x: &Tensor, _dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
+        let c = state
+            .c
+            .as_ref()
+            .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
+        let gates = (x.matmul(&self.w_ih_t)?.broadcast_add(&self.b_ih)?
+            + state.h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?)?;
+        let h = self.hidden_size;
+        let i = sigmoid(&gates.narrow(1, 0, h)?)?;
+        let f = sigmoid(&gates.narrow(1, h, h)?)?;
+        let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+        let o = sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+        let c_new = ((f * c)? + (i * g)?)?;
+        let h_new = (o * c_new.tanh()?)?;
+        Ok(CellState {
+            h: h_new,
+            c: Some(c_new),
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! A recurrent network with a linear read-out applied at every time step.
+//!
+//! On disk the recurrent layers sit under `rnn.` with PyTorch's names and the read-out under
+//! `head.weight` (out, hidden) / `head.bias` (out), as `torch.nn.Linear`, so a PyTorch model
+//! `{rnn: nn.LSTM(batch_first=True), head: nn.Linear}` loads the file with `load_state_dict`.
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::cell::Recurrent;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::params::ParamStore;
+use crate::stack::StackedRnn;
+use crate::state::RnnState;
+
+pub struct SequenceModel {
+    rnn: StackedRnn,
+    head: Linear,
+    config: ModelConfig,
+}
+
+impl SequenceModel {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let rnn = StackedRnn::new(&config.rnn, vb.pp("rnn"))?;
+        // torch.nn.Linear: weight and bias ~ U(-1/√fan_in, 1/√fan_in).
+        let b = 1.0 / (config.rnn.hidden_size as f64).sqrt();
+        let init = candle_nn::Init::Uniform { lo: -b, up: b };
+        let vbh = vb.pp("head");
+        let w = vbh.get_with_hints((config.output_size, config.rnn.hidden_size), "weight", init)?;
+        let bias = vbh.get_with_hints(config.output_size, "bias", init)?;
+        Ok(Self {
+            rnn,
+            head: Linear::new(w, Some(bias)),
+            config: config.clone(),
+        })
+    }
+
+    /// A freshly initialised model and its parameters, from `seed`.
+    pub fn init(
+        config: &ModelConfig,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Self, ParamStore)> {
+        let store = ParamStore::seeded(seed);
+        let model = Self::new(config, store.var_builder(dtype, device))?;
+        Ok((model, store))
+    }
+
+    /// A model over loaded tensors; every tensor must be used and match its shape.
+    pub fn from_store(
+        config: &ModelConfig,
+        store: &ParamStore,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = Self::new(config, store.var_builder(dtype, device))?;
+        store.finish_loading()?;
+        Ok(model)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn rnn(&self) -> &StackedRnn {
+        &self.rnn
+    }
+
+    /// `x` (batch, time, input) → read-out (batch, time, output), recurrent outputs
+    /// (batch, time, hidden) and the final state.
+    pub fn forward_full(
+        &self,
+        x: &Tensor,
+        state: Option<&RnnState>,
+        dt: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, RnnState)> {
+        let (hs, last) = self.rnn.forward(x, state, dt)?;
+        let y = self.head.forward(&hs)?;
+        Ok((y, hs, last))
+    }
+
+    /// `x` (batch, time, input) → read-out (batch, time, output) and the final state.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        state: Option<&RnnState>,
+        dt: Option<&Tensor>,
+    ) -> Result<(Tensor, RnnState)> {
+        let (y, _, last) = self.forward_full(x, state, dt)?;
+        Ok((y, last))
+    }
+
+    /// One step: `x` (batch, input) → read-out (batch, output) and the new state.
+    pub fn step(&self, x: &Tensor, state: &RnnState) -> Result<(Tensor, RnnState)> {
+        let (h, st) = self.rnn.step(x, None, state)?;
+        Ok((self.head.forward(&h)?, st))
+    }
+}

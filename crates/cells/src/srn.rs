@@ -1,0 +1,84 @@
+//! Elman simple recurrent network, `torch.nn.RNN` semantics:
+//! `h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)` with `act` tanh or the logistic function.
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use crate::cell::RecurrentCell;
+use crate::config::Activation;
+use crate::error::Result;
+use crate::state::CellState;
+
+/// One SRN layer. Parameters (PyTorch names, for layer `k`): `weight_ih_l{k}` (H, I),
+/// `weight_hh_l{k}` (H, H), `bias_ih_l{k}` (H), `bias_hh_l{k}` (H).
+pub struct Srn {
+    w_ih_t: Tensor,
+    w_hh_t: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    activation: Activation,
+    input_size: usize,
+    hidden_size: usize,
+}
+
+/// PyTorch's initialisation of every recurrent parameter: U(-1/√H, 1/√H).
+pub(crate) fn torch_uniform(hidden: usize) -> candle_nn::Init {
+    let b = 1.0 / (hidden as f64).sqrt();
+    candle_nn::Init::Uniform { lo: -b, up: b }
+}
+
+/// Fetches the four PyTorch-named tensors of layer `layer` with `gates` rows per unit.
+pub(crate) fn torch_layer_params(
+    vb: &VarBuilder,
+    layer: usize,
+    gates: usize,
+    input: usize,
+    hidden: usize,
+) -> Result<[Tensor; 4]> {
+    let init = torch_uniform(hidden);
+    let g = gates * hidden;
+    Ok([
+        vb.get_with_hints((g, input), &format!("weight_ih_l{layer}"), init)?,
+        vb.get_with_hints((g, hidden), &format!("weight_hh_l{layer}"), init)?,
+        vb.get_with_hints(g, &format!("bias_ih_l{layer}"), init)?,
+        vb.get_with_hints(g, &format!("bias_hh_l{layer}"), init)?,
+    ])
+}
+
+impl Srn {
+    pub fn new(
+        input_size: usize,
+        hidden_size: usize,
+        layer: usize,
+        activation: Activation,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 1, input_size, hidden_size)?;
+        Ok(Self {
+            w_ih_t: w_ih.t()?,
+            w_hh_t: w_hh.t()?,
+            b_ih,
+            b_hh,
+            activation,
+            input_size,
+            hidden_size,
+        })
+    }
+}
+
+impl RecurrentCell for Srn {
+    fn input_size(&self) -> usize {
+        self.input_size
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    fn step(&self, x: &Tensor, _dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
+        let pre = (x.matmul(&self.w_ih_t)?.broadcast_add(&self.b_ih)?
+            + state.h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?)?;
+        let h = match self.activation {
+            Activation::Tanh => pre.tanh()?,
+            Activation::Sigmoid => candle_nn::ops::sigmoid(&pre)?,
+        };
+        Ok(CellState { h, c: None })
+    }
+}

@@ -1,0 +1,115 @@
+//! Gradients of every cell against central finite differences in f64, on random inputs, random
+//! initial states and random parameters (never zeros).
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use remanence_cells::{
+    Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+};
+
+fn randn(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
+    let (b, t, i, h) = (2, 5, 3, 4);
+    let cfg = RnnConfig {
+        cell,
+        input_size: i,
+        hidden_size: h,
+        num_layers: layers,
+        activation,
+    };
+    let store = ParamStore::seeded(seed);
+    let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F64, &Device::Cpu).pp("rnn")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 100);
+    let x = Var::from_tensor(&randn(&[b, t, i], &mut rng)).unwrap();
+    let h0 = Var::from_tensor(&randn(&[layers, b, h], &mut rng)).unwrap();
+    let c0 = (cell == CellKind::Lstm)
+        .then(|| Var::from_tensor(&randn(&[layers, b, h], &mut rng)).unwrap());
+    let gy = randn(&[b, t, h], &mut rng);
+    let gh = randn(&[layers, b, h], &mut rng);
+
+    let loss = || -> f64 {
+        let init = RnnState {
+            h: h0.as_tensor().clone(),
+            c: c0.as_ref().map(|c| c.as_tensor().clone()),
+        };
+        let (y, last) = rnn.forward(x.as_tensor(), Some(&init), None).unwrap();
+        let mut l = ((&y * &gy).unwrap().sum_all().unwrap()
+            + (&last.h * &gh).unwrap().sum_all().unwrap())
+        .unwrap();
+        if let Some(c) = &last.c {
+            l = (l + (c * &gh).unwrap().sum_all().unwrap()).unwrap();
+        }
+        l.to_scalar::<f64>().unwrap()
+    };
+    let init = RnnState {
+        h: h0.as_tensor().clone(),
+        c: c0.as_ref().map(|c| c.as_tensor().clone()),
+    };
+    let (y, last) = rnn.forward(x.as_tensor(), Some(&init), None).unwrap();
+    let mut l = ((&y * &gy).unwrap().sum_all().unwrap()
+        + (&last.h * &gh).unwrap().sum_all().unwrap())
+    .unwrap();
+    if let Some(c) = &last.c {
+        l = (l + (c * &gh).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = l.backward().unwrap();
+
+    let mut vars: Vec<(String, Var)> = store.vars();
+    vars.push(("x".into(), x.clone()));
+    vars.push(("h0".into(), h0.clone()));
+    if let Some(c0) = &c0 {
+        vars.push(("c0".into(), c0.clone()));
+    }
+    let eps = 1e-6;
+    for (name, var) in vars {
+        let analytic: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let mut numeric = vec![0.0; base.len()];
+        for k in 0..base.len() {
+            let mut p = base.clone();
+            p[k] += eps;
+            var.set(&Tensor::from_vec(p.clone(), var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let lp = loss();
+            p[k] -= 2.0 * eps;
+            var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let lm = loss();
+            numeric[k] = (lp - lm) / (2.0 * eps);
+        }
+        var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+        let a = Tensor::new(analytic.as_slice(), &Device::Cpu).unwrap();
+        let n = Tensor::new(numeric.as_slice(), &Device::Cpu).unwrap();
+        common::assert_close(&format!("{cell} {name}"), &a, &n, 1e-7);
+    }
+}
+
+#[test]
+fn srn_tanh_gradients_match_finite_differences() {
+    check(CellKind::Srn, Activation::Tanh, 2, 1);
+}
+#[test]
+fn srn_sigmoid_gradients_match_finite_differences() {
+    check(CellKind::Srn, Activation::Sigmoid, 1, 2);
+}
+#[test]
+fn lstm_gradients_match_finite_differences() {
+    check(CellKind::Lstm, Activation::Tanh, 2, 3);
+}
+#[test]
+fn gru_gradients_match_finite_differences() {
+    check(CellKind::Gru, Activation::Tanh, 2, 4);
+}
