@@ -1,1 +1,20 @@
+//! Sequence tasks for Remanence.
+//!
+//! A task owns its data (generated or read from disk), cuts it into padded [`Batch`]es, says which
+//! objective the trainer should minimise ([`Objective`]) and scores a model's outputs in the terms
+//! of its field ([`Evaluation`]). It never sees the model: evaluation takes a `predict` callback.
+//!
+//! - [`task`]: the [`SequenceTask`] trait, batches, objectives and evaluations.
+//! - [`grammar`]: finite automata (Reber, embedded Reber) that generate and accept strings.
+//! - [`reber`]: the next-symbol prediction task on those grammars.
+//! - [`registry`]: task names and configuration.
 
+pub mod error;
+pub mod grammar;
+pub mod reber;
+pub mod registry;
+pub mod task;
+
+pub use error::{Result, TaskError};
+pub use registry::{build_task, TaskConfig, TaskKind};
+pub use task::{Batch, Evaluation, Objective, SequenceTask, Split};

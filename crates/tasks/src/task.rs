@@ -1,0 +1,83 @@
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// What the trainer minimises for a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Independent sigmoid outputs per step: binary cross-entropy against a multi-hot target
+    /// (batch, time, outputs), averaged over the steps where `mask` is 1.
+    MultiLabelPerStep,
+    /// Softmax cross-entropy on the read-out of the last step against a class index
+    /// target (batch,) stored as u32.
+    ClassLastStep,
+}
+
+/// A padded batch of sequences.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// (batch, time, features).
+    pub x: Tensor,
+    /// Shape depends on the [`Objective`].
+    pub target: Tensor,
+    /// (batch, time): 1 on real steps, 0 on padding. `None` when every sequence is full length.
+    pub mask: Option<Tensor>,
+    /// (batch, time) elapsed time per step, for continuous-time cells. `None`: one unit per step.
+    pub dt: Option<Tensor>,
+    /// Index of each sequence in its split.
+    pub indices: Vec<usize>,
+    /// Real length of each sequence.
+    pub lengths: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// A task's verdict on a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The headline metric's name (higher is better), e.g. `test_string_accuracy`.
+    pub metric_name: String,
+    pub metric: f64,
+    /// Whether the task counts as solved by its field's criterion, where it has one.
+    pub solved: Option<bool>,
+    /// Every number computed, by name (the headline metric included).
+    pub values: BTreeMap<String, f64>,
+}
+
+/// The model's read-out for a batch: (batch, time, outputs).
+pub type Predict<'a> = dyn FnMut(&Batch) -> Result<Tensor> + 'a;
+
+pub trait SequenceTask: Send + Sync {
+    fn name(&self) -> &str;
+    fn input_size(&self) -> usize;
+    fn output_size(&self) -> usize;
+    fn objective(&self) -> Objective;
+    /// Number of training sequences (an epoch).
+    fn train_len(&self) -> usize;
+    /// The training split in batches of at most `batch_size`, in an order drawn from `rng`.
+    fn train_batches(
+        &self,
+        batch_size: usize,
+        rng: &mut ChaCha8Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Vec<Batch>>;
+    /// Scores the model on the task's splits.
+    fn evaluate(
+        &self,
+        batch_size: usize,
+        dtype: DType,
+        device: &Device,
+        predict: &mut Predict<'_>,
+    ) -> Result<Evaluation>;
+}
