@@ -1,0 +1,85 @@
+use serde::{Deserialize, Serialize};
+
+use remanence_cells::ModelConfig;
+use remanence_tasks::TaskConfig;
+
+use crate::optim::OptimizerConfig;
+use crate::schedule::Schedule;
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Clip gradients to this global L2 norm.
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    /// Seed of initialisation and batch order.
+    pub seed: u64,
+    /// Stop as soon as the task counts as solved, or the headline metric reaches `target`.
+    #[serde(default = "yes")]
+    pub early_stop: bool,
+    #[serde(default)]
+    pub target: Option<f64>,
+    /// Batch size for evaluation.
+    #[serde(default = "eval_batch")]
+    pub eval_batch_size: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn eval_batch() -> usize {
+    256
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::TrainError::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad(format!(
+                "learning rate must be positive, got {}",
+                self.optimizer.lr
+            ));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!("clip norm must be positive, got {c}"));
+            }
+        }
+        self.schedule.validate()
+    }
+}
+
+/// Everything needed to rebuild a run: written as `config.json` in the run folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: ModelConfig,
+    pub task: TaskConfig,
+    pub train: TrainConfig,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    pub device: String,
+}
+
+impl RunConfig {
+    pub fn dtype(&self) -> crate::Result<candle_core::DType> {
+        match self.dtype.as_str() {
+            "f32" => Ok(candle_core::DType::F32),
+            "f64" => Ok(candle_core::DType::F64),
+            d => Err(crate::TrainError::Config(format!(
+                "unknown dtype `{d}`; valid dtypes: f32, f64"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The run folder:
+//!
+//! | file | content |
+//! |---|---|
+//! | `config.json` | the resolved [`RunConfig`]: everything needed to rebuild model and task |
+//! | `model.safetensors` | the weights after the last completed epoch: `rnn.*` with PyTorch names, `head.weight`, `head.bias` |
+//! | `checkpoint.safetensors` | weights (`model.*`), optimizer state (`optim.*`) and trainer state (metadata), in one file |
+//! | `metrics.jsonl` | one JSON object per completed epoch |
+//!
+//! Every file is written to a temporary name and renamed; the checkpoint is a single file, so the
+//! weights and the optimizer state it holds always belong to the same epoch.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use remanence_cells::{tensor_file, ParamStore, SequenceModel};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::error::{Result, TrainError};
+use crate::optim::Optimizer;
+
+pub const CONFIG: &str = "config.json";
+pub const MODEL: &str = "model.safetensors";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Where a run stands; stored in the checkpoint's metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub epochs_completed: usize,
+    pub sequences_seen: u64,
+    pub optimizer_steps: u64,
+    /// Training sequences seen when the task first counted as solved.
+    pub solved_at_sequences: Option<u64>,
+    /// No more epochs to run (epoch budget spent or stopped early).
+    pub finished: bool,
+}
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub params: HashMap<String, Tensor>,
+    pub optimizer: HashMap<String, Tensor>,
+    pub state: TrainerState,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+fn run_err(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Run {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+impl RunDir {
+    /// Creates `root/name`, or `root/name-2`, `root/name-3`, … if taken.
+    pub fn create_new(root: &Path, name: &str) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| run_err(root, format!("cannot create: {e}")))?;
+        for k in 1.. {
+            let candidate = if k == 1 {
+                root.join(name)
+            } else {
+                root.join(format!("{name}-{k}"))
+            };
+            match std::fs::create_dir(&candidate) {
+                Ok(()) => return Ok(Self { path: candidate }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(run_err(&candidate, format!("cannot create: {e}"))),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Opens an existing run folder (it must hold `config.json`).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(run_err(path, "no such run folder"));
+        }
+        if !path.join(CONFIG).is_file() {
+            return Err(run_err(
+                path,
+                format!("not a run folder: it has no {CONFIG}"),
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn write_config(&self, cfg: &RunConfig) -> Result<()> {
+        let json = serde_json::to_string_pretty(cfg).expect("config serialises");
+        tensor_file::write_atomic(&self.file(CONFIG), format!("{json}\n").as_bytes())?;
+        Ok(())
+    }
+
+    pub fn read_config(&self) -> Result<RunConfig> {
+        let p = self.file(CONFIG);
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| run_err(&p, format!("cannot read: {e}")))?;
+        let cfg: RunConfig = serde_json::from_str(&text)
+            .map_err(|e| run_err(&p, format!("invalid run configuration: {e}")))?;
+        cfg.model
+            .validate()
+            .map_err(|e| run_err(&p, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Writes `model.safetensors` with the run configuration in its metadata.
+    pub fn write_model(&self, store: &ParamStore, cfg: &RunConfig) -> Result<()> {
+        let meta = HashMap::from([(
+            "remanence_config".to_string(),
+            serde_json::to_string(cfg).expect("config serialises"),
+        )]);
+        tensor_file::write(&self.file(MODEL), &store.tensors(), Some(meta))?;
+        Ok(())
+    }
+
+    /// Loads the model of this run from `model.safetensors` (weights must match the configuration).
+    pub fn load_model(
+        &self,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> Result<(SequenceModel, ParamStore)> {
+        let p = self.file(MODEL);
+        let dtype = cfg.dtype()?;
+        let (tensors, _) = tensor_file::read(&p, device)?;
+        let store = ParamStore::from_tensors(tensor_file::cast_all(tensors, dtype)?, &p)?;
+        let model = SequenceModel::from_store(&cfg.model, &store, dtype, device)?;
+        Ok((model, store))
+    }
+
+    pub fn write_checkpoint(
+        &self,
+        store: &ParamStore,
+        optimizer: &dyn Optimizer,
+        state: &TrainerState,
+    ) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = store
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
+        tensors.extend(
+            optimizer
+                .state()
+                .into_iter()
+                .map(|(k, v)| (format!("optim.{k}"), v)),
+        );
+        let meta = HashMap::from([(
+            "trainer_state".to_string(),
+            serde_json::to_string(state).expect("state serialises"),
+        )]);
+        tensor_file::write(&self.file(CHECKPOINT), &tensors, Some(meta))?;
+        Ok(())
+    }
+
+    /// Reads the checkpoint, or `None` if the run has none yet.
+    pub fn read_checkpoint(&self, dtype: DType, device: &Device) -> Result<Option<Checkpoint>> {
+        let p = self.file(CHECKPOINT);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let (tensors, meta) = tensor_file::read(&p, device)?;
+        let state: TrainerState = meta
+            .get("trainer_state")
+            .ok_or_else(|| run_err(&p, "checkpoint has no trainer_state metadata"))
+            .and_then(|s| {
+                serde_json::from_str(s).map_err(|e| run_err(&p, format!("bad trainer_state: {e}")))
+            })?;
+        let (mut params, mut optimizer) = (HashMap::new(), HashMap::new());
+        for (k, v) in tensor_file::cast_all(tensors, dtype)? {
+            if let Some(n) = k.strip_prefix("model.") {
+                params.insert(n.to_string(), v);
+            } else if let Some(n) = k.strip_prefix("optim.") {
+                optimizer.insert(n.to_string(), v);
+            } else {
+                return Err(run_err(
+                    &p,
+                    format!("unexpected tensor `{k}` in checkpoint"),
+                ));
+            }
+        }
+        Ok(Some(Checkpoint {
+            params,
+            optimizer,
+            state,
+        }))
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn append_metrics<T: Serialize>(&self, record: &T) -> Result<()> {
+        let p = self.file(METRICS);
+        let line = serde_json::to_string(record).expect("record serialises");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| run_err(&p, format!("cannot open: {e}")))?;
+        writeln!(f, "{line}")
+            .and_then(|_| f.sync_data())
+            .map_err(|e| run_err(&p, format!("cannot write: {e}")))
+    }
+
+    /// Keeps only the metric lines of epochs ≤ `epochs` (after a resume from an earlier checkpoint,
+    /// or a crash between the metrics line and the checkpoint). Unparsable lines are dropped.
+    pub fn truncate_metrics(&self, epochs: usize) -> Result<()> {
+        let p = self.file(METRICS);
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            return Ok(());
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()))
+                    .is_some_and(|e| e as usize <= epochs)
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        tensor_file::write_atomic(&p, out.as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! The training loop end to end on small runs: learning happens, runs are reproducible, resuming
+//! is exact, a non-finite loss keeps the last good checkpoint, and long sequences train.
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use remanence_cells::{Activation, CellKind, ModelConfig, RnnConfig};
+use remanence_tasks::{
+    build_task, Batch, Evaluation, Objective, SequenceTask, TaskConfig, TaskKind,
+};
+use remanence_train::stack::with_deep_stack;
+use remanence_train::trainer::Silent;
+use remanence_train::{
+    OptimizerConfig, OptimizerKind, RunConfig, RunDir, Schedule, TrainConfig, TrainError, Trainer,
+};
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("remanence-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig {
+    RunConfig {
+        model: ModelConfig {
+            rnn: RnnConfig {
+                cell,
+                input_size: 7,
+                hidden_size: hidden,
+                num_layers: 1,
+                activation: Activation::Tanh,
+            },
+            output_size: 7,
+        },
+        task: TaskConfig {
+            kind: TaskKind::Reber,
+            train_size: 64,
+            test_size: 64,
+            data_seed: 1,
+        },
+        train: TrainConfig {
+            epochs,
+            batch_size: 16,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam, 0.02),
+            schedule: Schedule::Constant,
+            clip_norm: Some(1.0),
+            seed,
+            early_stop: false,
+            target: None,
+            eval_batch_size: 64,
+        },
+        dtype: "f32".into(),
+        device: "cpu".into(),
+    }
+}
+
+fn train(cfg: &RunConfig, dir: &std::path::Path) -> remanence_train::TrainOutcome {
+    let task = build_task(&cfg.task).unwrap();
+    let run = RunDir::create_new(dir, "run").unwrap();
+    let mut t = Trainer::new(cfg.clone(), task.as_ref(), run, Device::Cpu).unwrap();
+    t.run(&mut Silent).unwrap()
+}
+
+fn metrics(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let (t, _) =
+        remanence_cells::tensor_file::read(&path.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut v: Vec<_> = t
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn srn_learns_reber_and_same_seed_gives_same_numbers() {
+    let root = tmp("determinism");
+    let cfg = config(CellKind::Srn, 12, 6, 3);
+    let a = train(&cfg, &root);
+    let b = train(&cfg, &root);
+    let (ma, mb) = (metrics(&root.join("run")), metrics(&root.join("run-2")));
+    assert_eq!(ma.len(), 6);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x["loss"], y["loss"]);
+        assert_eq!(x["metric"], y["metric"]);
+    }
+    assert_eq!(weights(&root.join("run")), weights(&root.join("run-2")));
+    let first = ma[0]["loss"].as_f64().unwrap();
+    let lastl = ma[5]["loss"].as_f64().unwrap();
+    assert!(lastl < 0.8 * first, "loss {first} -> {lastl}");
+    assert_eq!(a.state.epochs_completed, 6);
+    assert_eq!(b.state.sequences_seen, 6 * 64);
+    // A different seed gives a different model.
+    let c = config(CellKind::Srn, 12, 1, 4);
+    train(&c, &root);
+    assert_ne!(weights(&root.join("run")), weights(&root.join("run-3")));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let root = tmp("resume");
+    let full = config(CellKind::Lstm, 8, 4, 5);
+    train(&full, &root);
+    // Two epochs, then resume with the budget raised to four.
+    let half = config(CellKind::Lstm, 8, 2, 5);
+    train(&half, &root);
+    let run = RunDir::open(&root.join("run-2")).unwrap();
+    let task = build_task(&full.task).unwrap();
+    let mut t = Trainer::resume(full.clone(), task.as_ref(), run, Device::Cpu).unwrap();
+    assert_eq!(t.state().epochs_completed, 2);
+    let out = t.run(&mut Silent).unwrap();
+    assert_eq!(out.state.epochs_completed, 4);
+    assert_eq!(weights(&root.join("run")), weights(&root.join("run-2")));
+    let (ma, mb) = (metrics(&root.join("run")), metrics(&root.join("run-2")));
+    assert_eq!(mb.len(), 4);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x["loss"], y["loss"]);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Wraps a task and poisons its inputs with NaN from the given epoch on.
+struct Poisoned {
+    inner: Box<dyn SequenceTask>,
+    calls: AtomicUsize,
+    from_epoch: usize,
+}
+
+impl SequenceTask for Poisoned {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn input_size(&self) -> usize {
+        self.inner.input_size()
+    }
+    fn output_size(&self) -> usize {
+        self.inner.output_size()
+    }
+    fn objective(&self) -> Objective {
+        self.inner.objective()
+    }
+    fn train_len(&self) -> usize {
+        self.inner.train_len()
+    }
+    fn train_batches(
+        &self,
+        bs: usize,
+        rng: &mut ChaCha8Rng,
+        dt: DType,
+        dev: &Device,
+    ) -> remanence_tasks::Result<Vec<Batch>> {
+        let mut b = self.inner.train_batches(bs, rng, dt, dev)?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.from_epoch {
+            b[1].x = (b[1].x.clone() * f64::NAN)?;
+        }
+        Ok(b)
+    }
+    fn evaluate(
+        &self,
+        bs: usize,
+        dt: DType,
+        dev: &Device,
+        p: &mut remanence_tasks::task::Predict<'_>,
+    ) -> remanence_tasks::Result<Evaluation> {
+        self.inner.evaluate(bs, dt, dev, p)
+    }
+}
+
+#[test]
+fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let root = tmp("nan");
+    let cfg = config(CellKind::Gru, 8, 5, 6);
+    let task = Poisoned {
+        inner: build_task(&cfg.task).unwrap(),
+        calls: AtomicUsize::new(0),
+        from_epoch: 3,
+    };
+    let run = RunDir::create_new(&root, "run").unwrap();
+    let mut t = Trainer::new(cfg.clone(), &task, run, Device::Cpu).unwrap();
+    let err = t.run(&mut Silent).unwrap_err();
+    match &err {
+        TrainError::NonFiniteLoss {
+            epoch: 3,
+            batch: 2,
+            last_good: 2,
+            ..
+        } => {}
+        e => panic!("unexpected error {e}"),
+    }
+    assert!(
+        err.to_string().contains("last good checkpoint (epoch 2)"),
+        "{err}"
+    );
+    let dir = RunDir::open(&root.join("run")).unwrap();
+    let ck = dir
+        .read_checkpoint(DType::F32, &Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ck.state.epochs_completed, 2);
+    assert_eq!(metrics(dir.path()).len(), 2);
+    assert!(weights(dir.path())
+        .iter()
+        .all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// One long sequence per sample: the target at each step is the sign of the input three steps back.
+struct LongTask {
+    len: usize,
+}
+
+impl SequenceTask for LongTask {
+    fn name(&self) -> &str {
+        "long"
+    }
+    fn input_size(&self) -> usize {
+        7
+    }
+    fn output_size(&self) -> usize {
+        7
+    }
+    fn objective(&self) -> Objective {
+        Objective::MultiLabelPerStep
+    }
+    fn train_len(&self) -> usize {
+        2
+    }
+    fn train_batches(
+        &self,
+        _: usize,
+        _: &mut ChaCha8Rng,
+        dt: DType,
+        dev: &Device,
+    ) -> remanence_tasks::Result<Vec<Batch>> {
+        let x: Vec<f32> = (0..2 * self.len * 7)
+            .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5)
+            .collect();
+        let x = Tensor::from_vec(x, (2, self.len, 7), dev)?.to_dtype(dt)?;
+        let target = x.ge(0.0)?.to_dtype(dt)?;
+        Ok(vec![Batch {
+            x,
+            target,
+            mask: None,
+            dt: None,
+            indices: vec![0, 1],
+            lengths: vec![self.len; 2],
+        }])
+    }
+    fn evaluate(
+        &self,
+        _: usize,
+        dt: DType,
+        dev: &Device,
+        p: &mut remanence_tasks::task::Predict<'_>,
+    ) -> remanence_tasks::Result<Evaluation> {
+        let b = self
+            .train_batches(2, &mut rand::SeedableRng::seed_from_u64(0), dt, dev)?
+            .remove(0);
+        let y = p(&b)?;
+        assert_eq!(y.dims(), &[2, self.len, 7]);
+        Ok(Evaluation {
+            metric_name: "none".into(),
+            metric: 0.0,
+            solved: None,
+            values: Default::default(),
+        })
+    }
+}
+
+#[test]
+fn thousands_of_steps_train_without_stack_overflow() {
+    let root = tmp("long");
+    let mut cfg = config(CellKind::Lstm, 4, 1, 7);
+    cfg.task.train_size = 2;
+    with_deep_stack(move || {
+        let task = LongTask { len: 3000 };
+        let run = RunDir::create_new(&root, "run").unwrap();
+        let mut t = Trainer::new(cfg, &task, run, Device::Cpu).unwrap();
+        let out = t.run(&mut Silent).unwrap();
+        assert_eq!(out.state.epochs_completed, 1);
+        assert!(out.last.unwrap().loss.is_finite());
+        std::fs::remove_dir_all(&root).unwrap();
+    });
+}
