@@ -58,10 +58,13 @@ impl RecurrentCell for Lstm {
         let gates = (x.matmul(&self.w_ih_t)?.broadcast_add(&self.b_ih)?
             + state.h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?)?;
         let h = self.hidden_size;
-        let i = sigmoid(&gates.narrow(1, 0, h)?)?;
-        let f = sigmoid(&gates.narrow(1, h, h)?)?;
+        // One logistic pass over the contiguous block (Candle's element-wise kernels are much
+        // slower on strided views); the g rows take tanh instead.
+        let s = sigmoid(&gates)?;
+        let i = s.narrow(1, 0, h)?;
+        let f = s.narrow(1, h, h)?;
         let g = gates.narrow(1, 2 * h, h)?.tanh()?;
-        let o = sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+        let o = s.narrow(1, 3 * h, h)?;
         let c_new = ((f * c)? + (i * g)?)?;
         let h_new = (o * c_new.tanh()?)?;
         Ok(CellState {

@@ -92,6 +92,11 @@ impl SequenceModel {
         Ok((y, last))
     }
 
+    /// The all-zero state of the recurrent layers for `batch` sequences.
+    pub fn rnn_zero_state(&self, batch: usize, dtype: DType, device: &Device) -> Result<RnnState> {
+        self.rnn.zero_state(batch, dtype, device)
+    }
+
     /// One step: `x` (batch, input) → read-out (batch, output) and the new state.
     pub fn step(&self, x: &Tensor, state: &RnnState) -> Result<(Tensor, RnnState)> {
         let (h, st) = self.rnn.step(x, None, state)?;

@@ -1,1 +1,69 @@
-fn main() {}
+//! `remanence`: train, evaluate, sample, run and benchmark recurrent networks.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod progress;
+mod settings;
+
+#[derive(Parser)]
+#[command(
+    name = "remanence",
+    version,
+    about = "Train and study recurrent networks on Candle tensors"
+)]
+struct Cli {
+    /// Threads for Candle's kernels. Default 1 (or $RAYON_NUM_THREADS): on small recurrent shapes
+    /// one thread is faster than Candle's spinning pool.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (defaults: an LSTM on the embedded Reber grammar).
+    Train(commands::train::TrainArgs),
+    /// Re-evaluate a saved run on its task.
+    Eval(commands::eval::EvalArgs),
+    /// Generate strings from a trained grammar model and check them against the grammar.
+    Sample(commands::sample::SampleArgs),
+    /// Run a saved model on a tensor `x` (batch, time, features) read from a safetensors file.
+    Infer(commands::infer::InferArgs),
+    /// Time training steps and forward passes against candle-nn's LSTM/GRU.
+    Bench(commands::bench::BenchArgs),
+}
+
+/// Where runs go unless `--runs-dir` says otherwise.
+pub fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli
+        .threads
+        .map(|t| t.max(1).to_string())
+        .or_else(|| std::env::var("RAYON_NUM_THREADS").ok())
+        .unwrap_or_else(|| "1".into());
+    // Before any Candle call reads them; nothing else runs yet.
+    std::env::set_var("RAYON_NUM_THREADS", &threads);
+    std::env::set_var("CANDLE_NUM_THREADS", &threads);
+    let result = match cli.command {
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Sample(a) => commands::sample::run(a),
+        Command::Infer(a) => commands::infer::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -214,18 +214,37 @@ impl SequenceTask for ReberTask {
     ) -> Result<Evaluation> {
         let mut values = BTreeMap::new();
         let mut all_solved = true;
+        let mut counts = Vec::new();
         for (split, name) in [(Split::Train, "train"), (Split::Test, "test")] {
             let (gs, gt, st) = self.score_split(split, batch_size, dtype, device, predict)?;
             let n = self.strings(split).len();
             values.insert(format!("{name}_string_accuracy"), gs as f64 / n as f64);
             values.insert(format!("{name}_step_accuracy"), gt as f64 / st as f64);
             all_solved &= gs == n;
+            counts.push((gs, n));
         }
+        let pct = |(g, n): (usize, usize)| 100.0 * g as f64 / n as f64;
+        let summary = format!(
+            "{}/{} test strings ({:.2}%) and {}/{} training strings ({:.2}%) have every next-symbol \
+             prediction right; {}",
+            counts[1].0,
+            counts[1].1,
+            pct(counts[1]),
+            counts[0].0,
+            counts[0].1,
+            pct(counts[0]),
+            if all_solved {
+                "solved (Hochreiter & Schmidhuber's criterion: every string of both sets right)"
+            } else {
+                "not solved (that needs every string of both sets right)"
+            }
+        );
         Ok(Evaluation {
             metric_name: "test_string_accuracy".into(),
             metric: values["test_string_accuracy"],
             solved: Some(all_solved),
             values,
+            summary,
         })
     }
 }

@@ -52,6 +52,9 @@ pub struct Evaluation {
     pub solved: Option<bool>,
     /// Every number computed, by name (the headline metric included).
     pub values: BTreeMap<String, f64>,
+    /// One or two sentences in the terms of the task's field.
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// The model's read-out for a batch: (batch, time, outputs).

@@ -272,6 +272,7 @@ impl SequenceTask for LongTask {
             metric: 0.0,
             solved: None,
             values: Default::default(),
+            summary: String::new(),
         })
     }
 }
