@@ -14,7 +14,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Task: reber, embedded-reber.
+    /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted.
     #[arg(long)]
     pub task: Option<String>,
     /// Recurrent cell: srn, lstm, gru.
@@ -62,11 +62,14 @@ pub struct Settings {
     #[arg(long)]
     #[serde(alias = "data_seed")]
     pub data_seed: Option<u64>,
-    /// Training sequences.
+    /// Folder of the data set (MNIST: the four IDX .gz files); default datasets/<name>.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Training sequences (0: the whole split; default 256 for the grammars).
     #[arg(long)]
     #[serde(alias = "train_size")]
     pub train_size: Option<usize>,
-    /// Test sequences.
+    /// Test sequences (0: the whole split; default 256 for the grammars).
     #[arg(long)]
     #[serde(alias = "test_size")]
     pub test_size: Option<usize>,
@@ -93,7 +96,7 @@ impl Settings {
     /// `top` wins where it gives a value.
     pub fn overlay(self, top: Settings) -> Settings {
         overlay!(self, top; task, cell, hidden, layers, activation, epochs, batch_size, optimizer,
-            lr, momentum, weight_decay, clip, schedule, seed, data_seed, train_size, test_size,
+            lr, momentum, weight_decay, clip, schedule, seed, data_seed, data, train_size, test_size,
             early_stop, target, dtype, device)
     }
 
@@ -151,8 +154,9 @@ impl Settings {
             schedule: Some("constant".into()),
             seed: Some(0),
             data_seed: None,
-            train_size: Some(256),
-            test_size: Some(256),
+            data: None,
+            train_size: None,
+            test_size: None,
             early_stop: Some(true),
             target: None,
             dtype: Some("f32".into()),
@@ -179,7 +183,8 @@ impl Settings {
             bail!("--dtype: unknown dtype `{dtype}`; valid dtypes: f32, f64");
         }
         let seed = s.seed.unwrap_or(0);
-        let (input, output) = task_sizes(kind);
+        let (input, output) = kind.sizes();
+        let (train_size, test_size) = kind.default_sizes();
         let clip = s.clip.unwrap_or(0.0);
         if clip < 0.0 || !clip.is_finite() {
             bail!("--clip must be a non-negative number, got {clip}");
@@ -197,9 +202,10 @@ impl Settings {
             },
             task: TaskConfig {
                 kind,
-                train_size: s.train_size.context("no train size")?,
-                test_size: s.test_size.context("no test size")?,
+                train_size: s.train_size.unwrap_or(train_size),
+                test_size: s.test_size.unwrap_or(test_size),
                 data_seed: s.data_seed.unwrap_or(seed),
+                data_dir: s.data.clone(),
             },
             train: TrainConfig {
                 epochs: s.epochs.context("no epoch count")?,
@@ -222,13 +228,6 @@ impl Settings {
         cfg.model.validate()?;
         cfg.train.validate()?;
         Ok(cfg)
-    }
-}
-
-/// Input and output sizes of a task (known without building its data).
-pub fn task_sizes(kind: TaskKind) -> (usize, usize) {
-    match kind {
-        TaskKind::Reber | TaskKind::EmbeddedReber => (7, 7),
     }
 }
 

@@ -208,7 +208,7 @@ fn bad_choices_list_the_valid_ones() {
     let root = tmp("choices");
     let runs = root.to_str().unwrap();
     for (flag, val, valid) in [
-        ("--task", "mnist-foo", "reber, embedded-reber"),
+        ("--task", "mnist-foo", "reber, embedded-reber, mnist-rows"),
         ("--cell", "tcn", "srn, lstm, gru"),
         ("--optimizer", "lion", "adam, adamw, sgd, rmsprop"),
         ("--device", "tpu", "cpu, cuda, metal"),

@@ -11,6 +11,8 @@
 
 pub mod error;
 pub mod grammar;
+pub mod idx;
+pub mod mnist;
 pub mod reber;
 pub mod registry;
 pub mod task;

@@ -2,7 +2,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TaskError};
+use std::path::PathBuf;
+
 use crate::grammar::Grammar;
+use crate::mnist::{self, MnistTask, MnistView};
 use crate::reber::ReberTask;
 use crate::task::SequenceTask;
 
@@ -11,15 +14,54 @@ use crate::task::SequenceTask;
 pub enum TaskKind {
     Reber,
     EmbeddedReber,
+    MnistRows,
+    MnistPixels,
+    MnistPixelsPermuted,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 2] = [TaskKind::Reber, TaskKind::EmbeddedReber];
+    pub const ALL: [TaskKind; 5] = [
+        TaskKind::Reber,
+        TaskKind::EmbeddedReber,
+        TaskKind::MnistRows,
+        TaskKind::MnistPixels,
+        TaskKind::MnistPixelsPermuted,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Reber => "reber",
             TaskKind::EmbeddedReber => "embedded-reber",
+            TaskKind::MnistRows => "mnist-rows",
+            TaskKind::MnistPixels => "mnist-pixels",
+            TaskKind::MnistPixelsPermuted => "mnist-pixels-permuted",
+        }
+    }
+
+    /// Input features per step and outputs, known without reading any data.
+    pub fn sizes(self) -> (usize, usize) {
+        match self {
+            TaskKind::Reber | TaskKind::EmbeddedReber => (7, 7),
+            TaskKind::MnistRows => (28, 10),
+            TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => (1, 10),
+        }
+    }
+
+    /// Default (train, test) sizes; 0 means the whole split.
+    pub fn default_sizes(self) -> (usize, usize) {
+        match self {
+            TaskKind::Reber | TaskKind::EmbeddedReber => (256, 256),
+            _ => (0, 0),
+        }
+    }
+
+    /// The MNIST view of an MNIST task.
+    pub fn mnist_view(self) -> Option<MnistView> {
+        match self {
+            TaskKind::MnistRows => Some(MnistView::Rows),
+            TaskKind::MnistPixels => Some(MnistView::Pixels),
+            TaskKind::MnistPixelsPermuted => Some(MnistView::PermutedPixels),
+            _ => None,
         }
     }
 
@@ -28,6 +70,7 @@ impl TaskKind {
         match self {
             TaskKind::Reber => Some(Grammar::Reber),
             TaskKind::EmbeddedReber => Some(Grammar::Embedded),
+            _ => None,
         }
     }
 }
@@ -60,8 +103,11 @@ pub struct TaskConfig {
     pub kind: TaskKind,
     pub train_size: usize,
     pub test_size: usize,
-    /// Seed of the data draw.
+    /// Seed of the data draw (and of the MNIST pixel permutation).
     pub data_seed: u64,
+    /// Folder of a data set read from disk (MNIST); `None`: the default location.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
@@ -72,6 +118,16 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
             cfg.test_size,
             cfg.data_seed,
         )?),
+        TaskKind::MnistRows | TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => {
+            let dir = mnist::locate(cfg.data_dir.as_deref())?;
+            Box::new(MnistTask::new(
+                cfg.kind.mnist_view().expect("mnist task"),
+                &dir,
+                cfg.train_size,
+                cfg.test_size,
+                cfg.data_seed,
+            )?)
+        }
     })
 }
 
@@ -82,7 +138,7 @@ mod tests {
     #[test]
     fn unknown_task_lists_valid_ones() {
         let err = "mnist-foo".parse::<TaskKind>().unwrap_err().to_string();
-        assert!(err.contains("reber, embedded-reber"), "{err}");
+        assert!(err.contains("reber, embedded-reber, mnist-rows"), "{err}");
         assert_eq!(
             "embedded-reber".parse::<TaskKind>().unwrap(),
             TaskKind::EmbeddedReber

@@ -37,6 +37,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
             train_size: 64,
             test_size: 64,
             data_seed: 1,
+            data_dir: None,
         },
         train: TrainConfig {
             epochs,

@@ -30,7 +30,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (cfg, dir, resuming) = match &args.resume {
+    let (cfg, target) = match &args.resume {
         Some(path) => {
             if args.recipe.is_some() || args.name.is_some() {
                 bail!("--resume continues a run with its own configuration; --recipe and --name cannot be given");
@@ -52,7 +52,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if let Some(e) = args.settings.epochs {
                 cfg.train.epochs = e;
             }
-            (cfg, dir, true)
+            (cfg, Target::Resume(dir))
         }
         None => {
             let mut s = Settings::defaults();
@@ -62,15 +62,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let cfg = s.overlay(args.settings.clone()).resolve()?;
             parse_device(&cfg.device).context("--device")?;
             let name = args.name.clone().unwrap_or_else(|| run_name(&cfg));
-            (cfg, RunDir::create_new(&args.runs_dir, &name)?, false)
+            (cfg, Target::New(args.runs_dir.clone(), name))
         }
     };
-    with_deep_stack(move || train(cfg, dir, resuming))
+    with_deep_stack(move || train(cfg, target))
 }
 
-fn train(cfg: RunConfig, dir: RunDir, resuming: bool) -> Result<()> {
+/// Where the run goes: a new folder (created once the task's data is known to be good) or an
+/// existing one.
+enum Target {
+    New(PathBuf, String),
+    Resume(RunDir),
+}
+
+fn train(cfg: RunConfig, target: Target) -> Result<()> {
     let device = parse_device(&cfg.device)?;
     let task = build_task(&cfg.task).context("building the task")?;
+    let (dir, resuming) = match target {
+        Target::New(root, name) => (RunDir::create_new(&root, &name)?, false),
+        Target::Resume(dir) => (dir, true),
+    };
     let path = dir.path().to_path_buf();
     let mut trainer = if resuming {
         Trainer::resume(cfg.clone(), task.as_ref(), dir, device.clone())?

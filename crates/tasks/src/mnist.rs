@@ -1,0 +1,263 @@
+//! Sequential MNIST: each 28×28 digit is read as a sequence and classified from the last step.
+//!
+//! - `mnist-rows`: 28 steps of 28 pixels (one row per step), the LTC paper's setting;
+//! - `mnist-pixels`: 784 steps of one pixel, in reading order;
+//! - `mnist-pixels-permuted`: 784 steps of one pixel in one fixed random order drawn from the
+//!   data seed (Le et al. 2015).
+//!
+//! Pixels are scaled to [0, 1]. The files are the original IDX `.gz` files, looked up in the
+//! given folder (see [`MNIST_FILES`]).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Result, TaskError};
+use crate::idx;
+use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask};
+
+/// The four files, with the sizes their headers must announce.
+pub const MNIST_FILES: [(&str, usize); 4] = [
+    ("train-images-idx3-ubyte.gz", 60_000),
+    ("train-labels-idx1-ubyte.gz", 60_000),
+    ("t10k-images-idx3-ubyte.gz", 10_000),
+    ("t10k-labels-idx1-ubyte.gz", 10_000),
+];
+
+/// How a digit becomes a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MnistView {
+    Rows,
+    Pixels,
+    PermutedPixels,
+}
+
+/// Images (n·784 bytes) and labels of one split.
+#[derive(Debug, Clone)]
+pub struct MnistSplit {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl MnistSplit {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Reads and checks the training and test splits from `dir`.
+pub fn load(dir: &Path) -> Result<(MnistSplit, MnistSplit)> {
+    let missing: Vec<&str> = MNIST_FILES
+        .iter()
+        .map(|f| f.0)
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskError::Data(format!(
+            "MNIST: {} lacks {}; place the four original IDX files ({}) there",
+            dir.display(),
+            missing.join(", "),
+            MNIST_FILES.map(|f| f.0).join(", ")
+        )));
+    }
+    let split = |imgs: (&str, usize), labs: (&str, usize)| -> Result<MnistSplit> {
+        let ip = dir.join(imgs.0);
+        let lp = dir.join(labs.0);
+        let i = idx::read_u8(&ip, 3)?;
+        let l = idx::read_u8(&lp, 1)?;
+        if i.dims != [imgs.1, 28, 28] {
+            return Err(TaskError::Data(format!(
+                "{}: images of shape {:?}, expected [{}, 28, 28]",
+                ip.display(),
+                i.dims,
+                imgs.1
+            )));
+        }
+        if l.dims != [labs.1] {
+            return Err(TaskError::Data(format!(
+                "{}: {:?} labels, expected [{}]",
+                lp.display(),
+                l.dims,
+                labs.1
+            )));
+        }
+        if let Some(bad) = l.data.iter().find(|&&v| v > 9) {
+            return Err(TaskError::Data(format!(
+                "{}: label {bad} outside 0..=9",
+                lp.display()
+            )));
+        }
+        Ok(MnistSplit {
+            images: i.data,
+            labels: l.data,
+        })
+    };
+    Ok((
+        split(MNIST_FILES[0], MNIST_FILES[1])?,
+        split(MNIST_FILES[2], MNIST_FILES[3])?,
+    ))
+}
+
+/// Finds the MNIST folder: `data_dir` if given, else `datasets/mnist` under the working folder.
+pub fn locate(data_dir: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = data_dir {
+        return Ok(d.to_path_buf());
+    }
+    let default = PathBuf::from("datasets/mnist");
+    if default.is_dir() {
+        return Ok(default);
+    }
+    Err(TaskError::Data(format!(
+        "MNIST not found: pass --data DIR, or place {} in {} (from yann.lecun.com/exdb/mnist or any mirror of the \
+         original files); automatic download is not available in this build",
+        MNIST_FILES.map(|f| f.0).join(", "),
+        default.display()
+    )))
+}
+
+pub struct MnistTask {
+    name: &'static str,
+    view: MnistView,
+    train: MnistSplit,
+    test: MnistSplit,
+    /// Pixel order for the permuted view.
+    order: Vec<usize>,
+}
+
+impl MnistTask {
+    /// Uses the first `train_size`/`test_size` digits of each split (0 = all).
+    pub fn new(
+        view: MnistView,
+        dir: &Path,
+        train_size: usize,
+        test_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let (mut train, mut test) = load(dir)?;
+        for (s, n) in [(&mut train, train_size), (&mut test, test_size)] {
+            if n > 0 && n < s.len() {
+                s.labels.truncate(n);
+                s.images.truncate(n * 784);
+            }
+        }
+        let mut order: Vec<usize> = (0..784).collect();
+        if view == MnistView::PermutedPixels {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x4d4e_4953_5450));
+        }
+        let name = match view {
+            MnistView::Rows => "mnist-rows",
+            MnistView::Pixels => "mnist-pixels",
+            MnistView::PermutedPixels => "mnist-pixels-permuted",
+        };
+        Ok(Self {
+            name,
+            view,
+            train,
+            test,
+            order,
+        })
+    }
+
+    fn steps_features(&self) -> (usize, usize) {
+        match self.view {
+            MnistView::Rows => (28, 28),
+            _ => (784, 1),
+        }
+    }
+
+    fn batch(
+        &self,
+        split: &MnistSplit,
+        indices: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Batch> {
+        let (t, f) = self.steps_features();
+        let mut x = Vec::with_capacity(indices.len() * 784);
+        for &i in indices {
+            let img = &split.images[i * 784..(i + 1) * 784];
+            x.extend(self.order.iter().map(|&p| img[p] as f32 / 255.0));
+        }
+        let labels: Vec<u32> = indices.iter().map(|&i| split.labels[i] as u32).collect();
+        let b = indices.len();
+        Ok(Batch {
+            x: Tensor::from_vec(x, (b, t, f), device)?.to_dtype(dtype)?,
+            target: Tensor::from_vec(labels, b, device)?,
+            mask: None,
+            dt: None,
+            indices: indices.to_vec(),
+            lengths: vec![t; b],
+        })
+    }
+}
+
+impl SequenceTask for MnistTask {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn input_size(&self) -> usize {
+        self.steps_features().1
+    }
+    fn output_size(&self) -> usize {
+        10
+    }
+    fn objective(&self) -> Objective {
+        Objective::ClassLastStep
+    }
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+    fn train_batches(
+        &self,
+        batch_size: usize,
+        rng: &mut ChaCha8Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Vec<Batch>> {
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        order.shuffle(rng);
+        order
+            .chunks(batch_size.max(1))
+            .map(|c| self.batch(&self.train, c, dtype, device))
+            .collect()
+    }
+    fn evaluate(
+        &self,
+        batch_size: usize,
+        dtype: DType,
+        device: &Device,
+        predict: &mut Predict<'_>,
+    ) -> Result<Evaluation> {
+        let order: Vec<usize> = (0..self.test.len()).collect();
+        let mut right = 0usize;
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch = self.batch(&self.test, chunk, dtype, device)?;
+            let y = predict(&batch)?;
+            let t = y.dim(1)?;
+            let pred: Vec<u32> = y.narrow(1, t - 1, 1)?.squeeze(1)?.argmax(1)?.to_vec1()?;
+            right += chunk
+                .iter()
+                .zip(&pred)
+                .filter(|(&i, &p)| self.test.labels[i] as u32 == p)
+                .count();
+        }
+        let acc = right as f64 / self.test.len() as f64;
+        Ok(Evaluation {
+            metric_name: "test_accuracy".into(),
+            metric: acc,
+            solved: None,
+            values: BTreeMap::from([("test_accuracy".to_string(), acc)]),
+            summary: format!(
+                "test accuracy {:.2}% ({right}/{} digits), classified from the last step",
+                100.0 * acc,
+                self.test.len()
+            ),
+        })
+    }
+}
