@@ -24,6 +24,18 @@ pub trait RecurrentCell: Send + Sync {
         Ok(CellState { h, c })
     }
     fn step(&self, x: &Tensor, dt: Option<&Tensor>, state: &CellState) -> Result<CellState>;
+    /// Size of the layer's output (the LTC's motor neurons; `hidden_size` for the others).
+    fn output_size(&self) -> usize {
+        self.hidden_size()
+    }
+    /// The layer's output for a state (the LTC maps its motor neurons; the others return `h`).
+    fn output(&self, state: &CellState) -> Result<Tensor> {
+        Ok(state.h.clone())
+    }
+    /// Full names of parameters to clamp to ≥ 0 after every optimizer update.
+    fn nonnegative_parameters(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A whole recurrent network (one or more layers) run over batch-first sequences.
@@ -32,7 +44,7 @@ pub trait RecurrentCell: Send + Sync {
 /// only see `forward` and `step`.
 pub trait Recurrent: Send + Sync {
     fn input_size(&self) -> usize;
-    /// Size of the per-step output (the top layer's hidden size).
+    /// Size of the per-step output (the top layer's output size).
     fn output_size(&self) -> usize;
     fn zero_state(&self, batch: usize, dtype: DType, device: &Device) -> Result<RnnState>;
     /// Runs `x` (batch, time, input) from `state` (zeros when `None`), with optional elapsed
@@ -47,4 +59,8 @@ pub trait Recurrent: Send + Sync {
     /// Advances every layer by one step: `x` is (batch, input). Returns the top layer's output.
     fn step(&self, x: &Tensor, dt: Option<&Tensor>, state: &RnnState)
         -> Result<(Tensor, RnnState)>;
+    /// Full names of parameters to clamp to ≥ 0 after every optimizer update.
+    fn nonnegative_parameters(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -12,26 +12,51 @@ pub enum CellKind {
     Lstm,
     /// Gated recurrent unit (`torch.nn.GRU`, gates r, z, n).
     Gru,
+    /// Liquid time-constant network (ncps `LTC`).
+    Ltc,
+    /// Closed-form continuous-time network (ncps `CfC`).
+    Cfc,
+    /// Continuous-time RNN, dh/dt = −h/τ + tanh(W[x, h] + b).
+    Ctrnn,
+    /// ODE-RNN (Rubanova et al. 2019): an MLP ODE between observations, a GRU update at each.
+    Odernn,
 }
 
 impl CellKind {
-    pub const ALL: [CellKind; 3] = [CellKind::Srn, CellKind::Lstm, CellKind::Gru];
+    pub const ALL: [CellKind; 7] = [
+        CellKind::Srn,
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Ltc,
+        CellKind::Cfc,
+        CellKind::Ctrnn,
+        CellKind::Odernn,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             CellKind::Srn => "srn",
             CellKind::Lstm => "lstm",
             CellKind::Gru => "gru",
+            CellKind::Ltc => "ltc",
+            CellKind::Cfc => "cfc",
+            CellKind::Ctrnn => "ctrnn",
+            CellKind::Odernn => "odernn",
         }
     }
 
-    /// Rows of `weight_ih` per hidden unit (number of gates).
+    /// Rows of `weight_ih` per hidden unit (number of gates) of the PyTorch cells.
     pub fn gates(self) -> usize {
         match self {
-            CellKind::Srn => 1,
             CellKind::Lstm => 4,
-            CellKind::Gru => 3,
+            CellKind::Gru | CellKind::Odernn => 3,
+            _ => 1,
         }
+    }
+
+    /// Cells that follow ncps's layout: one layer, parameters under `rnn_cell.`.
+    pub fn is_ncps(self) -> bool {
+        matches!(self, CellKind::Ltc | CellKind::Cfc)
     }
 }
 
@@ -91,6 +116,62 @@ pub struct RnnConfig {
     /// SRN only.
     #[serde(default)]
     pub activation: Activation,
+    /// Settings of the continuous-time cells.
+    #[serde(default)]
+    pub ct: CtOptions,
+}
+
+/// Settings of the continuous-time cells (ignored by the others). Defaults are ncps's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CtOptions {
+    /// LTC wiring (see [`crate::wiring::WiringSpec`]).
+    pub wiring: String,
+    /// Seed of the generated wiring.
+    pub wiring_seed: u64,
+    /// Solver steps per input step (LTC, CT-RNN, ODE-RNN).
+    pub ode_unfolds: usize,
+    /// CT-RNN / ODE-RNN solver: euler, heun, rk4, dopri5.
+    pub solver: String,
+    /// Adaptive solver tolerances and step budget per input step.
+    pub rtol: f64,
+    pub atol: f64,
+    pub max_steps: usize,
+    /// LTC: `softplus` (constraints at use time) or `clip` (raw parameters, clamped ≥ 0 after each update).
+    pub constraint: String,
+    /// LTC input and output mappings: affine, linear, none.
+    pub input_mapping: String,
+    pub output_mapping: String,
+    /// LTC denominator epsilon.
+    pub epsilon: f64,
+    /// CfC mode: default, no-gate, pure.
+    pub mode: String,
+    /// CfC backbone (and ODE-RNN's ODE network) width, depth and activation.
+    pub backbone_units: usize,
+    pub backbone_layers: usize,
+    pub backbone_activation: String,
+}
+
+impl Default for CtOptions {
+    fn default() -> Self {
+        Self {
+            wiring: "fully-connected".into(),
+            wiring_seed: 0,
+            ode_unfolds: 6,
+            solver: "euler".into(),
+            rtol: 1e-3,
+            atol: 1e-4,
+            max_steps: 1000,
+            constraint: "softplus".into(),
+            input_mapping: "affine".into(),
+            output_mapping: "affine".into(),
+            epsilon: 1e-8,
+            mode: "default".into(),
+            backbone_units: 128,
+            backbone_layers: 1,
+            backbone_activation: "lecun-tanh".into(),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -104,6 +185,15 @@ impl RnnConfig {
                 "input_size, hidden_size and num_layers must be positive (got {}, {}, {})",
                 self.input_size, self.hidden_size, self.num_layers
             )));
+        }
+        if self.cell.is_ncps() && self.num_layers != 1 {
+            return Err(CellError::Config(format!(
+                "{} has one layer (its wiring gives the structure); got num_layers = {}",
+                self.cell, self.num_layers
+            )));
+        }
+        if self.ct.ode_unfolds == 0 {
+            return Err(CellError::Config("ode_unfolds must be at least 1".into()));
         }
         Ok(())
     }

@@ -7,27 +7,36 @@
 //! Layout of the crate, one concept per file:
 //! - [`cell`]: the [`RecurrentCell`] trait (one layer, one time step) and the [`Recurrent`] trait
 //!   (a whole recurrent network run over a sequence).
-//! - [`srn`], [`lstm`], [`gru`]: the cells.
+//! - [`srn`], [`lstm`], [`gru`]: the discrete-time cells (PyTorch semantics).
+//! - [`ltc`], [`cfc`]: ncps's liquid time-constant and closed-form cells; [`wiring`]: their wirings.
+//! - [`ctrnn`], [`odernn`]: the CT-RNN and ODE-RNN; [`solvers`]: the ODE solvers they use.
 //! - [`stack`]: stacked layers of one cell kind, run time-major over a sequence.
 //! - [`model`]: a recurrent network plus a linear read-out head.
 //! - [`params`]: a seeded parameter store behind Candle's `VarBuilder`.
 //! - [`tensor_file`]: safetensors reading and atomic writing with clear errors.
 
 pub mod cell;
+pub mod cfc;
 pub mod config;
+pub mod ctrnn;
 pub mod device;
 pub mod error;
 pub mod gru;
 pub mod lstm;
+pub mod ltc;
 pub mod model;
+pub mod odernn;
+pub mod ops;
 pub mod params;
+pub mod solvers;
 pub mod srn;
 pub mod stack;
 pub mod state;
 pub mod tensor_file;
+pub mod wiring;
 
 pub use cell::{Recurrent, RecurrentCell};
-pub use config::{Activation, CellKind, ModelConfig, RnnConfig};
+pub use config::{Activation, CellKind, CtOptions, ModelConfig, RnnConfig};
 pub use error::{CellError, Result};
 pub use model::SequenceModel;
 pub use params::ParamStore;

@@ -24,10 +24,11 @@ impl SequenceModel {
         config.validate()?;
         let rnn = StackedRnn::new(&config.rnn, vb.pp("rnn"))?;
         // torch.nn.Linear: weight and bias ~ U(-1/√fan_in, 1/√fan_in).
-        let b = 1.0 / (config.rnn.hidden_size as f64).sqrt();
+        let fan_in = rnn.output_size();
+        let b = 1.0 / (fan_in as f64).sqrt();
         let init = candle_nn::Init::Uniform { lo: -b, up: b };
         let vbh = vb.pp("head");
-        let w = vbh.get_with_hints((config.output_size, config.rnn.hidden_size), "weight", init)?;
+        let w = vbh.get_with_hints((config.output_size, fan_in), "weight", init)?;
         let bias = vbh.get_with_hints(config.output_size, "bias", init)?;
         Ok(Self {
             rnn,
@@ -44,6 +45,7 @@ impl SequenceModel {
         device: &Device,
     ) -> Result<(Self, ParamStore)> {
         let store = ParamStore::seeded(seed);
+        StackedRnn::seed_store(&config.rnn, &store, "rnn", dtype, device)?;
         let model = Self::new(config, store.var_builder(dtype, device))?;
         Ok((model, store))
     }
@@ -66,6 +68,11 @@ impl SequenceModel {
 
     pub fn rnn(&self) -> &StackedRnn {
         &self.rnn
+    }
+
+    /// Full names of parameters to clamp to ≥ 0 after every update (LTC in clip mode).
+    pub fn nonnegative_parameters(&self) -> Vec<String> {
+        self.rnn.nonnegative_parameters()
     }
 
     /// `x` (batch, time, input) → read-out (batch, time, output), recurrent outputs

@@ -108,6 +108,29 @@ impl ParamStore {
             .collect()
     }
 
+    /// Adds `tensor` under `name` unless a tensor of that name exists.
+    pub fn insert_if_absent(&self, name: &str, tensor: Tensor) -> Result<()> {
+        let mut inner = self.inner.lock().unwrap();
+        if !inner.vars.contains_key(name) {
+            inner
+                .vars
+                .insert(name.to_string(), Var::from_tensor(&tensor)?);
+        }
+        Ok(())
+    }
+
+    /// Clamps the named parameters to ≥ 0 in place.
+    pub fn clamp_nonnegative(&self, names: &[String]) -> Result<()> {
+        let inner = self.inner.lock().unwrap();
+        for n in names {
+            if let Some(v) = inner.vars.get(n) {
+                let clamped = v.as_tensor().detach().relu()?;
+                v.set(&clamped)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<Var> {
         self.inner.lock().unwrap().vars.get(name).cloned()
     }

@@ -7,12 +7,18 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::cell::{Recurrent, RecurrentCell};
+use crate::cfc::Cfc;
 use crate::config::{CellKind, RnnConfig};
+use crate::ctrnn::CtRnn;
 use crate::error::{CellError, Result};
 use crate::gru::Gru;
 use crate::lstm::Lstm;
+use crate::ltc::Ltc;
+use crate::odernn::OdeRnn;
+use crate::params::ParamStore;
 use crate::srn::Srn;
 use crate::state::{CellState, RnnState};
+use crate::wiring::WiringSpec;
 
 pub struct StackedRnn {
     layers: Vec<Box<dyn RecurrentCell>>,
@@ -24,24 +30,46 @@ impl StackedRnn {
     pub fn new(config: &RnnConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let mut layers: Vec<Box<dyn RecurrentCell>> = Vec::with_capacity(config.num_layers);
+        let mut input = config.input_size;
         for k in 0..config.num_layers {
-            let input = if k == 0 {
-                config.input_size
-            } else {
-                config.hidden_size
-            };
             let h = config.hidden_size;
             let vb = vb.clone();
-            layers.push(match config.cell {
+            let ct = &config.ct;
+            let layer: Box<dyn RecurrentCell> = match config.cell {
                 CellKind::Srn => Box::new(Srn::new(input, h, k, config.activation, vb)?),
                 CellKind::Lstm => Box::new(Lstm::new(input, h, k, vb)?),
                 CellKind::Gru => Box::new(Gru::new(input, h, k, vb)?),
-            });
+                CellKind::Ltc => {
+                    let motor = WiringSpec::parse(&ct.wiring)?.output_dim(h);
+                    Box::new(Ltc::new(input, h, motor, ct, vb.pp("rnn_cell"))?)
+                }
+                CellKind::Cfc => Box::new(Cfc::new(input, h, ct, vb.pp("rnn_cell"))?),
+                CellKind::Ctrnn => Box::new(CtRnn::new(input, h, k, ct, vb)?),
+                CellKind::Odernn => Box::new(OdeRnn::new(input, h, k, ct, vb)?),
+            };
+            input = layer.output_size();
+            layers.push(layer);
         }
         Ok(Self {
             layers,
             config: config.clone(),
         })
+    }
+
+    /// Before building a fresh model from a seeded store: adds the tensors that do not come
+    /// from an initialisation rule (the LTC's wiring) under `prefix`.
+    pub fn seed_store(
+        config: &RnnConfig,
+        store: &ParamStore,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<()> {
+        if config.cell == CellKind::Ltc {
+            let wiring = Ltc::wiring(config.input_size, config.hidden_size, &config.ct)?;
+            Ltc::seed_wiring(store, &format!("{prefix}.rnn_cell"), &wiring, dtype, device)?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &RnnConfig {
@@ -84,7 +112,14 @@ impl Recurrent for StackedRnn {
     }
 
     fn output_size(&self) -> usize {
-        self.config.hidden_size
+        self.layers.last().map(|l| l.output_size()).unwrap_or(0)
+    }
+
+    fn nonnegative_parameters(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.nonnegative_parameters())
+            .collect()
     }
 
     fn zero_state(&self, batch: usize, dtype: DType, device: &Device) -> Result<RnnState> {
@@ -141,7 +176,7 @@ impl Recurrent for StackedRnn {
             let mut inp = xt.squeeze(1)?;
             for (layer, st) in self.layers.iter().zip(states.iter_mut()) {
                 *st = layer.step(&inp, dt_t.as_ref(), st)?;
-                inp = st.h.clone();
+                inp = layer.output(st)?;
             }
             outputs.push(inp);
         }
@@ -172,7 +207,7 @@ impl Recurrent for StackedRnn {
         let mut inp = x.clone();
         for (layer, st) in self.layers.iter().zip(states.iter_mut()) {
             *st = layer.step(&inp, dt, st)?;
-            inp = st.h.clone();
+            inp = layer.output(st)?;
         }
         Ok((inp, RnnState::from_layers(&states)?))
     }

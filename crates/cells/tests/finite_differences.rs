@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use remanence_cells::{
-    Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+    Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
 fn randn(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
@@ -15,6 +15,17 @@ fn randn(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
 }
 
 fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
+    check_ct(cell, activation, layers, seed, CtOptions::default(), false);
+}
+
+fn check_ct(
+    cell: CellKind,
+    activation: Activation,
+    layers: usize,
+    seed: u64,
+    ct: CtOptions,
+    with_dt: bool,
+) {
     let (b, t, i, h) = (2, 5, 3, 4);
     let cfg = RnnConfig {
         cell,
@@ -22,15 +33,19 @@ fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
         hidden_size: h,
         num_layers: layers,
         activation,
+        ct,
     };
     let store = ParamStore::seeded(seed);
+    StackedRnn::seed_store(&cfg, &store, "rnn", DType::F64, &Device::Cpu).unwrap();
     let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F64, &Device::Cpu).pp("rnn")).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 100);
     let x = Var::from_tensor(&randn(&[b, t, i], &mut rng)).unwrap();
     let h0 = Var::from_tensor(&randn(&[layers, b, h], &mut rng)).unwrap();
     let c0 = (cell == CellKind::Lstm)
         .then(|| Var::from_tensor(&randn(&[layers, b, h], &mut rng)).unwrap());
-    let gy = randn(&[b, t, h], &mut rng);
+    let dt = with_dt.then(|| randn(&[b, t], &mut rng).affine(0.4, 0.8).unwrap());
+    let out = rnn.output_size();
+    let gy = randn(&[b, t, out], &mut rng);
     let gh = randn(&[layers, b, h], &mut rng);
 
     let loss = || -> f64 {
@@ -38,7 +53,9 @@ fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
             h: h0.as_tensor().clone(),
             c: c0.as_ref().map(|c| c.as_tensor().clone()),
         };
-        let (y, last) = rnn.forward(x.as_tensor(), Some(&init), None).unwrap();
+        let (y, last) = rnn
+            .forward(x.as_tensor(), Some(&init), dt.as_ref())
+            .unwrap();
         let mut l = ((&y * &gy).unwrap().sum_all().unwrap()
             + (&last.h * &gh).unwrap().sum_all().unwrap())
         .unwrap();
@@ -51,7 +68,9 @@ fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
         h: h0.as_tensor().clone(),
         c: c0.as_ref().map(|c| c.as_tensor().clone()),
     };
-    let (y, last) = rnn.forward(x.as_tensor(), Some(&init), None).unwrap();
+    let (y, last) = rnn
+        .forward(x.as_tensor(), Some(&init), dt.as_ref())
+        .unwrap();
     let mut l = ((&y * &gy).unwrap().sum_all().unwrap()
         + (&last.h * &gh).unwrap().sum_all().unwrap())
     .unwrap();
@@ -61,6 +80,12 @@ fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
     let grads = l.backward().unwrap();
 
     let mut vars: Vec<(String, Var)> = store.vars();
+    // The wiring masks are fixed: they get no gradient.
+    vars.retain(|(name, var)| {
+        let fixed = name.ends_with("sparsity_mask");
+        assert_eq!(grads.get(var.as_tensor()).is_none(), fixed, "{name}");
+        !fixed
+    });
     vars.push(("x".into(), x.clone()));
     vars.push(("h0".into(), h0.clone()));
     if let Some(c0) = &c0 {
@@ -112,4 +137,92 @@ fn lstm_gradients_match_finite_differences() {
 #[test]
 fn gru_gradients_match_finite_differences() {
     check(CellKind::Gru, Activation::Tanh, 2, 4);
+}
+
+fn ct(f: impl FnOnce(&mut CtOptions)) -> CtOptions {
+    let mut o = CtOptions {
+        backbone_units: 6,
+        ..CtOptions::default()
+    };
+    f(&mut o);
+    o
+}
+
+#[test]
+fn ltc_gradients_match_finite_differences() {
+    check_ct(CellKind::Ltc, Activation::Tanh, 1, 5, ct(|_| {}), true);
+    check_ct(
+        CellKind::Ltc,
+        Activation::Tanh,
+        1,
+        6,
+        ct(|o| o.wiring = "random:0.5:2".into()),
+        false,
+    );
+    check_ct(
+        CellKind::Ltc,
+        Activation::Tanh,
+        1,
+        7,
+        ct(|o| {
+            o.constraint = "clip".into();
+            o.input_mapping = "linear".into();
+            o.output_mapping = "none".into();
+            o.ode_unfolds = 3;
+        }),
+        true,
+    );
+}
+
+#[test]
+fn cfc_gradients_match_finite_differences() {
+    for (k, mode) in ["default", "no-gate", "pure"].iter().enumerate() {
+        check_ct(
+            CellKind::Cfc,
+            Activation::Tanh,
+            1,
+            10 + k as u64,
+            ct(|o| o.mode = mode.to_string()),
+            true,
+        );
+    }
+    check_ct(
+        CellKind::Cfc,
+        Activation::Tanh,
+        1,
+        13,
+        ct(|o| {
+            o.backbone_layers = 2;
+            o.backbone_activation = "silu".into();
+        }),
+        false,
+    );
+}
+
+#[test]
+fn ctrnn_and_odernn_gradients_match_finite_differences() {
+    for solver in ["euler", "heun", "rk4"] {
+        check_ct(
+            CellKind::Ctrnn,
+            Activation::Tanh,
+            2,
+            20,
+            ct(|o| {
+                o.solver = solver.into();
+                o.ode_unfolds = 3;
+            }),
+            true,
+        );
+    }
+    check_ct(
+        CellKind::Odernn,
+        Activation::Tanh,
+        1,
+        21,
+        ct(|o| {
+            o.solver = "rk4".into();
+            o.ode_unfolds = 2;
+        }),
+        true,
+    );
 }

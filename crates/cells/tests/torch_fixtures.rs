@@ -35,6 +35,7 @@ fn check(file: &str, cell: CellKind, dtype: DType, tol: f64) {
         hidden_size: h0.dim(2).unwrap(),
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
+        ct: Default::default(),
     };
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
     store.finish_loading().unwrap();

@@ -197,6 +197,7 @@ impl Settings {
                     hidden_size: s.hidden.context("no hidden size")?,
                     num_layers: s.layers.unwrap_or(1),
                     activation,
+                    ct: Default::default(),
                 },
                 output_size: output,
             },

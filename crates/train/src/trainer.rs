@@ -180,6 +180,8 @@ impl<'t> Trainer<'t> {
         let tc = self.cfg.train.clone();
         let dtype = self.cfg.dtype()?;
         let vars = self.store.vars();
+        // LTC in clip mode: these parameters are projected to ≥ 0 after every update.
+        let nonnegative = self.model.nonnegative_parameters();
         let mut last = None;
         while !self.state.finished && self.state.epochs_completed < tc.epochs {
             let epoch = self.state.epochs_completed; // 0-based
@@ -223,6 +225,9 @@ impl<'t> Trainer<'t> {
                     });
                 }
                 self.optimizer.step(&vars, &g, lr)?;
+                if !nonnegative.is_empty() {
+                    self.store.clamp_nonnegative(&nonnegative)?;
+                }
                 let n = batch.indices.len();
                 loss_sum += lv * n as f64;
                 norm_sum += norm;

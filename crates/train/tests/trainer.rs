@@ -29,6 +29,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
                 hidden_size: hidden,
                 num_layers: 1,
                 activation: Activation::Tanh,
+                ct: Default::default(),
             },
             output_size: 7,
         },

@@ -144,8 +144,10 @@ fn bench(a: BenchArgs) -> Result<()> {
                 hidden_size: h,
                 num_layers: 1,
                 activation: Activation::Tanh,
+                ct: Default::default(),
             };
             let store = ParamStore::seeded(1);
+            StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &Device::Cpu)?;
             let ours = Ours(
                 StackedRnn::new(&cfg, store.var_builder(DType::F32, &Device::Cpu).pp("rnn"))?,
                 store,
@@ -168,7 +170,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                         CandleNn::Gru(candle_nn::rnn::gru(a.input, h, GRUConfig::default(), vb)?),
                         vm,
                     )),
-                    CellKind::Srn => None,
+                    _ => None,
                 }
             };
             let (tf, tt) = match &theirs {

@@ -1,0 +1,278 @@
+//! Liquid time-constant cell with ncps's semantics (`ncps.torch.LTCCell`).
+//!
+//! State v (B, H) of H neurons driven by D sensory channels. Each input step of elapsed time Δt
+//! takes L = `ode_unfolds` semi-implicit Euler steps of size Δt/L of
+//! `cm dv_j/dt = gleak_j (vleak_j − v_j) + Σ_i W_ij σ(σ_ij (v_i − μ_ij)) (E_ij − v_j) + (same over inputs)`:
+//!
+//! ```text
+//! x   = input·input_w + input_b                          (affine mapping)
+//! sA  = P(sensory_w)·mask_s·σ(sensory_sigma (x_d − sensory_mu))    (B, D, H), once per step
+//! cm_t = P(cm) / (Δt / L)
+//! repeat L times:
+//!     A  = P(w)·mask·σ(sigma (v_i − mu))                  (B, H_src, H_dst)
+//!     v ← (cm_t v + P(gleak) vleak + Σ_i A E + Σ_d sA sE) / (cm_t + P(gleak) + Σ_i A + Σ_d sA + ε)
+//! output = v[:, :M]·output_w + output_b                  (the M motor neurons)
+//! ```
+//!
+//! P is softplus (constraints at use time, the `LTC` wrapper's default) or the identity with
+//! w, sensory_w, cm and gleak clamped to ≥ 0 after every update (`constraint = "clip"`).
+//! Parameter names are ncps's: `gleak vleak cm sigma mu w erev sensory_sigma sensory_mu sensory_w
+//! sensory_erev sparsity_mask sensory_sparsity_mask input_w input_b output_w output_b`.
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+use crate::cell::RecurrentCell;
+use crate::config::CtOptions;
+use crate::error::{CellError, Result};
+use crate::ops::softplus;
+use crate::params::ParamStore;
+use crate::state::CellState;
+use crate::wiring::{Wiring, WiringSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapping {
+    Affine,
+    Linear,
+    None,
+}
+
+fn mapping(s: &str) -> Result<Mapping> {
+    match s {
+        "affine" => Ok(Mapping::Affine),
+        "linear" => Ok(Mapping::Linear),
+        "none" => Ok(Mapping::None),
+        _ => Err(CellError::Config(format!(
+            "unknown mapping `{s}`; valid mappings: affine, linear, none"
+        ))),
+    }
+}
+
+pub struct Ltc {
+    gleak: Tensor,
+    vleak: Tensor,
+    cm: Tensor,
+    sigma: Tensor,
+    mu: Tensor,
+    w: Tensor,
+    erev: Tensor,
+    sensory_sigma: Tensor,
+    sensory_mu: Tensor,
+    sensory_w: Tensor,
+    sensory_erev: Tensor,
+    mask: Tensor,
+    sensory_mask: Tensor,
+    input_w: Option<Tensor>,
+    input_b: Option<Tensor>,
+    output_w: Option<Tensor>,
+    output_b: Option<Tensor>,
+    softplus: bool,
+    unfolds: usize,
+    epsilon: f64,
+    inputs: usize,
+    units: usize,
+    motor: usize,
+    /// Full names of the parameters clamped ≥ 0 after each update in clip mode.
+    nonnegative: Vec<String>,
+}
+
+fn u(lo: f64, up: f64) -> Init {
+    Init::Uniform { lo, up }
+}
+
+impl Ltc {
+    /// Puts the wiring's masks and initial reversal potentials into a seeded store under
+    /// `prefix` (unless present), so that `new` finds them.
+    pub fn seed_wiring(
+        store: &ParamStore,
+        prefix: &str,
+        wiring: &Wiring,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<()> {
+        let (h, d) = (wiring.units, wiring.inputs);
+        let f = |v: &[i8], abs: bool| -> Vec<f64> {
+            v.iter()
+                .map(|&x| if abs { x.abs() as f64 } else { x as f64 })
+                .collect()
+        };
+        for (name, vals, shape) in [
+            ("sparsity_mask", f(&wiring.adjacency, true), (h, h)),
+            ("erev", f(&wiring.adjacency, false), (h, h)),
+            ("sensory_sparsity_mask", f(&wiring.sensory, true), (d, h)),
+            ("sensory_erev", f(&wiring.sensory, false), (d, h)),
+        ] {
+            let t = Tensor::from_vec(vals, shape, &Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_device(device)?;
+            store.insert_if_absent(&format!("{prefix}.{name}"), t)?;
+        }
+        Ok(())
+    }
+
+    /// The wiring a configuration asks for.
+    pub fn wiring(input_size: usize, units: usize, opts: &CtOptions) -> Result<Wiring> {
+        WiringSpec::parse(&opts.wiring)?.build(units, input_size, opts.wiring_seed)
+    }
+
+    /// Builds the cell from `vb` (whose masks fix the wiring). `motor` is the number of output
+    /// neurons.
+    pub fn new(
+        input_size: usize,
+        units: usize,
+        motor: usize,
+        opts: &CtOptions,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if motor == 0 || motor > units {
+            return Err(CellError::Config(format!(
+                "LTC output size {motor} must be between 1 and the {units} units"
+            )));
+        }
+        let softplus = match opts.constraint.as_str() {
+            "softplus" => true,
+            "clip" => false,
+            c => {
+                return Err(CellError::Config(format!(
+                    "unknown constraint `{c}`; valid constraints: softplus, clip"
+                )))
+            }
+        };
+        let (imap, omap) = (
+            mapping(&opts.input_mapping)?,
+            mapping(&opts.output_mapping)?,
+        );
+        let (h, d) = (units, input_size);
+        let zero = Init::Const(0.0);
+        let one = Init::Const(1.0);
+        let mask = vb.get_with_hints((h, h), "sparsity_mask", one)?.detach();
+        let sensory_mask = vb
+            .get_with_hints((d, h), "sensory_sparsity_mask", one)?
+            .detach();
+        let nonnegative = ["gleak", "cm", "w", "sensory_w"]
+            .iter()
+            .map(|n| format!("{}.{n}", vb.prefix()))
+            .collect();
+        Ok(Self {
+            gleak: vb.get_with_hints(h, "gleak", u(0.001, 1.0))?,
+            vleak: vb.get_with_hints(h, "vleak", u(-0.2, 0.2))?,
+            cm: vb.get_with_hints(h, "cm", u(0.4, 0.6))?,
+            sigma: vb.get_with_hints((h, h), "sigma", u(3.0, 8.0))?,
+            mu: vb.get_with_hints((h, h), "mu", u(0.3, 0.8))?,
+            w: vb.get_with_hints((h, h), "w", u(0.001, 1.0))?,
+            erev: vb.get_with_hints((h, h), "erev", zero)?,
+            sensory_sigma: vb.get_with_hints((d, h), "sensory_sigma", u(3.0, 8.0))?,
+            sensory_mu: vb.get_with_hints((d, h), "sensory_mu", u(0.3, 0.8))?,
+            sensory_w: vb.get_with_hints((d, h), "sensory_w", u(0.001, 1.0))?,
+            sensory_erev: vb.get_with_hints((d, h), "sensory_erev", zero)?,
+            mask,
+            sensory_mask,
+            input_w: (imap != Mapping::None)
+                .then(|| vb.get_with_hints(d, "input_w", one))
+                .transpose()?,
+            input_b: (imap == Mapping::Affine)
+                .then(|| vb.get_with_hints(d, "input_b", zero))
+                .transpose()?,
+            output_w: (omap != Mapping::None)
+                .then(|| vb.get_with_hints(motor, "output_w", one))
+                .transpose()?,
+            output_b: (omap == Mapping::Affine)
+                .then(|| vb.get_with_hints(motor, "output_b", zero))
+                .transpose()?,
+            softplus,
+            unfolds: opts.ode_unfolds,
+            epsilon: opts.epsilon,
+            inputs: d,
+            units: h,
+            motor,
+            nonnegative,
+        })
+    }
+
+    fn p(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(if self.softplus {
+            softplus(t)?
+        } else {
+            t.clone()
+        })
+    }
+
+    /// Synaptic activations `w·σ(sigma (v_i − mu))` of pre-synaptic `v` (B, S) → (B, S, H).
+    fn synapses(v: &Tensor, w: &Tensor, mu: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        let z = v.unsqueeze(2)?.broadcast_sub(mu)?.broadcast_mul(sigma)?;
+        Ok(candle_nn::ops::sigmoid(&z)?.broadcast_mul(w)?)
+    }
+}
+
+impl RecurrentCell for Ltc {
+    fn input_size(&self) -> usize {
+        self.inputs
+    }
+    fn hidden_size(&self) -> usize {
+        self.units
+    }
+    fn output_size(&self) -> usize {
+        self.motor
+    }
+
+    fn step(&self, x: &Tensor, dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
+        let mut x = x.clone();
+        if let Some(w) = &self.input_w {
+            x = x.broadcast_mul(w)?;
+        }
+        if let Some(b) = &self.input_b {
+            x = x.broadcast_add(b)?;
+        }
+        let sw = (self.p(&self.sensory_w)? * &self.sensory_mask)?;
+        let sa = Self::synapses(&x, &sw, &self.sensory_mu, &self.sensory_sigma)?; // (B, D, H)
+        let num_s = sa.broadcast_mul(&self.sensory_erev)?.sum(1)?;
+        let den_s = sa.sum(1)?;
+        let cm = self.p(&self.cm)?;
+        // cm_t = P(cm) · L / Δt, per sample when Δt is given.
+        let cm_t = match dt {
+            Some(dt) => {
+                cm.broadcast_mul(&dt.unsqueeze(1)?.recip()?.affine(self.unfolds as f64, 0.0)?)?
+            }
+            None => cm.affine(self.unfolds as f64, 0.0)?.unsqueeze(0)?,
+        };
+        let w = (self.p(&self.w)? * &self.mask)?;
+        let gleak = self.p(&self.gleak)?;
+        let leak = (&gleak * &self.vleak)?;
+        let den_const = cm_t
+            .broadcast_add(&gleak)?
+            .broadcast_add(&den_s)?
+            .affine(1.0, self.epsilon)?;
+        let num_const = num_s.broadcast_add(&leak)?;
+        let mut v = state.h.clone();
+        for _ in 0..self.unfolds {
+            let a = Self::synapses(&v, &w, &self.mu, &self.sigma)?; // (B, H, H)
+            let num = (cm_t.broadcast_mul(&v)? + a.broadcast_mul(&self.erev)?.sum(1)?)?
+                .add(&num_const)?;
+            let den = (a.sum(1)? + &den_const)?;
+            v = (num / den)?;
+        }
+        Ok(CellState { h: v, c: None })
+    }
+
+    fn output(&self, state: &CellState) -> Result<Tensor> {
+        let mut y = if self.motor < self.units {
+            state.h.narrow(D::Minus1, 0, self.motor)?
+        } else {
+            state.h.clone()
+        };
+        if let Some(w) = &self.output_w {
+            y = y.broadcast_mul(w)?;
+        }
+        if let Some(b) = &self.output_b {
+            y = y.broadcast_add(b)?;
+        }
+        Ok(y)
+    }
+
+    fn nonnegative_parameters(&self) -> Vec<String> {
+        if self.softplus {
+            Vec::new()
+        } else {
+            self.nonnegative.clone()
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! ODE-RNN (Rubanova, Chen & Duvenaud 2019): between observations the state follows an
+//! autonomous ODE `dh/dt = f_θ(h)` (an MLP that sees no input), solved over the elapsed time;
+//! at each observation a GRU cell updates it: `h' = ODESolve(f_θ, h, Δt)`, `h = GRU(x, h')`.
+//!
+//! Names for layer k: the GRU's PyTorch names (`weight_ih_l{k}`, `weight_hh_l{k}`, `bias_ih_l{k}`,
+//! `bias_hh_l{k}`, gates r, z, n) and the ODE network's `ode_l{k}.{0,2,…}.weight/bias`
+//! (`backbone_layers` hidden layers of `backbone_units` tanh units; weights N(0, 0.1²), zero biases,
+//! as in the reference code).
+use candle_core::{Module, Tensor};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use crate::cell::RecurrentCell;
+use crate::config::CtOptions;
+use crate::ctrnn::spans;
+use crate::error::Result;
+use crate::gru::Gru;
+use crate::solvers::{integrate, Solver};
+use crate::state::CellState;
+
+pub struct OdeRnn {
+    gru: Gru,
+    ode: Vec<Linear>,
+    solver: Solver,
+    unfolds: usize,
+    units: usize,
+}
+
+impl OdeRnn {
+    pub fn new(
+        input_size: usize,
+        units: usize,
+        layer: usize,
+        opts: &CtOptions,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let gru = Gru::new(input_size, units, layer, vb.clone())?;
+        let vbo = vb.pp(format!("ode_l{layer}"));
+        let mut ode = Vec::new();
+        let mut width = units;
+        let w_init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.1,
+        };
+        for k in 0..=opts.backbone_layers {
+            let out = if k == opts.backbone_layers {
+                units
+            } else {
+                opts.backbone_units
+            };
+            let v = vbo.pp(2 * k);
+            let w = v.get_with_hints((out, width), "weight", w_init)?;
+            let b = v.get_with_hints(out, "bias", Init::Const(0.0))?;
+            ode.push(Linear::new(w, Some(b)));
+            width = out;
+        }
+        Ok(Self {
+            gru,
+            ode,
+            solver: Solver::parse(&opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
+            unfolds: opts.ode_unfolds,
+            units,
+        })
+    }
+
+    fn field(&self, h: &Tensor) -> Result<Tensor> {
+        let mut z = h.clone();
+        for (k, l) in self.ode.iter().enumerate() {
+            z = l.forward(&z)?;
+            if k + 1 < self.ode.len() {
+                z = z.tanh()?;
+            }
+        }
+        Ok(z)
+    }
+}
+
+impl RecurrentCell for OdeRnn {
+    fn input_size(&self) -> usize {
+        self.gru.input_size()
+    }
+    fn hidden_size(&self) -> usize {
+        self.units
+    }
+    fn step(&self, x: &Tensor, dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
+        let f = |_: &Tensor, h: &Tensor| self.field(h);
+        let (t0, span) = spans(dt, &state.h)?;
+        let evolved = integrate(&f, &state.h, &t0, &span, self.solver, self.unfolds)?;
+        self.gru.step(
+            x,
+            None,
+            &CellState {
+                h: evolved,
+                c: None,
+            },
+        )
+    }
+}
