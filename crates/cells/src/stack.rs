@@ -106,6 +106,20 @@ impl StackedRnn {
     }
 }
 
+/// Elapsed times must be positive and finite; says which sample and step is not.
+fn check_elapsed(dt: &Tensor, time: usize) -> Result<()> {
+    let v: Vec<f64> = dt.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+    if let Some(k) = v.iter().position(|x| !(x.is_finite() && *x > 0.0)) {
+        return Err(CellError::Input(format!(
+            "elapsed time dt[{}, {}] = {} must be positive and finite",
+            k / time,
+            k % time,
+            v[k]
+        )));
+    }
+    Ok(())
+}
+
 impl Recurrent for StackedRnn {
     fn input_size(&self) -> usize {
         self.config.input_size
@@ -160,6 +174,7 @@ impl Recurrent for StackedRnn {
                     [batch, time]
                 )));
             }
+            check_elapsed(dt, time)?;
         }
         let mut states = match state {
             Some(s) => {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use remanence_cells::{Activation, CellKind, ModelConfig, RnnConfig};
+use remanence_cells::{Activation, CellKind, CtOptions, ModelConfig, RnnConfig};
 use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
 use serde::Deserialize;
@@ -17,12 +17,52 @@ pub struct Settings {
     /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted.
     #[arg(long)]
     pub task: Option<String>,
-    /// Recurrent cell: srn, lstm, gru.
+    /// Recurrent cell: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
     #[arg(long)]
     pub cell: Option<String>,
-    /// Hidden units per layer.
-    #[arg(long)]
+    /// Hidden units per layer (the state size; LTC/CfC units).
+    #[arg(long, alias = "units")]
+    #[serde(alias = "units")]
     pub hidden: Option<usize>,
+    /// LTC wiring: fully-connected[:OUT], random:SPARSITY[:OUT], auto-ncp:OUT[:SPARSITY],
+    /// ncp:INTER:COMMAND:MOTOR:SENSORY_FANOUT:INTER_FANOUT:RECURRENT:MOTOR_FANIN.
+    #[arg(long)]
+    pub wiring: Option<String>,
+    /// Solver steps per input step (LTC, CT-RNN, ODE-RNN; default 6).
+    #[arg(long)]
+    #[serde(alias = "ode_unfolds")]
+    pub ode_unfolds: Option<usize>,
+    /// CT-RNN / ODE-RNN solver: euler, heun, rk4, dopri5.
+    #[arg(long)]
+    pub solver: Option<String>,
+    /// dopri5 relative and absolute tolerances.
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// LTC parameter constraint: softplus (at use time) or clip (clamped after each update).
+    #[arg(long)]
+    pub constraint: Option<String>,
+    /// LTC input / output mapping: affine, linear, none.
+    #[arg(long)]
+    #[serde(alias = "input_mapping")]
+    pub input_mapping: Option<String>,
+    #[arg(long)]
+    #[serde(alias = "output_mapping")]
+    pub output_mapping: Option<String>,
+    /// CfC mode: default, no-gate, pure.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// CfC backbone (ODE-RNN: ODE network) width, depth and activation.
+    #[arg(long)]
+    #[serde(alias = "backbone_units")]
+    pub backbone_units: Option<usize>,
+    #[arg(long)]
+    #[serde(alias = "backbone_layers")]
+    pub backbone_layers: Option<usize>,
+    #[arg(long)]
+    #[serde(alias = "backbone_activation")]
+    pub backbone_activation: Option<String>,
     /// Stacked recurrent layers.
     #[arg(long)]
     pub layers: Option<usize>,
@@ -95,7 +135,8 @@ macro_rules! overlay {
 impl Settings {
     /// `top` wins where it gives a value.
     pub fn overlay(self, top: Settings) -> Settings {
-        overlay!(self, top; task, cell, hidden, layers, activation, epochs, batch_size, optimizer,
+        overlay!(self, top; task, cell, hidden, wiring, ode_unfolds, solver, rtol, atol, constraint,
+            input_mapping, output_mapping, mode, backbone_units, backbone_layers, backbone_activation, layers, activation, epochs, batch_size, optimizer,
             lr, momentum, weight_decay, clip, schedule, seed, data_seed, data, train_size, test_size,
             early_stop, target, dtype, device)
     }
@@ -108,6 +149,18 @@ impl Settings {
             task,
             cell,
             hidden,
+            wiring,
+            ode_unfolds,
+            solver,
+            rtol,
+            atol,
+            constraint,
+            input_mapping,
+            output_mapping,
+            mode,
+            backbone_units,
+            backbone_layers,
+            backbone_activation,
             layers,
             activation,
             epochs,
@@ -142,6 +195,18 @@ impl Settings {
             task: Some("embedded-reber".into()),
             cell: Some("lstm".into()),
             hidden: Some(16),
+            wiring: None,
+            ode_unfolds: None,
+            solver: None,
+            rtol: None,
+            atol: None,
+            constraint: None,
+            input_mapping: None,
+            output_mapping: None,
+            mode: None,
+            backbone_units: None,
+            backbone_layers: None,
+            backbone_activation: None,
             layers: Some(1),
             activation: Some("tanh".into()),
             epochs: Some(200),
@@ -197,7 +262,25 @@ impl Settings {
                     hidden_size: s.hidden.context("no hidden size")?,
                     num_layers: s.layers.unwrap_or(1),
                     activation,
-                    ct: Default::default(),
+                    ct: {
+                        let d = CtOptions::default();
+                        CtOptions {
+                            wiring: s.wiring.clone().unwrap_or(d.wiring),
+                            wiring_seed: seed,
+                            ode_unfolds: s.ode_unfolds.unwrap_or(d.ode_unfolds),
+                            solver: s.solver.clone().unwrap_or(d.solver),
+                            rtol: s.rtol.unwrap_or(d.rtol),
+                            atol: s.atol.unwrap_or(d.atol),
+                            constraint: s.constraint.clone().unwrap_or(d.constraint),
+                            input_mapping: s.input_mapping.clone().unwrap_or(d.input_mapping),
+                            output_mapping: s.output_mapping.clone().unwrap_or(d.output_mapping),
+                            mode: s.mode.clone().unwrap_or(d.mode),
+                            backbone_units: s.backbone_units.unwrap_or(d.backbone_units),
+                            backbone_layers: s.backbone_layers.unwrap_or(d.backbone_layers),
+                            backbone_activation: s.backbone_activation.clone().unwrap_or(d.backbone_activation),
+                            ..d
+                        }
+                    },
                 },
                 output_size: output,
             },
@@ -228,6 +311,10 @@ impl Settings {
         };
         cfg.model.validate()?;
         cfg.train.validate()?;
+        // Build the model once on the CPU so a bad wiring, solver, mode or mapping fails here,
+        // before any run folder exists.
+        remanence_cells::SequenceModel::init(&cfg.model, 0, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .context("the model configuration")?;
         Ok(cfg)
     }
 }
