@@ -300,14 +300,24 @@ fn timespans_work_batched_row_by_row() {
 
 #[test]
 fn bad_elapsed_times_are_refused() {
-    let Some(fx) = Fixture::load("ncps_ltc_timespans.safetensors", DType::F64) else { return };
+    let Some(fx) = Fixture::load("ncps_ltc_timespans.safetensors", DType::F64) else {
+        return;
+    };
     let (rnn, _) = fx.build(CellKind::Ltc, ltc("fully-connected"), DType::F64);
     let x = fx.get("x");
     for bad in [-0.5, 0.0, f64::NAN, f64::INFINITY] {
-        let mut v: Vec<f64> = fx.get("timespans").flatten_all().unwrap().to_vec1().unwrap();
+        let mut v: Vec<f64> = fx
+            .get("timespans")
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         v[3] = bad;
         let dt = Tensor::from_vec(v, (1, 7), &Device::Cpu).unwrap();
         let err = rnn.forward(&x, None, Some(&dt)).unwrap_err().to_string();
-        assert!(err.contains("dt[0, 3]") && err.contains("positive and finite"), "{err}");
+        assert!(
+            err.contains("dt[0, 3]") && err.contains("positive and finite"),
+            "{err}"
+        );
     }
 }

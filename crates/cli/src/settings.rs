@@ -277,7 +277,10 @@ impl Settings {
                             mode: s.mode.clone().unwrap_or(d.mode),
                             backbone_units: s.backbone_units.unwrap_or(d.backbone_units),
                             backbone_layers: s.backbone_layers.unwrap_or(d.backbone_layers),
-                            backbone_activation: s.backbone_activation.clone().unwrap_or(d.backbone_activation),
+                            backbone_activation: s
+                                .backbone_activation
+                                .clone()
+                                .unwrap_or(d.backbone_activation),
                             ..d
                         }
                     },
@@ -313,8 +316,13 @@ impl Settings {
         cfg.train.validate()?;
         // Build the model once on the CPU so a bad wiring, solver, mode or mapping fails here,
         // before any run folder exists.
-        remanence_cells::SequenceModel::init(&cfg.model, 0, candle_core::DType::F32, &candle_core::Device::Cpu)
-            .context("the model configuration")?;
+        remanence_cells::SequenceModel::init(
+            &cfg.model,
+            0,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .context("the model configuration")?;
         Ok(cfg)
     }
 }

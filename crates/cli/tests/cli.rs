@@ -388,3 +388,156 @@ fn killed_training_leaves_a_readable_checkpoint_and_resumes() {
     assert_eq!(kills, 3);
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn continuous_time_cells_train_from_the_cli() {
+    let root = tmp("ct");
+    let runs = root.to_str().unwrap();
+    for (name, args) in [
+        (
+            "ltc",
+            vec![
+                "--cell",
+                "ltc",
+                "--units",
+                "8",
+                "--wiring",
+                "auto-ncp:3",
+                "--ode-unfolds",
+                "2",
+            ],
+        ),
+        (
+            "ltc-clip",
+            vec!["--cell", "ltc", "--units", "6", "--constraint", "clip"],
+        ),
+        (
+            "cfc",
+            vec![
+                "--cell",
+                "cfc",
+                "--units",
+                "8",
+                "--mode",
+                "no-gate",
+                "--backbone-units",
+                "8",
+            ],
+        ),
+        (
+            "ctrnn",
+            vec![
+                "--cell",
+                "ctrnn",
+                "--hidden",
+                "8",
+                "--solver",
+                "rk4",
+                "--ode-unfolds",
+                "2",
+            ],
+        ),
+        (
+            "odernn",
+            vec![
+                "--cell",
+                "odernn",
+                "--hidden",
+                "8",
+                "--solver",
+                "dopri5",
+                "--backbone-units",
+                "8",
+            ],
+        ),
+    ] {
+        let mut a = vec![
+            "train",
+            "--task",
+            "reber",
+            "--epochs",
+            "1",
+            "--train-size",
+            "16",
+            "--test-size",
+            "16",
+        ];
+        a.extend(args);
+        a.extend(["--runs-dir", runs, "--name", name]);
+        let out = ok(&a);
+        assert!(out.contains("run folder:"), "{out}");
+        ok(&["eval", "--run", root.join(name).to_str().unwrap()]);
+    }
+    // ncps names on disk.
+    let (w, _) = tensor_file::read(&root.join("ltc/model.safetensors"), &Device::Cpu).unwrap();
+    assert!(w.contains_key("rnn.rnn_cell.sparsity_mask") && w.contains_key("rnn.rnn_cell.gleak"));
+    assert_eq!(
+        w["head.weight"].dims(),
+        &[7, 3],
+        "the head reads the 3 motor neurons"
+    );
+    // Clip mode keeps the constrained parameters non-negative.
+    let (w, _) = tensor_file::read(&root.join("ltc-clip/model.safetensors"), &Device::Cpu).unwrap();
+    for p in ["gleak", "cm", "w", "sensory_w"] {
+        let min = w[&format!("rnn.rnn_cell.{p}")]
+            .flatten_all()
+            .unwrap()
+            .min(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(min >= 0.0, "{p}: {min}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn bad_continuous_time_settings_are_explained() {
+    let root = tmp("ctbad");
+    let runs = root.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--cell", "ltc", "--units", "8", "--wiring", "mesh"],
+            "fully-connected[:OUT]",
+        ),
+        (
+            vec!["--cell", "ltc", "--units", "8", "--wiring", "auto-ncp:8"],
+            "below units",
+        ),
+        (
+            vec![
+                "--cell",
+                "ltc",
+                "--units",
+                "8",
+                "--wiring",
+                "fully-connected:9",
+            ],
+            "between 1 and the 8 units",
+        ),
+        (
+            vec!["--cell", "cfc", "--mode", "fast"],
+            "default, no-gate, pure",
+        ),
+        (
+            vec!["--cell", "ctrnn", "--solver", "rk45"],
+            "euler, heun, rk4, dopri5",
+        ),
+        (
+            vec!["--cell", "ltc", "--constraint", "abs"],
+            "softplus, clip",
+        ),
+        (vec!["--cell", "ltc", "--layers", "2"], "one layer"),
+    ] {
+        let mut a = vec!["train", "--task", "reber", "--runs-dir", runs];
+        a.extend(args.iter().copied());
+        let err = fails(&a);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "no run folder is left behind"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
