@@ -14,12 +14,15 @@ use remanence_train::{OptimizerConfig, OptimizerKind};
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Cells to time: any of srn, lstm, gru, comma-separated.
-    #[arg(long, default_value = "lstm,gru", value_delimiter = ',')]
+    /// Cells to time, comma-separated: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
+    #[arg(long, default_value = "lstm,gru,cfc", value_delimiter = ',')]
     cells: Vec<String>,
-    /// Hidden sizes, comma-separated.
+    /// Hidden sizes of srn, lstm, gru, ctrnn, odernn, comma-separated.
     #[arg(long, default_value = "128,256", value_delimiter = ',')]
     hidden: Vec<usize>,
+    /// Units of ltc and cfc, comma-separated.
+    #[arg(long, default_value = "64,128", value_delimiter = ',')]
+    units: Vec<usize>,
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Sequence length.
@@ -126,13 +129,21 @@ fn bench(a: BenchArgs) -> Result<()> {
         a.batch, a.len, a.input, a.reps, a.warmup
     );
     println!(
-        "{:<5} {:>6} {:>8} | {:>12} {:>12} {:>8} | {:>14}",
-        "cell", "hidden", "pass", "remanence ms", "candle-nn ms", "speed-up", "ours GFLOP/s"
+        "{:<6} {:>6} {:>8} | {:>12} {:>12} {:>8} | {:>14} | {:>10}",
+        "cell",
+        "hidden",
+        "pass",
+        "remanence ms",
+        "candle-nn ms",
+        "speed-up",
+        "ours GFLOP/s",
+        "peak MiB"
     );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for cell in &a.cells {
         let kind: CellKind = cell.parse()?;
-        for &h in &a.hidden {
+        let sizes = if kind.is_ncps() { &a.units } else { &a.hidden };
+        for &h in sizes {
             if h == 0 {
                 bail!("--hidden sizes must be positive");
             }
@@ -146,13 +157,16 @@ fn bench(a: BenchArgs) -> Result<()> {
                 activation: Activation::Tanh,
                 ct: Default::default(),
             };
+            let peak_before = peak_rss_mib();
             let store = ParamStore::seeded(1);
             StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &Device::Cpu)?;
             let ours = Ours(
                 StackedRnn::new(&cfg, store.var_builder(DType::F32, &Device::Cpu).pp("rnn"))?,
                 store,
             );
-            let (of, ot) = time(&ours, &x, &g, &a)?;
+            let g_ours = random(&[a.batch, a.len, ours.0.output_size()], &mut rng)?;
+            let (of, ot) = time(&ours, &x, &g_ours, &a)?;
+            let peak = peak_rss_mib().zip(peak_before).map(|(p, b)| p - b);
             let theirs = {
                 let vm = candle_nn::VarMap::new();
                 let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -180,28 +194,48 @@ fn bench(a: BenchArgs) -> Result<()> {
                 }
                 None => (None, None),
             };
-            // Matrix-product work: 2·B·T·(I+H)·gates·H forward; backward about twice that.
-            let flops = 2.0 * (a.batch * a.len * (a.input + h) * kind.gates() * h) as f64;
-            for (pass, ours_ms, theirs_ms, f) in
-                [("train", ot, tt, 3.0 * flops), ("forward", of, tf, flops)]
-            {
+            // Matrix-product work of the gated cells: 2·B·T·(I+H)·gates·H forward; backward
+            // about twice that. Not meaningful for the continuous-time cells.
+            let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru)
+                .then(|| 2.0 * (a.batch * a.len * (a.input + h) * kind.gates() * h) as f64);
+            for (pass, ours_ms, theirs_ms, f) in [
+                ("train", ot, tt, flops.map(|f| 3.0 * f)),
+                ("forward", of, tf, flops),
+            ] {
                 let (t, r) = match theirs_ms {
                     Some(t) => (format!("{t:.1}"), format!("{:.2}x", t / ours_ms)),
                     None => ("-".into(), "-".into()),
                 };
+                let gf = f
+                    .map(|f| format!("{:.1}", f / (ours_ms * 1e6)))
+                    .unwrap_or_else(|| "-".into());
+                let mem = match (pass, peak) {
+                    ("train", Some(p)) => format!("{p:.0}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "{:<5} {:>6} {:>8} | {:>12.1} {:>12} {:>8} | {:>14.1}",
+                    "{:<6} {:>6} {:>8} | {:>12.1} {:>12} {:>8} | {:>14} | {:>10}",
                     kind.name(),
                     h,
                     pass,
                     ours_ms,
                     t,
                     r,
-                    f / (ours_ms * 1e6)
+                    gf,
+                    mem
                 );
             }
         }
     }
     println!("speed-up = candle-nn ms / remanence ms (above 1: we are faster)");
+    println!("peak MiB = growth of the process's peak resident memory while timing our cell (sizes run in the order given)");
     Ok(())
+}
+
+/// The process's peak resident set size (VmHWM) in MiB, where the platform reports it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
