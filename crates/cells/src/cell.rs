@@ -36,6 +36,17 @@ pub trait RecurrentCell: Send + Sync {
     fn nonnegative_parameters(&self) -> Vec<String> {
         Vec::new()
     }
+    /// A fused path over a whole sequence `x` (B, T, I) with optional `dt` (B, T), if the cell
+    /// has one for this input: returns the outputs (B, T, output_size) and the final state.
+    /// `None` makes the caller step through time with [`RecurrentCell::step`] (the reference).
+    fn forward_sequence(
+        &self,
+        _x: &Tensor,
+        _dt: Option<&Tensor>,
+        _state: &CellState,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        Ok(None)
+    }
 }
 
 /// A whole recurrent network (one or more layers) run over batch-first sequences.

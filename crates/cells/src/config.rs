@@ -119,6 +119,10 @@ pub struct RnnConfig {
     /// Settings of the continuous-time cells.
     #[serde(default)]
     pub ct: CtOptions,
+    /// Run the plain reference composition (Candle ops, step by step) instead of the fused
+    /// sequence kernels, for checking.
+    #[serde(default)]
+    pub reference: bool,
 }
 
 /// Settings of the continuous-time cells (ignored by the others). Defaults are ncps's.

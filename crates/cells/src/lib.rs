@@ -24,6 +24,7 @@ pub mod error;
 pub mod gru;
 pub mod lstm;
 pub mod ltc;
+pub mod ltc_fused;
 pub mod model;
 pub mod odernn;
 pub mod ops;

@@ -24,6 +24,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
 use crate::error::{CellError, Result};
+use crate::ltc_fused::{cpu_threads, LtcSequence, PackedLayout};
 use crate::ops::softplus;
 use crate::params::ParamStore;
 use crate::state::CellState;
@@ -196,6 +197,37 @@ impl Ltc {
         })
     }
 
+    /// The packed effective parameters of the fused kernel (see [`PackedLayout`]).
+    fn packed(&self) -> Result<Tensor> {
+        let sw = (self.p(&self.sensory_w)? * &self.sensory_mask)?;
+        let w = (self.p(&self.w)? * &self.mask)?;
+        let parts = [
+            self.sigma.flatten_all()?,
+            self.mu.flatten_all()?,
+            w.flatten_all()?,
+            self.erev.flatten_all()?,
+            self.sensory_sigma.flatten_all()?,
+            self.sensory_mu.flatten_all()?,
+            sw.flatten_all()?,
+            self.sensory_erev.flatten_all()?,
+            self.p(&self.cm)?,
+            self.p(&self.gleak)?,
+            self.vleak.clone(),
+        ];
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    fn map_inputs(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        if let Some(w) = &self.input_w {
+            x = x.broadcast_mul(w)?;
+        }
+        if let Some(b) = &self.input_b {
+            x = x.broadcast_add(b)?;
+        }
+        Ok(x)
+    }
+
     /// Synaptic activations `w·σ(sigma (v_i − mu))` of pre-synaptic `v` (B, S) → (B, S, H).
     fn synapses(v: &Tensor, w: &Tensor, mu: &Tensor, sigma: &Tensor) -> Result<Tensor> {
         let z = v.unsqueeze(2)?.broadcast_sub(mu)?.broadcast_mul(sigma)?;
@@ -215,13 +247,7 @@ impl RecurrentCell for Ltc {
     }
 
     fn step(&self, x: &Tensor, dt: Option<&Tensor>, state: &CellState) -> Result<CellState> {
-        let mut x = x.clone();
-        if let Some(w) = &self.input_w {
-            x = x.broadcast_mul(w)?;
-        }
-        if let Some(b) = &self.input_b {
-            x = x.broadcast_add(b)?;
-        }
+        let x = self.map_inputs(x)?;
         let sw = (self.p(&self.sensory_w)? * &self.sensory_mask)?;
         let sa = Self::synapses(&x, &sw, &self.sensory_mu, &self.sensory_sigma)?; // (B, D, H)
         let num_s = sa.broadcast_mul(&self.sensory_erev)?.sum(1)?;
@@ -266,6 +292,36 @@ impl RecurrentCell for Ltc {
             y = y.broadcast_add(b)?;
         }
         Ok(y)
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        dt: Option<&Tensor>,
+        state: &CellState,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        if !x.device().is_cpu() {
+            return Ok(None); // GPU kernels come later; the reference runs anywhere.
+        }
+        let (_, steps, _) = x.dims3()?;
+        let op = LtcSequence {
+            layout: PackedLayout {
+                h: self.units,
+                d: self.inputs,
+            },
+            unfolds: self.unfolds,
+            epsilon: self.epsilon,
+            dt: dt
+                .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+                .transpose()?,
+            threads: cpu_threads(),
+        };
+        let xin = self.map_inputs(x)?.contiguous()?;
+        let saved = xin.apply_op3(&self.packed()?, &state.h.contiguous()?, op)?;
+        let v = saved.narrow(2, self.unfolds, 1)?.squeeze(2)?; // (B, T, H)
+        let last = v.narrow(1, steps - 1, 1)?.squeeze(1)?;
+        let last = CellState { h: last, c: None };
+        Ok(Some((self.output(&CellState { h: v, c: None })?, last)))
     }
 
     fn nonnegative_parameters(&self) -> Vec<String> {

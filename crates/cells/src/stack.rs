@@ -72,6 +72,27 @@ impl StackedRnn {
         Ok(())
     }
 
+    /// Layer by layer through the cells' fused sequence paths, when every layer has one.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        dt: Option<&Tensor>,
+        states: &[CellState],
+    ) -> Result<Option<(Tensor, RnnState)>> {
+        let mut inp = x.clone();
+        let mut finals = Vec::with_capacity(self.layers.len());
+        for (layer, st) in self.layers.iter().zip(states) {
+            match layer.forward_sequence(&inp, dt, st)? {
+                Some((y, last)) => {
+                    inp = y;
+                    finals.push(last);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((inp, RnnState::from_layers(&finals)?)))
+    }
+
     pub fn config(&self) -> &RnnConfig {
         &self.config
     }
@@ -183,6 +204,11 @@ impl Recurrent for StackedRnn {
             }
             None => self.zero_state(batch, x.dtype(), x.device())?.layers()?,
         };
+        if !self.config.reference {
+            if let Some(r) = self.forward_fused(x, dt, &states)? {
+                return Ok(r);
+            }
+        }
         let xs = x.chunk(time, 1)?;
         let dts = dt.map(|d| d.chunk(time, 1)).transpose()?;
         let mut outputs = Vec::with_capacity(time);

@@ -18,6 +18,7 @@ fn check(cell: CellKind, activation: Activation, layers: usize, seed: u64) {
     check_ct(cell, activation, layers, seed, CtOptions::default(), false);
 }
 
+/// Checks the reference path and, where the cell has one, the fused path.
 fn check_ct(
     cell: CellKind,
     activation: Activation,
@@ -25,6 +26,20 @@ fn check_ct(
     seed: u64,
     ct: CtOptions,
     with_dt: bool,
+) {
+    check_path(cell, activation, layers, seed, ct.clone(), with_dt, true);
+    check_path(cell, activation, layers, seed, ct, with_dt, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_path(
+    cell: CellKind,
+    activation: Activation,
+    layers: usize,
+    seed: u64,
+    ct: CtOptions,
+    with_dt: bool,
+    reference: bool,
 ) {
     let (b, t, i, h) = (2, 5, 3, 4);
     let cfg = RnnConfig {
@@ -34,6 +49,7 @@ fn check_ct(
         num_layers: layers,
         activation,
         ct,
+        reference,
     };
     let store = ParamStore::seeded(seed);
     StackedRnn::seed_store(&cfg, &store, "rnn", DType::F64, &Device::Cpu).unwrap();

@@ -33,7 +33,13 @@ impl Fixture {
             .unwrap_or_else(|| panic!("{} lacks {k}", self.path.display()))
             .clone()
     }
-    fn build(&self, cell: CellKind, ct: CtOptions, dtype: DType) -> (StackedRnn, ParamStore) {
+    fn build(
+        &self,
+        cell: CellKind,
+        ct: CtOptions,
+        dtype: DType,
+        reference: bool,
+    ) -> (StackedRnn, ParamStore) {
         let params: HashMap<String, Tensor> = self
             .all
             .iter()
@@ -49,6 +55,7 @@ impl Fixture {
             num_layers: 1,
             activation: Activation::Tanh,
             ct,
+            reference,
         };
         let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
         store.finish_loading().unwrap();
@@ -56,11 +63,17 @@ impl Fixture {
     }
 }
 
+/// Both the reference composition and the fused path must reproduce the fixture.
 fn check(file: &str, cell: CellKind, ct: CtOptions, dtype: DType, tol: f64) {
+    check_path(file, cell, ct.clone(), dtype, tol, true);
+    check_path(file, cell, ct, dtype, tol, false);
+}
+
+fn check_path(file: &str, cell: CellKind, ct: CtOptions, dtype: DType, tol: f64, reference: bool) {
     let Some(fx) = Fixture::load(file, dtype) else {
         return;
     };
-    let (rnn, store) = fx.build(cell, ct, dtype);
+    let (rnn, store) = fx.build(cell, ct, dtype, reference);
     let xv = Var::from_tensor(&fx.get("x")).unwrap();
     let h0v = Var::from_tensor(&fx.get("h0")).unwrap();
     let dt = fx.all.get("timespans").cloned();
@@ -202,7 +215,7 @@ fn batched_timespans(file: &str, cell: CellKind, ct: CtOptions) {
     let Some(fx) = Fixture::load(file, DType::F64) else {
         return;
     };
-    let (rnn, _) = fx.build(cell, ct, DType::F64);
+    let (rnn, _) = fx.build(cell, ct, DType::F64, false);
     let (x, h0, ts) = (fx.get("x"), fx.get("h0"), fx.get("timespans"));
     let scales = [1.0, 0.3, 2.5];
     let xs = Tensor::cat(
@@ -303,7 +316,7 @@ fn bad_elapsed_times_are_refused() {
     let Some(fx) = Fixture::load("ncps_ltc_timespans.safetensors", DType::F64) else {
         return;
     };
-    let (rnn, _) = fx.build(CellKind::Ltc, ltc("fully-connected"), DType::F64);
+    let (rnn, _) = fx.build(CellKind::Ltc, ltc("fully-connected"), DType::F64, false);
     let x = fx.get("x");
     for bad in [-0.5, 0.0, f64::NAN, f64::INFINITY] {
         let mut v: Vec<f64> = fx

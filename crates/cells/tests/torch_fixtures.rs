@@ -36,6 +36,7 @@ fn check(file: &str, cell: CellKind, dtype: DType, tol: f64) {
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
         ct: Default::default(),
+        reference: false,
     };
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
     store.finish_loading().unwrap();

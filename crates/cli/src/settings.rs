@@ -120,6 +120,9 @@ pub struct Settings {
     /// Stop when the headline metric reaches this value.
     #[arg(long)]
     pub target: Option<f64>,
+    /// Run the plain reference composition instead of the fused kernels (for checking).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub reference: Option<bool>,
     /// f32 or f64.
     #[arg(long)]
     pub dtype: Option<String>,
@@ -138,7 +141,7 @@ impl Settings {
         overlay!(self, top; task, cell, hidden, wiring, ode_unfolds, solver, rtol, atol, constraint,
             input_mapping, output_mapping, mode, backbone_units, backbone_layers, backbone_activation, layers, activation, epochs, batch_size, optimizer,
             lr, momentum, weight_decay, clip, schedule, seed, data_seed, data, train_size, test_size,
-            early_stop, target, dtype, device)
+            early_stop, target, reference, dtype, device)
     }
 
     /// Names of the settings that are given.
@@ -173,10 +176,12 @@ impl Settings {
             schedule,
             seed,
             data_seed,
+            data,
             train_size,
             test_size,
             early_stop,
             target,
+            reference,
             dtype,
             device
         );
@@ -224,6 +229,7 @@ impl Settings {
             test_size: None,
             early_stop: Some(true),
             target: None,
+            reference: None,
             dtype: Some("f32".into()),
             device: Some("cpu".into()),
         }
@@ -284,6 +290,7 @@ impl Settings {
                             ..d
                         }
                     },
+                    reference: s.reference.unwrap_or(false),
                 },
                 output_size: output,
             },

@@ -30,6 +30,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
+                reference: false,
             },
             output_size: 7,
         },

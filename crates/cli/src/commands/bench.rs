@@ -156,6 +156,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
+                reference: false,
             };
             let peak_before = peak_rss_mib();
             let store = ParamStore::seeded(1);

@@ -1,0 +1,501 @@
+//! The fused LTC sequence operation on the CPU: every step and every ODE unfold of a sequence in
+//! one pass, with its own backward pass.
+//!
+//! Forward saves only the state before each unfold, (B, T, L+1, H) values; the backward pass
+//! recomputes the synapse activations from them, so training memory is O(B·T·L·H) rather than
+//! the O(B·T·L·H²) of autograd over the (B, H, H) synapse tensors. The math is the same as the
+//! reference step in [`crate::ltc`] (see that file for the equations); the backward formulas
+//! of one unfold `v' = num/den` are
+//!
+//! ```text
+//! ∂num_j = g_j/den_j,  ∂den_j = −g_j v'_j/den_j,  ∂v_j += ∂num_j·cm_t_j
+//! ∂cm_t_j += ∂num_j v_j + ∂den_j,  ∂gleak_j += ∂num_j vleak_j + ∂den_j,  ∂vleak_j += ∂num_j gleak_j
+//! per synapse i→j, s = σ(σ_ij (v_i − μ_ij)), a = W_ij s:
+//!   ∂a = ∂num_j E_ij + ∂den_j;  ∂W_ij += ∂a s;  ∂E_ij += ∂num_j a;  ∂z = ∂a W_ij s (1 − s)
+//!   ∂σ_ij += ∂z (v_i − μ_ij);  ∂μ_ij −= ∂z σ_ij;  ∂v_i += ∂z σ_ij
+//! ```
+//! and the sensory synapses follow the same pattern once per step with the accumulated ∂num, ∂den.
+//!
+//! Parameters enter as one packed vector (see [`PackedLayout`]) of *effective* values (softplus
+//! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
+//! raw parameters. The batch is split over threads for the whole sequence.
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use num_traits::Float;
+
+/// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
+/// erev (D×H each), cm, gleak, vleak (H each).
+#[derive(Debug, Clone, Copy)]
+pub struct PackedLayout {
+    pub h: usize,
+    pub d: usize,
+}
+
+impl PackedLayout {
+    pub fn len(&self) -> usize {
+        4 * self.h * self.h + 4 * self.d * self.h + 3 * self.h
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn split<'a, T>(&self, p: &'a [T]) -> Params<'a, T> {
+        let (hh, dh, h) = (self.h * self.h, self.d * self.h, self.h);
+        let (sigma, r) = p.split_at(hh);
+        let (mu, r) = r.split_at(hh);
+        let (w, r) = r.split_at(hh);
+        let (erev, r) = r.split_at(hh);
+        let (ssig, r) = r.split_at(dh);
+        let (smu, r) = r.split_at(dh);
+        let (sw, r) = r.split_at(dh);
+        let (serev, r) = r.split_at(dh);
+        let (cm, r) = r.split_at(h);
+        let (gleak, vleak) = r.split_at(h);
+        Params {
+            sigma,
+            mu,
+            w,
+            erev,
+            ssig,
+            smu,
+            sw,
+            serev,
+            cm,
+            gleak,
+            vleak,
+        }
+    }
+}
+
+struct Params<'a, T> {
+    sigma: &'a [T],
+    mu: &'a [T],
+    w: &'a [T],
+    erev: &'a [T],
+    ssig: &'a [T],
+    smu: &'a [T],
+    sw: &'a [T],
+    serev: &'a [T],
+    cm: &'a [T],
+    gleak: &'a [T],
+    vleak: &'a [T],
+}
+
+/// The operation: `x` (B, T, D) mapped inputs, packed parameters, `h0` (B, H) →
+/// (B, T, L+1, H): the state before each unfold and, in slot L, after the step.
+#[derive(Debug, Clone)]
+pub struct LtcSequence {
+    pub layout: PackedLayout,
+    pub unfolds: usize,
+    pub epsilon: f64,
+    /// Elapsed time per (sample, step), row-major; `None`: 1 everywhere.
+    pub dt: Option<Vec<f64>>,
+    pub threads: usize,
+}
+
+#[inline]
+fn sigmoid<T: Float>(z: T) -> T {
+    T::one() / (T::one() + (-z).exp())
+}
+
+impl LtcSequence {
+    fn dt(&self, b: usize, t: usize, steps: usize) -> f64 {
+        self.dt.as_ref().map(|d| d[b * steps + t]).unwrap_or(1.0)
+    }
+
+    /// Sensory drive of one sample and step: (Σ_d a·E, Σ_d a) per neuron, and σ values in `s`.
+    fn sensory<T: Float>(&self, p: &Params<T>, x: &[T], s: &mut [T], num: &mut [T], den: &mut [T]) {
+        let h = self.layout.h;
+        num.fill(T::zero());
+        den.fill(T::zero());
+        for (d, &xd) in x.iter().enumerate() {
+            let row = d * h..(d + 1) * h;
+            let (sg, mu, w, e, sr) = (
+                &p.ssig[row.clone()],
+                &p.smu[row.clone()],
+                &p.sw[row.clone()],
+                &p.serev[row.clone()],
+                &mut s[row],
+            );
+            for j in 0..h {
+                let sv = sigmoid(sg[j] * (xd - mu[j]));
+                sr[j] = sv;
+                let a = w[j] * sv;
+                num[j] = num[j] + a * e[j];
+                den[j] = den[j] + a;
+            }
+        }
+    }
+
+    /// Forward for samples `b0..b0+n`; `out` holds exactly their rows.
+    fn forward_rows<T: Float>(
+        &self,
+        p: &Params<T>,
+        x: &[T],
+        h0: &[T],
+        steps: usize,
+        b0: usize,
+        out: &mut [T],
+    ) {
+        let (h, d, l) = (self.layout.h, self.layout.d, self.unfolds);
+        let n = out.len() / (steps * (l + 1) * h);
+        let (mut sbuf, mut ns, mut ds) = (
+            vec![T::zero(); d * h],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+        );
+        let (mut num, mut den, mut cm_t) =
+            (vec![T::zero(); h], vec![T::zero(); h], vec![T::zero(); h]);
+        let eps = T::from(self.epsilon).unwrap();
+        for r in 0..n {
+            let b = b0 + r;
+            let mut v: Vec<T> = h0[b * h..(b + 1) * h].to_vec();
+            for t in 0..steps {
+                self.sensory(
+                    p,
+                    &x[(b * steps + t) * d..(b * steps + t + 1) * d],
+                    &mut sbuf,
+                    &mut ns,
+                    &mut ds,
+                );
+                let scale = T::from(l as f64 / self.dt(b, t, steps)).unwrap();
+                for j in 0..h {
+                    cm_t[j] = p.cm[j] * scale;
+                }
+                let base = (r * steps + t) * (l + 1) * h;
+                for u in 0..l {
+                    out[base + u * h..base + (u + 1) * h].copy_from_slice(&v);
+                    for j in 0..h {
+                        num[j] = cm_t[j] * v[j] + p.gleak[j] * p.vleak[j] + ns[j];
+                        den[j] = cm_t[j] + p.gleak[j] + ds[j];
+                    }
+                    for (i, &vi) in v.iter().enumerate() {
+                        let row = i * h..(i + 1) * h;
+                        let (sg, mu, w, e) = (
+                            &p.sigma[row.clone()],
+                            &p.mu[row.clone()],
+                            &p.w[row.clone()],
+                            &p.erev[row],
+                        );
+                        for j in 0..h {
+                            let a = w[j] * sigmoid(sg[j] * (vi - mu[j]));
+                            num[j] = num[j] + a * e[j];
+                            den[j] = den[j] + a;
+                        }
+                    }
+                    for j in 0..h {
+                        v[j] = num[j] / (den[j] + eps);
+                    }
+                }
+                out[base + l * h..base + (l + 1) * h].copy_from_slice(&v);
+            }
+        }
+    }
+
+    /// Backward for samples `b0..b0+n`: writes their rows of `dx` and `dh0`, accumulates the
+    /// parameter gradient into `dp`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_rows<T: Float>(
+        &self,
+        p: &Params<T>,
+        x: &[T],
+        saved: &[T],
+        grad: &[T],
+        steps: usize,
+        b0: usize,
+        dx: &mut [T],
+        dh0: &mut [T],
+        dp: &mut [T],
+    ) {
+        let (h, d, l) = (self.layout.h, self.layout.d, self.unfolds);
+        let n = dh0.len() / h;
+        let lay = self.layout;
+        let (hh, dh) = (h * h, d * h);
+        // Offsets into dp, in PackedLayout order.
+        let (o_sig, o_mu, o_w, o_e) = (0, hh, 2 * hh, 3 * hh);
+        let (o_ssig, o_smu, o_sw, o_se) = (4 * hh, 4 * hh + dh, 4 * hh + 2 * dh, 4 * hh + 3 * dh);
+        let (o_cm, o_gl, o_vl) = (
+            4 * hh + 4 * dh,
+            4 * hh + 4 * dh + h,
+            4 * hh + 4 * dh + 2 * h,
+        );
+        debug_assert_eq!(dp.len(), lay.len());
+        let eps = T::from(self.epsilon).unwrap();
+        let (mut sa, mut ns, mut ds) =
+            (vec![T::zero(); dh], vec![T::zero(); h], vec![T::zero(); h]);
+        let mut sbuf = vec![T::zero(); hh];
+        let (mut asum, mut cm_t, mut dnum, mut dden) = (
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+        );
+        let (mut dns, mut dds, mut g, mut gp) = (
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+        );
+        for r in 0..n {
+            let b = b0 + r;
+            g.fill(T::zero());
+            for t in (0..steps).rev() {
+                let base = ((b * steps) + t) * (l + 1) * h;
+                let lbase = (r * steps + t) * (l + 1) * h;
+                for j in 0..h {
+                    g[j] = g[j] + grad[base + l * h + j];
+                }
+                let xs = &x[(b * steps + t) * d..(b * steps + t + 1) * d];
+                self.sensory(p, xs, &mut sa, &mut ns, &mut ds);
+                let scale = T::from(l as f64 / self.dt(b, t, steps)).unwrap();
+                for j in 0..h {
+                    cm_t[j] = p.cm[j] * scale;
+                }
+                dns.fill(T::zero());
+                dds.fill(T::zero());
+                for u in (0..l).rev() {
+                    let v = &saved[lbase + u * h..lbase + (u + 1) * h];
+                    let vn = &saved[lbase + (u + 1) * h..lbase + (u + 2) * h];
+                    asum.fill(T::zero());
+                    for (i, &vi) in v.iter().enumerate() {
+                        let row = i * h..(i + 1) * h;
+                        let (sg, mu, w, sb) = (
+                            &p.sigma[row.clone()],
+                            &p.mu[row.clone()],
+                            &p.w[row.clone()],
+                            &mut sbuf[row],
+                        );
+                        for j in 0..h {
+                            let s = sigmoid(sg[j] * (vi - mu[j]));
+                            sb[j] = s;
+                            asum[j] = asum[j] + w[j] * s;
+                        }
+                    }
+                    for j in 0..h {
+                        let den = cm_t[j] + p.gleak[j] + ds[j] + asum[j] + eps;
+                        dnum[j] = g[j] / den;
+                        dden[j] = -g[j] * vn[j] / den;
+                        gp[j] = dnum[j] * cm_t[j];
+                        dp[o_cm + j] = dp[o_cm + j] + (dnum[j] * v[j] + dden[j]) * scale;
+                        dp[o_gl + j] = dp[o_gl + j] + dnum[j] * p.vleak[j] + dden[j];
+                        dp[o_vl + j] = dp[o_vl + j] + dnum[j] * p.gleak[j];
+                        dns[j] = dns[j] + dnum[j];
+                        dds[j] = dds[j] + dden[j];
+                    }
+                    for (i, &vi) in v.iter().enumerate() {
+                        let row = i * h;
+                        let mut acc = T::zero();
+                        for j in 0..h {
+                            let k = row + j;
+                            let s = sbuf[k];
+                            let (w, e, sg, mu) = (p.w[k], p.erev[k], p.sigma[k], p.mu[k]);
+                            let da = dnum[j] * e + dden[j];
+                            dp[o_w + k] = dp[o_w + k] + da * s;
+                            dp[o_e + k] = dp[o_e + k] + dnum[j] * w * s;
+                            let dz = da * w * s * (T::one() - s);
+                            dp[o_sig + k] = dp[o_sig + k] + dz * (vi - mu);
+                            dp[o_mu + k] = dp[o_mu + k] - dz * sg;
+                            acc = acc + dz * sg;
+                        }
+                        gp[i] = gp[i] + acc;
+                    }
+                    std::mem::swap(&mut g, &mut gp);
+                }
+                for (dd, &xd) in xs.iter().enumerate() {
+                    let row = dd * h;
+                    let mut acc = T::zero();
+                    for j in 0..h {
+                        let k = row + j;
+                        let s = sa[k];
+                        let (w, e, sg, mu) = (p.sw[k], p.serev[k], p.ssig[k], p.smu[k]);
+                        let da = dns[j] * e + dds[j];
+                        dp[o_sw + k] = dp[o_sw + k] + da * s;
+                        dp[o_se + k] = dp[o_se + k] + dns[j] * w * s;
+                        let dz = da * w * s * (T::one() - s);
+                        dp[o_ssig + k] = dp[o_ssig + k] + dz * (xd - mu);
+                        dp[o_smu + k] = dp[o_smu + k] - dz * sg;
+                        acc = acc + dz * sg;
+                    }
+                    dx[(r * steps + t) * d + dd] = acc;
+                }
+            }
+            dh0[r * h..(r + 1) * h].copy_from_slice(&g);
+        }
+    }
+
+    /// Samples per thread.
+    fn chunk(&self, batch: usize) -> usize {
+        batch.div_ceil(self.threads.clamp(1, batch.max(1)))
+    }
+
+    fn run_forward<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        p: &[T],
+        h0: &[T],
+        batch: usize,
+        steps: usize,
+    ) -> Vec<T> {
+        let (h, l) = (self.layout.h, self.unfolds);
+        let row = steps * (l + 1) * h;
+        let mut out = vec![T::zero(); batch * row];
+        let params = self.layout.split(p);
+        let per = self.chunk(batch);
+        std::thread::scope(|sc| {
+            for (k, part) in out.chunks_mut(per * row).enumerate() {
+                let params = &params;
+                sc.spawn(move || self.forward_rows(params, x, h0, steps, k * per, part));
+            }
+        });
+        out
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_backward<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        p: &[T],
+        saved: &[T],
+        grad: &[T],
+        batch: usize,
+        steps: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (h, d) = (self.layout.h, self.layout.d);
+        let (mut dx, mut dh0) = (
+            vec![T::zero(); batch * steps * d],
+            vec![T::zero(); batch * h],
+        );
+        let params = self.layout.split(p);
+        let per = self.chunk(batch);
+        let row = steps * (self.unfolds + 1) * h;
+        let partials: Vec<Vec<T>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = dx
+                .chunks_mut(per * steps * d)
+                .zip(dh0.chunks_mut(per * h))
+                .zip(saved.chunks(per * row))
+                .enumerate()
+                .map(|(k, ((dxp, dhp), sv))| {
+                    let params = &params;
+                    sc.spawn(move || {
+                        let mut dp = vec![T::zero(); self.layout.len()];
+                        self.backward_rows(params, x, sv, grad, steps, k * per, dxp, dhp, &mut dp);
+                        dp
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("LTC backward thread"))
+                .collect()
+        });
+        let mut dp = vec![T::zero(); self.layout.len()];
+        for part in partials {
+            for (a, b) in dp.iter_mut().zip(part) {
+                *a = *a + b;
+            }
+        }
+        (dx, dp, dh0)
+    }
+}
+
+fn slice<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("ltc: non-contiguous input".into()))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
+impl CustomOp3 for LtcSequence {
+    fn name(&self) -> &'static str {
+        "ltc-sequence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, steps, d) = l1.shape().dims3()?;
+        if d != self.layout.d
+            || l2.shape().elem_count() != self.layout.len()
+            || l3.shape().dims() != [batch, self.layout.h]
+        {
+            candle_core::bail!(
+                "ltc-sequence: inconsistent shapes {:?} {:?} {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let shape = Shape::from((batch, steps, self.unfolds + 1, self.layout.h));
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(self.run_forward(
+                slice::<f32>(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                batch,
+                steps,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(self.run_forward(
+                slice::<f64>(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                batch,
+                steps,
+            )),
+            _ => candle_core::bail!("ltc-sequence: only f32 and f64 are supported"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        h0: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (batch, steps, _) = x.dims3()?;
+        let dev = x.device();
+        macro_rules! run {
+            ($t:ty) => {{
+                let v = |t: &Tensor| -> candle_core::Result<Vec<$t>> {
+                    t.flatten_all()?.to_vec1::<$t>()
+                };
+                let (dx, dp, dh0) =
+                    self.run_backward::<$t>(&v(x)?, &v(p)?, &v(res)?, &v(grad)?, batch, steps);
+                (
+                    Tensor::from_vec(dx, x.shape(), dev)?,
+                    Tensor::from_vec(dp, p.shape(), dev)?,
+                    Tensor::from_vec(dh0, h0.shape(), dev)?,
+                )
+            }};
+        }
+        let (dx, dp, dh0) = match x.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            dt => candle_core::bail!("ltc-sequence: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dx), Some(dp), Some(dh0)))
+    }
+}
+
+/// Threads for CPU kernels: `RAYON_NUM_THREADS` if set (the CLI's `--threads`), else the
+/// machine's parallelism.
+pub fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}

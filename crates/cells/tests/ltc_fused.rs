@@ -1,0 +1,275 @@
+//! The fused LTC sequence kernel equals the reference step composition: outputs, final state and
+//! every gradient, on fresh random inputs, in f64 (1e-10) and f32 (1e-5), for batch 1, odd sizes,
+//! length 1, with and without initial state and elapsed times, sparse wirings, every mapping and
+//! both constraints; and splitting the batch over threads changes nothing.
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use remanence_cells::ltc_fused::{LtcSequence, PackedLayout};
+use remanence_cells::{
+    Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+};
+
+fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n)
+        .map(|_| lo + (hi - lo) * rng.random::<f64>())
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+struct Case {
+    b: usize,
+    t: usize,
+    d: usize,
+    h: usize,
+    ct: CtOptions,
+    with_h0: bool,
+    with_dt: bool,
+}
+
+/// Runs one path and returns (y, h_n, gradients of every parameter, x, h0).
+fn run(case: &Case, reference: bool, dtype: DType, seed: u64) -> Vec<(String, Tensor)> {
+    let cfg = RnnConfig {
+        cell: CellKind::Ltc,
+        input_size: case.d,
+        hidden_size: case.h,
+        num_layers: 1,
+        activation: Activation::Tanh,
+        ct: case.ct.clone(),
+        reference,
+    };
+    let store = ParamStore::seeded(seed);
+    StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &Device::Cpu).unwrap();
+    let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
+    let x = Var::from_tensor(
+        &uniform(&[case.b, case.t, case.d], -1.5, 1.5, &mut rng)
+            .to_dtype(dtype)
+            .unwrap(),
+    )
+    .unwrap();
+    let h0 = Var::from_tensor(
+        &uniform(&[1, case.b, case.h], -1.0, 1.0, &mut rng)
+            .to_dtype(dtype)
+            .unwrap(),
+    )
+    .unwrap();
+    let dt = uniform(&[case.b, case.t], 0.2, 2.0, &mut rng)
+        .to_dtype(dtype)
+        .unwrap();
+    let gy = uniform(&[case.b, case.t, rnn.output_size()], -1.0, 1.0, &mut rng)
+        .to_dtype(dtype)
+        .unwrap();
+    let gh = uniform(&[1, case.b, case.h], -1.0, 1.0, &mut rng)
+        .to_dtype(dtype)
+        .unwrap();
+    let init = case.with_h0.then(|| RnnState {
+        h: h0.as_tensor().clone(),
+        c: None,
+    });
+    let (y, last) = rnn
+        .forward(x.as_tensor(), init.as_ref(), case.with_dt.then_some(&dt))
+        .unwrap();
+    let loss = ((&y * &gy).unwrap().sum_all().unwrap()
+        + (&last.h * &gh).unwrap().sum_all().unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let mut out = vec![
+        ("y".to_string(), y.clone()),
+        ("h_n".to_string(), last.h.clone()),
+    ];
+    for (name, v) in store.vars() {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            out.push((format!("grad.{name}"), g.clone()));
+        }
+    }
+    out.push(("grad.x".into(), grads.get(x.as_tensor()).unwrap().clone()));
+    if case.with_h0 {
+        out.push(("grad.h0".into(), grads.get(h0.as_tensor()).unwrap().clone()));
+    }
+    out
+}
+
+fn compare(case: &Case, seed: u64) {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-5)] {
+        let reference = run(case, true, dtype, seed);
+        let fused = run(case, false, dtype, seed);
+        assert_eq!(reference.len(), fused.len());
+        for ((n1, a), (n2, b)) in reference.iter().zip(&fused) {
+            assert_eq!(n1, n2);
+            common::assert_close(
+                &format!("{n1} ({dtype:?}, b{} t{} h{})", case.b, case.t, case.h),
+                b,
+                a,
+                tol,
+            );
+        }
+    }
+}
+
+fn opts(f: impl FnOnce(&mut CtOptions)) -> CtOptions {
+    let mut o = CtOptions::default();
+    f(&mut o);
+    o
+}
+
+#[test]
+fn fused_equals_reference_fully_connected() {
+    compare(
+        &Case {
+            b: 3,
+            t: 5,
+            d: 3,
+            h: 7,
+            ct: opts(|_| {}),
+            with_h0: true,
+            with_dt: true,
+        },
+        1,
+    );
+    compare(
+        &Case {
+            b: 2,
+            t: 4,
+            d: 5,
+            h: 6,
+            ct: opts(|_| {}),
+            with_h0: false,
+            with_dt: false,
+        },
+        2,
+    );
+}
+
+#[test]
+fn fused_equals_reference_batch_one_and_length_one() {
+    compare(
+        &Case {
+            b: 1,
+            t: 1,
+            d: 2,
+            h: 5,
+            ct: opts(|_| {}),
+            with_h0: true,
+            with_dt: true,
+        },
+        3,
+    );
+    compare(
+        &Case {
+            b: 1,
+            t: 6,
+            d: 1,
+            h: 3,
+            ct: opts(|o| o.ode_unfolds = 1),
+            with_h0: false,
+            with_dt: true,
+        },
+        4,
+    );
+    compare(
+        &Case {
+            b: 5,
+            t: 1,
+            d: 4,
+            h: 9,
+            ct: opts(|_| {}),
+            with_h0: false,
+            with_dt: false,
+        },
+        5,
+    );
+}
+
+#[test]
+fn fused_equals_reference_sparse_wirings_mappings_and_clip() {
+    compare(
+        &Case {
+            b: 4,
+            t: 6,
+            d: 3,
+            h: 12,
+            ct: opts(|o| o.wiring = "auto-ncp:3".into()),
+            with_h0: true,
+            with_dt: true,
+        },
+        6,
+    );
+    compare(
+        &Case {
+            b: 3,
+            t: 3,
+            d: 2,
+            h: 8,
+            ct: opts(|o| o.wiring = "random:0.7:4".into()),
+            with_h0: true,
+            with_dt: false,
+        },
+        7,
+    );
+    compare(
+        &Case {
+            b: 2,
+            t: 4,
+            d: 3,
+            h: 5,
+            ct: opts(|o| {
+                o.constraint = "clip".into();
+                o.input_mapping = "linear".into();
+                o.output_mapping = "none".into();
+                o.ode_unfolds = 3;
+            }),
+            with_h0: true,
+            with_dt: true,
+        },
+        8,
+    );
+}
+
+/// Splitting the batch over 1, 2 or 3 threads gives the same forward values and gradients.
+#[test]
+fn thread_split_changes_nothing() {
+    let (b, t, d, h, l) = (5, 4, 3, 6, 3);
+    let layout = PackedLayout { h, d };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let x = Var::from_tensor(&uniform(&[b, t, d], -1.0, 1.0, &mut rng)).unwrap();
+    let mut p: Vec<f64> = (0..layout.len()).map(|_| rng.random::<f64>()).collect();
+    for v in p.iter_mut().take(h * h) {
+        *v = 3.0 + 5.0 * *v; // sigma in [3, 8]
+    }
+    let p = Var::from_tensor(&Tensor::from_vec(p, layout.len(), &Device::Cpu).unwrap()).unwrap();
+    let h0 = Var::from_tensor(&uniform(&[b, h], -1.0, 1.0, &mut rng)).unwrap();
+    let dt: Vec<f64> = (0..b * t).map(|_| 0.5 + rng.random::<f64>()).collect();
+    let g = uniform(&[b, t, l + 1, h], -1.0, 1.0, &mut rng);
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let op = LtcSequence {
+            layout,
+            unfolds: l,
+            epsilon: 1e-8,
+            dt: Some(dt.clone()),
+            threads,
+        };
+        let y = x
+            .as_tensor()
+            .apply_op3(p.as_tensor(), h0.as_tensor(), op)
+            .unwrap();
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        results.push([
+            y,
+            grads.get(x.as_tensor()).unwrap().clone(),
+            grads.get(p.as_tensor()).unwrap().clone(),
+            grads.get(h0.as_tensor()).unwrap().clone(),
+        ]);
+    }
+    for r in &results[1..] {
+        for k in 0..4 {
+            common::assert_close(&format!("part {k}"), &r[k], &results[0][k], 1e-13);
+        }
+        let a: Vec<f64> = r[0].flatten_all().unwrap().to_vec1().unwrap();
+        let b0: Vec<f64> = results[0][0].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b0, "the forward pass is identical");
+    }
+}
