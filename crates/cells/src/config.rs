@@ -54,6 +54,11 @@ impl CellKind {
         }
     }
 
+    /// Cells with a fused CPU sequence kernel (the others run their reference composition).
+    pub fn has_fused_cpu(self) -> bool {
+        matches!(self, CellKind::Lstm | CellKind::Ltc)
+    }
+
     /// Cells that follow ncps's layout: one layer, parameters under `rnn_cell.`.
     pub fn is_ncps(self) -> bool {
         matches!(self, CellKind::Ltc | CellKind::Cfc)

@@ -18,11 +18,13 @@
 pub mod cell;
 pub mod cfc;
 pub mod config;
+pub mod cpu_gemm;
 pub mod ctrnn;
 pub mod device;
 pub mod error;
 pub mod gru;
 pub mod lstm;
+pub mod lstm_fused;
 pub mod ltc;
 pub mod ltc_fused;
 pub mod model;

@@ -7,12 +7,15 @@ use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
 use crate::error::{CellError, Result};
+use crate::lstm_fused::LstmSequence;
+use crate::ltc_fused::cpu_threads;
 use crate::srn::torch_layer_params;
 use crate::state::CellState;
 
 /// One LSTM layer. Parameters for layer `k`: `weight_ih_l{k}` (4H, I), `weight_hh_l{k}` (4H, H),
 /// `bias_ih_l{k}` (4H), `bias_hh_l{k}` (4H).
 pub struct Lstm {
+    w_hh: Tensor,
     w_ih_t: Tensor,
     w_hh_t: Tensor,
     b_ih: Tensor,
@@ -32,6 +35,7 @@ impl Lstm {
         Ok(Self {
             w_ih_t: w_ih.t()?,
             w_hh_t: w_hh.t()?,
+            w_hh,
             b_ih,
             b_hh,
             input_size,
@@ -71,5 +75,47 @@ impl RecurrentCell for Lstm {
             h: h_new,
             c: Some(c_new),
         })
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        _dt: Option<&Tensor>,
+        state: &CellState,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        if !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let c = state
+            .c
+            .as_ref()
+            .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
+        let (b, t, i) = x.dims3()?;
+        let h = self.hidden_size;
+        // All input projections in one product; both biases folded in.
+        let bias = (&self.b_ih + &self.b_hh)?;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&bias)?
+            .reshape((b, t, 4 * h))?;
+        let s0 = Tensor::cat(&[&state.h, c], 1)?;
+        let op = LstmSequence {
+            hidden: h,
+            threads: cpu_threads(),
+        };
+        let out = xp
+            .contiguous()?
+            .apply_op3(&self.w_hh.contiguous()?, &s0.contiguous()?, op)?;
+        let hs = out.narrow(2, 0, h)?;
+        let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let c_n = out.narrow(2, h, h)?.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(Some((
+            hs,
+            CellState {
+                h: h_n,
+                c: Some(c_n),
+            },
+        )))
     }
 }

@@ -9,7 +9,14 @@ use remanence_cells::{
     tensor_file, Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
+/// Both the reference composition and the fused path (where the cell has one) must reproduce
+/// PyTorch.
 fn check(file: &str, cell: CellKind, dtype: DType, tol: f64) {
+    check_path(file, cell, dtype, tol, true);
+    check_path(file, cell, dtype, tol, false);
+}
+
+fn check_path(file: &str, cell: CellKind, dtype: DType, tol: f64, reference: bool) {
     let Some(dir) = common::shared("fixtures") else {
         return;
     };
@@ -36,7 +43,7 @@ fn check(file: &str, cell: CellKind, dtype: DType, tol: f64) {
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
         ct: Default::default(),
-        reference: false,
+        reference,
     };
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
     store.finish_loading().unwrap();

@@ -1,9 +1,10 @@
 //! `remanence bench`: times a training step (forward, backward, Adam update) and a forward pass of
-//! our recurrent layers beside candle-nn's `rnn::lstm` / `rnn::gru`, measured in the same run on
-//! the same inputs, and prints the ratio. Speed is measured here, never asserted in tests.
+//! each cell's fused path and its reference composition, beside candle-nn's `rnn::lstm` /
+//! `rnn::gru`, on the same inputs, and prints the ratios. Every measurement runs in a child
+//! process of its own, so its peak memory is its own. Speed is measured here, never in tests.
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
 use clap::Args;
@@ -11,11 +12,12 @@ use rand::{Rng, SeedableRng};
 use remanence_cells::{Activation, CellKind, ParamStore, Recurrent, RnnConfig, StackedRnn};
 use remanence_train::stack::with_deep_stack;
 use remanence_train::{OptimizerConfig, OptimizerKind};
+use serde::{Deserialize, Serialize};
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Cells to time, comma-separated: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
-    #[arg(long, default_value = "lstm,gru,cfc", value_delimiter = ',')]
+    #[arg(long, default_value = "lstm,gru,ltc,cfc", value_delimiter = ',')]
     cells: Vec<String>,
     /// Hidden sizes of srn, lstm, gru, ctrnn, odernn, comma-separated.
     #[arg(long, default_value = "128,256", value_delimiter = ',')]
@@ -37,42 +39,21 @@ pub struct BenchArgs {
     /// Untimed repetitions first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Skip the reference composition of cells that have a fused path (LTC's reference needs
+    /// O(B·T·L·H²) memory: about 20 GiB at 128 units).
+    #[arg(long)]
+    no_reference: bool,
+    /// Internal: run one measurement `CELL:SIZE:PATH` and print it as JSON.
+    #[arg(long, hide = true)]
+    only: Option<String>,
 }
 
-/// A model under test: a forward pass and a training step.
-trait Subject {
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
-    fn vars(&self) -> Vec<(String, Var)>;
-}
-
-struct Ours(StackedRnn, ParamStore);
-impl Subject for Ours {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.0.forward(x, None, None)?.0)
-    }
-    fn vars(&self) -> Vec<(String, Var)> {
-        self.1.vars()
-    }
-}
-
-enum CandleNn {
-    Lstm(candle_nn::rnn::LSTM),
-    Gru(candle_nn::rnn::GRU),
-}
-struct Theirs(CandleNn, candle_nn::VarMap);
-impl Subject for Theirs {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match &self.0 {
-            CandleNn::Lstm(m) => m.states_to_tensor(&m.seq(x)?)?,
-            CandleNn::Gru(m) => m.states_to_tensor(&m.seq(x)?)?,
-        })
-    }
-    fn vars(&self) -> Vec<(String, Var)> {
-        let data = self.1.data().lock().unwrap();
-        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
+/// One measurement.
+#[derive(Serialize, Deserialize)]
+struct Measure {
+    forward_ms: f64,
+    train_ms: f64,
+    peak_mib: Option<f64>,
 }
 
 fn median_ms(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -89,18 +70,29 @@ fn median_ms(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> R
     Ok(t[t.len() / 2])
 }
 
-/// (forward ms, training-step ms).
-fn time(subject: &dyn Subject, x: &Tensor, g: &Tensor, a: &BenchArgs) -> Result<(f64, f64)> {
+fn random(shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+}
+
+/// Times `forward` and a training step (loss = Σ y·g, backward, Adam) of a model.
+fn time(
+    forward: &dyn Fn(&Tensor) -> Result<Tensor>,
+    vars: Vec<(String, Var)>,
+    x: &Tensor,
+    rng: &mut impl Rng,
+    a: &BenchArgs,
+) -> Result<(f64, f64)> {
+    let y0 = forward(x)?;
+    let g = random(y0.dims(), rng)?;
     let fwd = median_ms(a.reps, a.warmup, || {
-        let y = subject.forward(x)?;
-        y.sum_all()?.to_scalar::<f32>()?;
+        forward(x)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
     })?;
-    let vars = subject.vars();
     let mut opt = OptimizerConfig::new(OptimizerKind::Adam, 1e-4).build();
     let train = median_ms(a.reps, a.warmup, || {
-        let y = subject.forward(x)?;
-        let loss = (y.reshape(g.shape())? * g)?.sum_all()?;
+        let loss = (forward(x)? * &g)?.sum_all()?;
         let grads = loss.backward()?;
         let gs: Vec<_> = vars
             .iter()
@@ -112,43 +104,18 @@ fn time(subject: &dyn Subject, x: &Tensor, g: &Tensor, a: &BenchArgs) -> Result<
     Ok((fwd, train))
 }
 
-fn random(shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-}
-
-pub fn run(args: BenchArgs) -> Result<()> {
-    with_deep_stack(move || bench(args))
-}
-
-fn bench(a: BenchArgs) -> Result<()> {
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
-    println!(
-        "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up",
-        a.batch, a.len, a.input, a.reps, a.warmup
-    );
-    println!(
-        "{:<6} {:>6} {:>8} | {:>12} {:>12} {:>8} | {:>14} | {:>10}",
-        "cell",
-        "hidden",
-        "pass",
-        "remanence ms",
-        "candle-nn ms",
-        "speed-up",
-        "ours GFLOP/s",
-        "peak MiB"
-    );
+fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [cell, size, path] = parts.as_slice() else {
+        bail!("bad --only {spec}")
+    };
+    let kind: CellKind = cell.parse()?;
+    let h: usize = size.parse()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    for cell in &a.cells {
-        let kind: CellKind = cell.parse()?;
-        let sizes = if kind.is_ncps() { &a.units } else { &a.hidden };
-        for &h in sizes {
-            if h == 0 {
-                bail!("--hidden sizes must be positive");
-            }
-            let x = random(&[a.batch, a.len, a.input], &mut rng)?;
-            let g = random(&[a.batch, a.len, h], &mut rng)?;
+    let x = random(&[a.batch, a.len, a.input], &mut rng)?;
+    let before = peak_rss_mib();
+    let (fwd, train) = match *path {
+        "fused" | "reference" => {
             let cfg = RnnConfig {
                 cell: kind,
                 input_size: a.input,
@@ -156,80 +123,178 @@ fn bench(a: BenchArgs) -> Result<()> {
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
-                reference: false,
+                reference: *path == "reference",
             };
-            let peak_before = peak_rss_mib();
             let store = ParamStore::seeded(1);
             StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &Device::Cpu)?;
-            let ours = Ours(
-                StackedRnn::new(&cfg, store.var_builder(DType::F32, &Device::Cpu).pp("rnn"))?,
-                store,
-            );
-            let g_ours = random(&[a.batch, a.len, ours.0.output_size()], &mut rng)?;
-            let (of, ot) = time(&ours, &x, &g_ours, &a)?;
-            let peak = peak_rss_mib().zip(peak_before).map(|(p, b)| p - b);
-            let theirs = {
-                let vm = candle_nn::VarMap::new();
-                let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-                match kind {
-                    CellKind::Lstm => Some(Theirs(
-                        CandleNn::Lstm(candle_nn::rnn::lstm(
-                            a.input,
-                            h,
-                            LSTMConfig::default(),
-                            vb,
-                        )?),
-                        vm,
-                    )),
-                    CellKind::Gru => Some(Theirs(
-                        CandleNn::Gru(candle_nn::rnn::gru(a.input, h, GRUConfig::default(), vb)?),
-                        vm,
-                    )),
-                    _ => None,
-                }
+            let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F32, &Device::Cpu).pp("rnn"))?;
+            let f = |x: &Tensor| -> Result<Tensor> { Ok(rnn.forward(x, None, None)?.0) };
+            time(&f, store.vars(), x.as_ref(), &mut rng, a)?
+        }
+        "candle-nn" => {
+            let vm = candle_nn::VarMap::new();
+            let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let vars = || {
+                let data = vm.data().lock().unwrap();
+                let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
             };
-            let (tf, tt) = match &theirs {
-                Some(t) => {
-                    let (f, t) = time(t, &x, &g, &a)?;
-                    (Some(f), Some(t))
+            match kind {
+                CellKind::Lstm => {
+                    let m = candle_nn::rnn::lstm(a.input, h, LSTMConfig::default(), vb)?;
+                    let f = |x: &Tensor| -> Result<Tensor> { Ok(m.states_to_tensor(&m.seq(x)?)?) };
+                    time(&f, vars(), &x, &mut rng, a)?
                 }
-                None => (None, None),
+                CellKind::Gru => {
+                    let m = candle_nn::rnn::gru(a.input, h, GRUConfig::default(), vb)?;
+                    let f = |x: &Tensor| -> Result<Tensor> { Ok(m.states_to_tensor(&m.seq(x)?)?) };
+                    time(&f, vars(), &x, &mut rng, a)?
+                }
+                _ => bail!("candle-nn has no {kind}"),
+            }
+        }
+        p => bail!("unknown path {p}"),
+    };
+    let peak_mib = peak_rss_mib().zip(before).map(|(p, b)| p - b);
+    Ok(Measure {
+        forward_ms: fwd,
+        train_ms: train,
+        peak_mib,
+    })
+}
+
+/// Runs one measurement in a child process.
+fn child(a: &BenchArgs, spec: &str) -> Result<Measure> {
+    let exe = std::env::current_exe().context("locating the remanence binary")?;
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--only", spec])
+        .args([
+            "--batch",
+            &a.batch.to_string(),
+            "--len",
+            &a.len.to_string(),
+            "--input",
+            &a.input.to_string(),
+        ])
+        .args([
+            "--reps",
+            &a.reps.to_string(),
+            "--warmup",
+            &a.warmup.to_string(),
+        ])
+        .output()
+        .context("running a bench child")?;
+    if !out.status.success() {
+        bail!(
+            "bench {spec} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("bench {spec} printed {line:?}"))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(spec) = args.only.clone() {
+        let m = with_deep_stack(move || measure(&args, &spec))?;
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    println!(
+        "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement",
+        args.batch, args.len, args.input, args.reps, args.warmup
+    );
+    println!(
+        "{:<6} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
+        "cell",
+        "size",
+        "pass",
+        "fused ms",
+        "ref ms",
+        "cnn ms",
+        "vs ref",
+        "vs cnn",
+        "GFLOP/s",
+        "fused MiB",
+        "ref MiB"
+    );
+    for cell in &args.cells {
+        let kind: CellKind = cell.parse()?;
+        let sizes = if kind.is_ncps() {
+            &args.units
+        } else {
+            &args.hidden
+        };
+        for &h in sizes {
+            if h == 0 {
+                bail!("sizes must be positive");
+            }
+            let fused = if kind.has_fused_cpu() {
+                Some(child(&args, &format!("{kind}:{h}:fused"))?)
+            } else {
+                None
+            };
+            let reference = if kind.has_fused_cpu() && args.no_reference {
+                None
+            } else {
+                Some(child(&args, &format!("{kind}:{h}:reference"))?)
+            };
+            let cnn = if matches!(kind, CellKind::Lstm | CellKind::Gru) {
+                Some(child(&args, &format!("{kind}:{h}:candle-nn"))?)
+            } else {
+                None
             };
             // Matrix-product work of the gated cells: 2·B·T·(I+H)·gates·H forward; backward
-            // about twice that. Not meaningful for the continuous-time cells.
-            let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru)
-                .then(|| 2.0 * (a.batch * a.len * (a.input + h) * kind.gates() * h) as f64);
-            for (pass, ours_ms, theirs_ms, f) in [
-                ("train", ot, tt, flops.map(|f| 3.0 * f)),
-                ("forward", of, tf, flops),
-            ] {
-                let (t, r) = match theirs_ms {
-                    Some(t) => (format!("{t:.1}"), format!("{:.2}x", t / ours_ms)),
-                    None => ("-".into(), "-".into()),
-                };
-                let gf = f
-                    .map(|f| format!("{:.1}", f / (ours_ms * 1e6)))
-                    .unwrap_or_else(|| "-".into());
-                let mem = match (pass, peak) {
-                    ("train", Some(p)) => format!("{p:.0}"),
-                    _ => String::new(),
-                };
+            // about twice that.
+            let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru).then(|| {
+                2.0 * (args.batch * args.len * (args.input + h) * kind.gates() * h) as f64
+            });
+            let ms = |m: &Option<Measure>, train: bool| {
+                m.as_ref()
+                    .map(|m| if train { m.train_ms } else { m.forward_ms })
+            };
+            let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => format!("{:.2}x", b / a),
+                _ => "-".into(),
+            };
+            let mib = |m: &Option<Measure>| {
+                m.as_ref()
+                    .and_then(|m| m.peak_mib)
+                    .map(|p| format!("{p:.0}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            for (pass, train) in [("train", true), ("forward", false)] {
+                let best = ms(&fused, train).or(ms(&reference, train));
+                let gf = flops
+                    .zip(best)
+                    .map(|(f, t)| format!("{:.1}", f * if train { 3.0 } else { 1.0 } / (t * 1e6)));
                 println!(
-                    "{:<6} {:>6} {:>8} | {:>12.1} {:>12} {:>8} | {:>14} | {:>10}",
+                    "{:<6} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
                     kind.name(),
                     h,
                     pass,
-                    ours_ms,
-                    t,
-                    r,
-                    gf,
-                    mem
+                    fmt(ms(&fused, train)),
+                    fmt(ms(&reference, train)),
+                    fmt(ms(&cnn, train)),
+                    ratio(ms(&fused, train), ms(&reference, train)),
+                    ratio(best, ms(&cnn, train)),
+                    gf.unwrap_or_else(|| "-".into()),
+                    if train { mib(&fused) } else { String::new() },
+                    if train {
+                        mib(&reference)
+                    } else {
+                        String::new()
+                    },
                 );
             }
         }
     }
-    println!("speed-up = candle-nn ms / remanence ms (above 1: we are faster)");
-    println!("peak MiB = growth of the process's peak resident memory while timing our cell (sizes run in the order given)");
+    println!("vs ref = reference ms / fused ms; vs cnn = candle-nn ms / our best ms (above 1: we are faster)");
+    println!("MiB = growth of the peak resident memory of the measuring process over its start (model, graph, buffers)");
     Ok(())
 }
 

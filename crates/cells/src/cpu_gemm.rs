@@ -1,0 +1,134 @@
+//! Single-threaded matrix products on row-major slices for the fused CPU kernels, through the
+//! `gemm` crate (the kernel Candle itself uses). Threads are used one level up (batch shards for
+//! a whole sequence), which suits recurrent shapes better than parallel small products.
+use num_traits::Float;
+
+/// A row-major (or transposed) view: element (r, c) at `r * rs + c * cs`.
+#[derive(Clone, Copy)]
+pub struct View<'a, T> {
+    pub data: &'a [T],
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<'a, T> View<'a, T> {
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
+        Self {
+            data,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [T], cols: usize) -> Self {
+        Self {
+            data,
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `dst (m × n, row stride dst_rs) = [dst +] a (m × k) · b (k × n)`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul<T: Float + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_rs: usize,
+    accumulate: bool,
+    a: View<T>,
+    b: View<T>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(T::zero());
+            }
+        }
+        return;
+    }
+    // Bounds: the last element each operand touches must exist.
+    let last =
+        |rs: isize, cs: isize, r: usize, c: usize| (r as isize - 1) * rs + (c as isize - 1) * cs;
+    assert!(last(dst_rs as isize, 1, m, n) < dst.len() as isize);
+    assert!(last(a.rs, a.cs, m, k) < a.data.len() as isize);
+    assert!(last(b.rs, b.cs, k, n) < b.data.len() as isize);
+    // SAFETY: the asserts above keep every access inside the slices; `dst` is exclusive.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs,
+            a.rs,
+            b.data.as_ptr(),
+            b.cs,
+            b.rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_and_transposes() {
+        // a (2×3), b (3×2)
+        let a = [1.0f64, 2., 3., 4., 5., 6.];
+        let b = [7.0f64, 8., 9., 10., 11., 12.];
+        let mut d = [0.0f64; 4];
+        matmul(
+            2,
+            2,
+            3,
+            &mut d,
+            2,
+            false,
+            View::rows(&a, 3),
+            View::rows(&b, 2),
+        );
+        assert_eq!(d, [58., 64., 139., 154.]);
+        matmul(
+            2,
+            2,
+            3,
+            &mut d,
+            2,
+            true,
+            View::rows(&a, 3),
+            View::rows(&b, 2),
+        );
+        assert_eq!(d, [116., 128., 278., 308.]);
+        // aᵀ (3×2) · a (2×3)
+        let mut e = [0.0f32; 9];
+        let af = a.map(|v| v as f32);
+        matmul(
+            3,
+            3,
+            2,
+            &mut e,
+            3,
+            false,
+            View::transposed(&af, 3),
+            View::rows(&af, 3),
+        );
+        assert_eq!(e, [17., 22., 27., 22., 29., 36., 27., 36., 45.]);
+    }
+}

@@ -1,0 +1,328 @@
+//! The fused LSTM recurrence on the CPU, with its own backward pass.
+//!
+//! The input projection of every step, `xp = x W_ihᵀ + b_ih + b_hh` (B, T, 4H), is one matrix
+//! product done by Candle before this op (so autograd handles `W_ih` and the biases). The op then
+//! runs the recurrence: per step one product `h W_hhᵀ` and one fused element-wise pass
+//! (gates i, f, g, o, cell and hidden state). It returns (B, T, 6H): per step `h`, `c` and the
+//! gate activations `i, f, g, o`, which the backward pass reuses. Backward walks the steps in
+//! reverse with one product `dgates · W_hh` per step, and accumulates `dW_hh` after the loop as a
+//! single product over all steps. The batch is split over threads for the whole sequence.
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use num_traits::Float;
+
+use crate::cpu_gemm::{matmul, View};
+
+#[derive(Debug, Clone)]
+pub struct LstmSequence {
+    pub hidden: usize,
+    pub threads: usize,
+}
+
+#[inline]
+fn sigmoid<T: Float>(z: T) -> T {
+    T::one() / (T::one() + (-z).exp())
+}
+
+impl LstmSequence {
+    fn chunk(&self, batch: usize) -> usize {
+        batch.div_ceil(self.threads.clamp(1, batch.max(1)))
+    }
+
+    /// Rows `b0..b0+n` (n = out.len() / row): `xp` and `s0` are whole, `out` holds their rows.
+    fn forward_rows<T: Float + 'static>(
+        &self,
+        xp: &[T],
+        w: &[T],
+        s0: &[T],
+        steps: usize,
+        b0: usize,
+        out: &mut [T],
+    ) {
+        let h = self.hidden;
+        let g4 = 4 * h;
+        let n = out.len() / (steps * 6 * h);
+        let mut hp: Vec<T> = (0..n)
+            .flat_map(|r| s0[(b0 + r) * 2 * h..(b0 + r) * 2 * h + h].to_vec())
+            .collect();
+        let mut cp: Vec<T> = (0..n)
+            .flat_map(|r| s0[(b0 + r) * 2 * h + h..(b0 + r + 1) * 2 * h].to_vec())
+            .collect();
+        let mut gates = vec![T::zero(); n * g4];
+        for t in 0..steps {
+            for r in 0..n {
+                let src = ((b0 + r) * steps + t) * g4;
+                gates[r * g4..(r + 1) * g4].copy_from_slice(&xp[src..src + g4]);
+            }
+            matmul(
+                n,
+                g4,
+                h,
+                &mut gates,
+                g4,
+                true,
+                View::rows(&hp, h),
+                View::transposed(w, h),
+            );
+            for r in 0..n {
+                let gr = &gates[r * g4..(r + 1) * g4];
+                let o = &mut out[(r * steps + t) * 6 * h..(r * steps + t + 1) * 6 * h];
+                for j in 0..h {
+                    let i = sigmoid(gr[j]);
+                    let f = sigmoid(gr[h + j]);
+                    let g = gr[2 * h + j].tanh();
+                    let og = sigmoid(gr[3 * h + j]);
+                    let c = f * cp[r * h + j] + i * g;
+                    let hn = og * c.tanh();
+                    o[j] = hn;
+                    o[h + j] = c;
+                    o[2 * h + j] = i;
+                    o[3 * h + j] = f;
+                    o[4 * h + j] = g;
+                    o[5 * h + j] = og;
+                    cp[r * h + j] = c;
+                    hp[r * h + j] = hn;
+                }
+            }
+        }
+    }
+
+    /// Backward of rows `b0..b0+n`: writes their `dxp` rows and `ds0` rows, returns the partial
+    /// `dW_hh`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_rows<T: Float + 'static>(
+        &self,
+        w: &[T],
+        s0: &[T],
+        saved: &[T],
+        grad: &[T],
+        steps: usize,
+        b0: usize,
+        dxp: &mut [T],
+        ds0: &mut [T],
+    ) -> Vec<T> {
+        let h = self.hidden;
+        let g4 = 4 * h;
+        let n = ds0.len() / (2 * h);
+        let (mut dh, mut dc) = (vec![T::zero(); n * h], vec![T::zero(); n * h]);
+        let mut dh_prev = vec![T::zero(); n * h];
+        // Previous hidden state of every (row, step), for dW_hh = Σ dgatesᵀ h_prev.
+        let mut hprev = vec![T::zero(); n * steps * h];
+        for t in (0..steps).rev() {
+            for r in 0..n {
+                let b = b0 + r;
+                let o = &saved[(r * steps + t) * 6 * h..(r * steps + t + 1) * 6 * h];
+                let gsrc = &grad[(b * steps + t) * 6 * h..(b * steps + t + 1) * 6 * h];
+                let (prev_h, prev_c): (&[T], &[T]) = if t == 0 {
+                    (
+                        &s0[b * 2 * h..b * 2 * h + h],
+                        &s0[b * 2 * h + h..(b + 1) * 2 * h],
+                    )
+                } else {
+                    let p = &saved[(r * steps + t - 1) * 6 * h..(r * steps + t) * 6 * h];
+                    (&p[..h], &p[h..2 * h])
+                };
+                hprev[(r * steps + t) * h..(r * steps + t + 1) * h].copy_from_slice(prev_h);
+                let dg = &mut dxp[(r * steps + t) * g4..(r * steps + t + 1) * g4];
+                for j in 0..h {
+                    let k = r * h + j;
+                    let (c, i, f, g, og) = (
+                        o[h + j],
+                        o[2 * h + j],
+                        o[3 * h + j],
+                        o[4 * h + j],
+                        o[5 * h + j],
+                    );
+                    let dhj = dh[k] + gsrc[j];
+                    let tc = c.tanh();
+                    let dcj = dc[k] + gsrc[h + j] + dhj * og * (T::one() - tc * tc);
+                    dg[j] = dcj * g * i * (T::one() - i);
+                    dg[h + j] = dcj * prev_c[j] * f * (T::one() - f);
+                    dg[2 * h + j] = dcj * i * (T::one() - g * g);
+                    dg[3 * h + j] = dhj * tc * og * (T::one() - og);
+                    dc[k] = dcj * f;
+                }
+            }
+            // dh_{t-1} = dgates_t · W_hh for every row at once.
+            let dg_t = &dxp[t * g4..];
+            matmul(
+                n,
+                h,
+                g4,
+                &mut dh_prev,
+                h,
+                false,
+                View {
+                    data: dg_t,
+                    rs: (steps * g4) as isize,
+                    cs: 1,
+                },
+                View::rows(w, h),
+            );
+            std::mem::swap(&mut dh, &mut dh_prev);
+        }
+        for r in 0..n {
+            ds0[r * 2 * h..r * 2 * h + h].copy_from_slice(&dh[r * h..(r + 1) * h]);
+            ds0[r * 2 * h + h..(r + 1) * 2 * h].copy_from_slice(&dc[r * h..(r + 1) * h]);
+        }
+        let mut dw = vec![T::zero(); g4 * h];
+        matmul(
+            g4,
+            h,
+            n * steps,
+            &mut dw,
+            h,
+            false,
+            View::transposed(dxp, g4),
+            View::rows(&hprev, h),
+        );
+        dw
+    }
+
+    fn run_forward<T: Float + Send + Sync + 'static>(
+        &self,
+        xp: &[T],
+        w: &[T],
+        s0: &[T],
+        batch: usize,
+        steps: usize,
+    ) -> Vec<T> {
+        let row = steps * 6 * self.hidden;
+        let mut out = vec![T::zero(); batch * row];
+        let per = self.chunk(batch);
+        std::thread::scope(|sc| {
+            for (k, part) in out.chunks_mut(per * row).enumerate() {
+                sc.spawn(move || self.forward_rows(xp, w, s0, steps, k * per, part));
+            }
+        });
+        out
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_backward<T: Float + Send + Sync + 'static>(
+        &self,
+        w: &[T],
+        s0: &[T],
+        saved: &[T],
+        grad: &[T],
+        batch: usize,
+        steps: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let h = self.hidden;
+        let (mut dxp, mut ds0) = (
+            vec![T::zero(); batch * steps * 4 * h],
+            vec![T::zero(); batch * 2 * h],
+        );
+        let per = self.chunk(batch);
+        let row = steps * 6 * h;
+        let partials: Vec<Vec<T>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = dxp
+                .chunks_mut(per * steps * 4 * h)
+                .zip(ds0.chunks_mut(per * 2 * h))
+                .zip(saved.chunks(per * row))
+                .enumerate()
+                .map(|(k, ((dx, ds), sv))| {
+                    sc.spawn(move || self.backward_rows(w, s0, sv, grad, steps, k * per, dx, ds))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("LSTM backward thread"))
+                .collect()
+        });
+        let mut dw = vec![T::zero(); 4 * h * h];
+        for p in partials {
+            for (a, b) in dw.iter_mut().zip(p) {
+                *a = *a + b;
+            }
+        }
+        (dxp, dw, ds0)
+    }
+}
+
+fn slice<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [T]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("lstm: non-contiguous input".into()))?;
+    Ok(&s.as_slice::<T>()?[a..b])
+}
+
+impl CustomOp3 for LstmSequence {
+    fn name(&self) -> &'static str {
+        "lstm-sequence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let h = self.hidden;
+        let (batch, steps, g) = l1.shape().dims3()?;
+        if g != 4 * h || l2.shape().dims() != [4 * h, h] || l3.shape().dims() != [batch, 2 * h] {
+            candle_core::bail!(
+                "lstm-sequence: inconsistent shapes {:?} {:?} {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let shape = Shape::from((batch, steps, 6 * h));
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(self.run_forward(
+                slice::<f32>(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                batch,
+                steps,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(self.run_forward(
+                slice::<f64>(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                batch,
+                steps,
+            )),
+            _ => candle_core::bail!("lstm-sequence: only f32 and f64 are supported"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        xp: &Tensor,
+        w: &Tensor,
+        s0: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (batch, steps, _) = xp.dims3()?;
+        let dev = xp.device();
+        macro_rules! run {
+            ($t:ty) => {{
+                let v = |t: &Tensor| -> candle_core::Result<Vec<$t>> {
+                    t.flatten_all()?.to_vec1::<$t>()
+                };
+                let (dxp, dw, ds0) =
+                    self.run_backward::<$t>(&v(w)?, &v(s0)?, &v(res)?, &v(grad)?, batch, steps);
+                (
+                    Tensor::from_vec(dxp, xp.shape(), dev)?,
+                    Tensor::from_vec(dw, w.shape(), dev)?,
+                    Tensor::from_vec(ds0, s0.shape(), dev)?,
+                )
+            }};
+        }
+        let (dxp, dw, ds0) = match xp.dtype() {
+            DType::F32 => run!(f32),
+            DType::F64 => run!(f64),
+            dt => candle_core::bail!("lstm-sequence: unsupported dtype {dt:?}"),
+        };
+        Ok((Some(dxp), Some(dw), Some(ds0)))
+    }
+}

@@ -1,0 +1,155 @@
+//! The fused LSTM sequence kernel equals the reference step composition: outputs, final states and
+//! every gradient, on fresh random inputs, in f64 (1e-10) and f32 (1e-5), for batch 1, odd
+//! sizes, length 1, one and two layers, with and without initial state; any thread split gives
+//! the same numbers.
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use remanence_cells::lstm_fused::LstmSequence;
+use remanence_cells::{
+    Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+};
+
+fn uniform(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| 2.0 * rng.random::<f64>() - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn run(
+    cell: CellKind,
+    dims: (usize, usize, usize, usize, usize),
+    with_state: bool,
+    reference: bool,
+    dtype: DType,
+    seed: u64,
+) -> Vec<(String, Tensor)> {
+    let (b, t, i, h, layers) = dims;
+    let cfg = RnnConfig {
+        cell,
+        input_size: i,
+        hidden_size: h,
+        num_layers: layers,
+        activation: Activation::Tanh,
+        ct: Default::default(),
+        reference,
+    };
+    let store = ParamStore::seeded(seed);
+    let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 7);
+    let mk = |shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng| {
+        Var::from_tensor(&uniform(shape, rng).to_dtype(dtype).unwrap()).unwrap()
+    };
+    let x = mk(&[b, t, i], &mut rng);
+    let h0 = mk(&[layers, b, h], &mut rng);
+    let c0 = mk(&[layers, b, h], &mut rng);
+    let gy = uniform(&[b, t, h], &mut rng).to_dtype(dtype).unwrap();
+    let gh = uniform(&[layers, b, h], &mut rng).to_dtype(dtype).unwrap();
+    let gc = uniform(&[layers, b, h], &mut rng).to_dtype(dtype).unwrap();
+    let has_c = cell == CellKind::Lstm;
+    let init = with_state.then(|| RnnState {
+        h: h0.as_tensor().clone(),
+        c: has_c.then(|| c0.as_tensor().clone()),
+    });
+    let (y, last) = rnn.forward(x.as_tensor(), init.as_ref(), None).unwrap();
+    let mut loss = ((&y * &gy).unwrap().sum_all().unwrap()
+        + (&last.h * &gh).unwrap().sum_all().unwrap())
+    .unwrap();
+    if let Some(c) = &last.c {
+        loss = (loss + (c * &gc).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = loss.backward().unwrap();
+    let mut out = vec![
+        ("y".to_string(), y.clone()),
+        ("h_n".to_string(), last.h.clone()),
+    ];
+    if let Some(c) = &last.c {
+        out.push(("c_n".into(), c.clone()));
+    }
+    for (name, v) in store.vars() {
+        out.push((
+            format!("grad.{name}"),
+            grads.get(v.as_tensor()).expect("gradient").clone(),
+        ));
+    }
+    out.push(("grad.x".into(), grads.get(x.as_tensor()).unwrap().clone()));
+    if with_state {
+        out.push(("grad.h0".into(), grads.get(h0.as_tensor()).unwrap().clone()));
+        if has_c {
+            out.push(("grad.c0".into(), grads.get(c0.as_tensor()).unwrap().clone()));
+        }
+    }
+    out
+}
+
+fn compare(cell: CellKind, dims: (usize, usize, usize, usize, usize), with_state: bool, seed: u64) {
+    for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-5)] {
+        let a = run(cell, dims, with_state, true, dtype, seed);
+        let b = run(cell, dims, with_state, false, dtype, seed);
+        assert_eq!(a.len(), b.len());
+        for ((n, x), (_, y)) in a.iter().zip(&b) {
+            common::assert_close(&format!("{cell} {n} {dims:?} {dtype:?}"), y, x, tol);
+        }
+    }
+}
+
+#[test]
+fn fused_lstm_equals_reference() {
+    compare(CellKind::Lstm, (3, 6, 5, 7, 1), true, 1);
+    compare(CellKind::Lstm, (1, 1, 2, 3, 1), true, 2);
+    compare(CellKind::Lstm, (1, 9, 4, 5, 2), false, 3);
+    compare(CellKind::Lstm, (4, 1, 3, 6, 2), true, 4);
+    compare(CellKind::Lstm, (5, 7, 1, 11, 1), false, 5);
+}
+
+#[test]
+fn lstm_thread_split_changes_nothing() {
+    let (b, t, h) = (5, 6, 4);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let xp = Var::from_tensor(&uniform(&[b, t, 4 * h], &mut rng)).unwrap();
+    let w = Var::from_tensor(&uniform(&[4 * h, h], &mut rng)).unwrap();
+    let s0 = Var::from_tensor(&uniform(&[b, 2 * h], &mut rng)).unwrap();
+    let g = uniform(&[b, t, 6 * h], &mut rng);
+    let mut first: Option<Vec<Tensor>> = None;
+    for threads in [1, 2, 3, 5] {
+        let y = xp
+            .as_tensor()
+            .apply_op3(
+                w.as_tensor(),
+                s0.as_tensor(),
+                LstmSequence { hidden: h, threads },
+            )
+            .unwrap();
+        // Only h and c feed a loss; the saved gates are internal.
+        let gh = g.narrow(2, 0, 2 * h).unwrap();
+        let grads = (y.narrow(2, 0, 2 * h).unwrap() * &gh)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let r = vec![
+            y,
+            grads.get(xp.as_tensor()).unwrap().clone(),
+            grads.get(w.as_tensor()).unwrap().clone(),
+            grads.get(s0.as_tensor()).unwrap().clone(),
+        ];
+        match &first {
+            None => first = Some(r),
+            Some(f) => {
+                let a: Vec<f64> = r[0].flatten_all().unwrap().to_vec1().unwrap();
+                let b0: Vec<f64> = f[0].flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(a, b0, "forward identical with {threads} threads");
+                for k in 1..4 {
+                    common::assert_close(
+                        &format!("grad {k}, {threads} threads"),
+                        &r[k],
+                        &f[k],
+                        1e-13,
+                    );
+                }
+            }
+        }
+    }
+}
