@@ -56,7 +56,10 @@ impl CellKind {
 
     /// Cells with a fused CPU sequence kernel (the others run their reference composition).
     pub fn has_fused_cpu(self) -> bool {
-        matches!(self, CellKind::Lstm | CellKind::Ltc)
+        matches!(
+            self,
+            CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc
+        )
     }
 
     /// Cells that follow ncps's layout: one layer, parameters under `rnn_cell.`.

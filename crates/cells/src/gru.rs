@@ -7,6 +7,8 @@ use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
 use crate::error::Result;
+use crate::fused::{cpu_threads, Fused};
+use crate::gru_fused::GruKernel;
 use crate::srn::torch_layer_params;
 use crate::state::CellState;
 
@@ -14,6 +16,7 @@ use crate::state::CellState;
 /// `bias_ih_l{k}` (3H), `bias_hh_l{k}` (3H).
 pub struct Gru {
     w_ih_t: Tensor,
+    w_hh: Tensor,
     w_hh_t: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
@@ -32,6 +35,7 @@ impl Gru {
         Ok(Self {
             w_ih_t: w_ih.t()?,
             w_hh_t: w_hh.t()?,
+            w_hh,
             b_ih,
             b_hh,
             input_size,
@@ -57,5 +61,35 @@ impl RecurrentCell for Gru {
         // (1 - z) n + z h = n + z (h - n)
         let h_new = (&n + (z * (&state.h - &n)?)?)?;
         Ok(CellState { h: h_new, c: None })
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        _dt: Option<&Tensor>,
+        state: &CellState,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        if !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (b, t, i) = x.dims3()?;
+        let h = self.hidden_size;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&self.b_ih)?
+            .reshape((b, t, 3 * h))?;
+        // b_hh rides along as a last weight column: b_hn must stay inside r ⊙ (·).
+        let w = Tensor::cat(&[&self.w_hh, &self.b_hh.unsqueeze(1)?], 1)?;
+        let op = Fused {
+            kernel: GruKernel { hidden: h },
+            threads: cpu_threads(),
+        };
+        let out = xp
+            .contiguous()?
+            .apply_op3(&w.contiguous()?, &state.h.contiguous()?, op)?;
+        let hs = out.narrow(2, 0, h)?;
+        let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(Some((hs, CellState { h: h_n, c: None })))
     }
 }

@@ -7,8 +7,8 @@ use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
 use crate::error::{CellError, Result};
-use crate::lstm_fused::LstmSequence;
-use crate::ltc_fused::cpu_threads;
+use crate::fused::{cpu_threads, Fused};
+use crate::lstm_fused::LstmKernel;
 use crate::srn::torch_layer_params;
 use crate::state::CellState;
 
@@ -100,8 +100,8 @@ impl RecurrentCell for Lstm {
             .broadcast_add(&bias)?
             .reshape((b, t, 4 * h))?;
         let s0 = Tensor::cat(&[&state.h, c], 1)?;
-        let op = LstmSequence {
-            hidden: h,
+        let op = Fused {
+            kernel: LstmKernel { hidden: h },
             threads: cpu_threads(),
         };
         let out = xp

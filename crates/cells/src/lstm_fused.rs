@@ -7,28 +7,33 @@
 //! gate activations `i, f, g, o`, which the backward pass reuses. Backward walks the steps in
 //! reverse with one product `dgates · W_hh` per step, and accumulates `dW_hh` after the loop as a
 //! single product over all steps. The batch is split over threads for the whole sequence.
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use num_traits::Float;
 
 use crate::cpu_gemm::{matmul, View};
+use crate::fused::{sigmoid, RowKernel};
 
+/// Inputs `xp` (B, T, 4H), weights `W_hh` (4H, H), state `[h0 | c0]` (B, 2H) → per step
+/// `[h | c | i | f | g | o]` (6H).
 #[derive(Debug, Clone)]
-pub struct LstmSequence {
+pub struct LstmKernel {
     pub hidden: usize,
-    pub threads: usize,
 }
 
-#[inline]
-fn sigmoid<T: Float>(z: T) -> T {
-    T::one() / (T::one() + (-z).exp())
-}
-
-impl LstmSequence {
-    fn chunk(&self, batch: usize) -> usize {
-        batch.div_ceil(self.threads.clamp(1, batch.max(1)))
+impl RowKernel for LstmKernel {
+    const NAME: &'static str = "lstm-sequence";
+    fn input_width(&self) -> usize {
+        4 * self.hidden
+    }
+    fn state_width(&self) -> usize {
+        2 * self.hidden
+    }
+    fn weights_len(&self) -> usize {
+        4 * self.hidden * self.hidden
+    }
+    fn saved_width(&self) -> usize {
+        6 * self.hidden
     }
 
-    /// Rows `b0..b0+n` (n = out.len() / row): `xp` and `s0` are whole, `out` holds their rows.
     fn forward_rows<T: Float + 'static>(
         &self,
         xp: &[T],
@@ -86,11 +91,9 @@ impl LstmSequence {
         }
     }
 
-    /// Backward of rows `b0..b0+n`: writes their `dxp` rows and `ds0` rows, returns the partial
-    /// `dW_hh`.
-    #[allow(clippy::too_many_arguments)]
     fn backward_rows<T: Float + 'static>(
         &self,
+        _x: &[T],
         w: &[T],
         s0: &[T],
         saved: &[T],
@@ -176,153 +179,5 @@ impl LstmSequence {
             View::rows(&hprev, h),
         );
         dw
-    }
-
-    fn run_forward<T: Float + Send + Sync + 'static>(
-        &self,
-        xp: &[T],
-        w: &[T],
-        s0: &[T],
-        batch: usize,
-        steps: usize,
-    ) -> Vec<T> {
-        let row = steps * 6 * self.hidden;
-        let mut out = vec![T::zero(); batch * row];
-        let per = self.chunk(batch);
-        std::thread::scope(|sc| {
-            for (k, part) in out.chunks_mut(per * row).enumerate() {
-                sc.spawn(move || self.forward_rows(xp, w, s0, steps, k * per, part));
-            }
-        });
-        out
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn run_backward<T: Float + Send + Sync + 'static>(
-        &self,
-        w: &[T],
-        s0: &[T],
-        saved: &[T],
-        grad: &[T],
-        batch: usize,
-        steps: usize,
-    ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let h = self.hidden;
-        let (mut dxp, mut ds0) = (
-            vec![T::zero(); batch * steps * 4 * h],
-            vec![T::zero(); batch * 2 * h],
-        );
-        let per = self.chunk(batch);
-        let row = steps * 6 * h;
-        let partials: Vec<Vec<T>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = dxp
-                .chunks_mut(per * steps * 4 * h)
-                .zip(ds0.chunks_mut(per * 2 * h))
-                .zip(saved.chunks(per * row))
-                .enumerate()
-                .map(|(k, ((dx, ds), sv))| {
-                    sc.spawn(move || self.backward_rows(w, s0, sv, grad, steps, k * per, dx, ds))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("LSTM backward thread"))
-                .collect()
-        });
-        let mut dw = vec![T::zero(); 4 * h * h];
-        for p in partials {
-            for (a, b) in dw.iter_mut().zip(p) {
-                *a = *a + b;
-            }
-        }
-        (dxp, dw, ds0)
-    }
-}
-
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("lstm: non-contiguous input".into()))?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
-impl CustomOp3 for LstmSequence {
-    fn name(&self) -> &'static str {
-        "lstm-sequence"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let h = self.hidden;
-        let (batch, steps, g) = l1.shape().dims3()?;
-        if g != 4 * h || l2.shape().dims() != [4 * h, h] || l3.shape().dims() != [batch, 2 * h] {
-            candle_core::bail!(
-                "lstm-sequence: inconsistent shapes {:?} {:?} {:?}",
-                l1.shape(),
-                l2.shape(),
-                l3.shape()
-            );
-        }
-        let shape = Shape::from((batch, steps, 6 * h));
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run_forward(
-                slice::<f32>(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                steps,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run_forward(
-                slice::<f64>(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                steps,
-            )),
-            _ => candle_core::bail!("lstm-sequence: only f32 and f64 are supported"),
-        };
-        Ok((out, shape))
-    }
-
-    fn bwd(
-        &self,
-        xp: &Tensor,
-        w: &Tensor,
-        s0: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (batch, steps, _) = xp.dims3()?;
-        let dev = xp.device();
-        macro_rules! run {
-            ($t:ty) => {{
-                let v = |t: &Tensor| -> candle_core::Result<Vec<$t>> {
-                    t.flatten_all()?.to_vec1::<$t>()
-                };
-                let (dxp, dw, ds0) =
-                    self.run_backward::<$t>(&v(w)?, &v(s0)?, &v(res)?, &v(grad)?, batch, steps);
-                (
-                    Tensor::from_vec(dxp, xp.shape(), dev)?,
-                    Tensor::from_vec(dw, w.shape(), dev)?,
-                    Tensor::from_vec(ds0, s0.shape(), dev)?,
-                )
-            }};
-        }
-        let (dxp, dw, ds0) = match xp.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            dt => candle_core::bail!("lstm-sequence: unsupported dtype {dt:?}"),
-        };
-        Ok((Some(dxp), Some(dw), Some(ds0)))
     }
 }

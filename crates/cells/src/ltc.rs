@@ -24,7 +24,8 @@ use candle_nn::{Init, VarBuilder};
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
 use crate::error::{CellError, Result};
-use crate::ltc_fused::{cpu_threads, LtcSequence, PackedLayout};
+use crate::fused::{cpu_threads, Fused};
+use crate::ltc_fused::{LtcKernel, PackedLayout};
 use crate::ops::softplus;
 use crate::params::ParamStore;
 use crate::state::CellState;
@@ -304,21 +305,23 @@ impl RecurrentCell for Ltc {
             return Ok(None); // GPU kernels come later; the reference runs anywhere.
         }
         let (_, steps, _) = x.dims3()?;
-        let op = LtcSequence {
-            layout: PackedLayout {
-                h: self.units,
-                d: self.inputs,
+        let op = Fused {
+            kernel: LtcKernel {
+                layout: PackedLayout {
+                    h: self.units,
+                    d: self.inputs,
+                },
+                unfolds: self.unfolds,
+                epsilon: self.epsilon,
+                dt: dt
+                    .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+                    .transpose()?,
             },
-            unfolds: self.unfolds,
-            epsilon: self.epsilon,
-            dt: dt
-                .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
-                .transpose()?,
             threads: cpu_threads(),
         };
         let xin = self.map_inputs(x)?.contiguous()?;
         let saved = xin.apply_op3(&self.packed()?, &state.h.contiguous()?, op)?;
-        let v = saved.narrow(2, self.unfolds, 1)?.squeeze(2)?; // (B, T, H)
+        let v = saved.narrow(2, self.unfolds * self.units, self.units)?; // (B, T, H)
         let last = v.narrow(1, steps - 1, 1)?.squeeze(1)?;
         let last = CellState { h: last, c: None };
         Ok(Some((self.output(&CellState { h: v, c: None })?, last)))

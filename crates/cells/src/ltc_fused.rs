@@ -18,9 +18,10 @@
 //!
 //! Parameters enter as one packed vector (see [`PackedLayout`]) of *effective* values (softplus
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
-//! raw parameters. The batch is split over threads for the whole sequence.
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+//! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
 use num_traits::Float;
+
+use crate::fused::{sigmoid, RowKernel};
 
 /// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
 /// erev (D×H each), cm, gleak, vleak (H each).
@@ -79,24 +80,18 @@ struct Params<'a, T> {
     vleak: &'a [T],
 }
 
-/// The operation: `x` (B, T, D) mapped inputs, packed parameters, `h0` (B, H) →
-/// (B, T, L+1, H): the state before each unfold and, in slot L, after the step.
+/// The kernel: inputs `x` (B, T, D) already mapped, packed parameters, `h0` (B, H) → per step
+/// (L+1)·H values: the state before each unfold and, last, the state after the step.
 #[derive(Debug, Clone)]
-pub struct LtcSequence {
+pub struct LtcKernel {
     pub layout: PackedLayout,
     pub unfolds: usize,
     pub epsilon: f64,
     /// Elapsed time per (sample, step), row-major; `None`: 1 everywhere.
     pub dt: Option<Vec<f64>>,
-    pub threads: usize,
 }
 
-#[inline]
-fn sigmoid<T: Float>(z: T) -> T {
-    T::one() / (T::one() + (-z).exp())
-}
-
-impl LtcSequence {
+impl LtcKernel {
     fn dt(&self, b: usize, t: usize, steps: usize) -> f64 {
         self.dt.as_ref().map(|d| d[b * steps + t]).unwrap_or(1.0)
     }
@@ -126,7 +121,7 @@ impl LtcSequence {
     }
 
     /// Forward for samples `b0..b0+n`; `out` holds exactly their rows.
-    fn forward_rows<T: Float>(
+    fn forward_packed<T: Float>(
         &self,
         p: &Params<T>,
         x: &[T],
@@ -190,10 +185,8 @@ impl LtcSequence {
         }
     }
 
-    /// Backward for samples `b0..b0+n`: writes their rows of `dx` and `dh0`, accumulates the
-    /// parameter gradient into `dp`.
     #[allow(clippy::too_many_arguments)]
-    fn backward_rows<T: Float>(
+    fn backward_packed<T: Float>(
         &self,
         p: &Params<T>,
         x: &[T],
@@ -320,182 +313,57 @@ impl LtcSequence {
             dh0[r * h..(r + 1) * h].copy_from_slice(&g);
         }
     }
+}
 
-    /// Samples per thread.
-    fn chunk(&self, batch: usize) -> usize {
-        batch.div_ceil(self.threads.clamp(1, batch.max(1)))
+impl RowKernel for LtcKernel {
+    const NAME: &'static str = "ltc-sequence";
+    fn input_width(&self) -> usize {
+        self.layout.d
     }
-
-    fn run_forward<T: Float + Send + Sync>(
+    fn state_width(&self) -> usize {
+        self.layout.h
+    }
+    fn weights_len(&self) -> usize {
+        self.layout.len()
+    }
+    fn saved_width(&self) -> usize {
+        (self.unfolds + 1) * self.layout.h
+    }
+    fn forward_rows<T: Float + 'static>(
         &self,
         x: &[T],
-        p: &[T],
-        h0: &[T],
-        batch: usize,
+        w: &[T],
+        s0: &[T],
         steps: usize,
-    ) -> Vec<T> {
-        let (h, l) = (self.layout.h, self.unfolds);
-        let row = steps * (l + 1) * h;
-        let mut out = vec![T::zero(); batch * row];
-        let params = self.layout.split(p);
-        let per = self.chunk(batch);
-        std::thread::scope(|sc| {
-            for (k, part) in out.chunks_mut(per * row).enumerate() {
-                let params = &params;
-                sc.spawn(move || self.forward_rows(params, x, h0, steps, k * per, part));
-            }
-        });
-        out
+        b0: usize,
+        out: &mut [T],
+    ) {
+        self.forward_packed(&self.layout.split(w), x, s0, steps, b0, out);
     }
-
-    #[allow(clippy::type_complexity)]
-    fn run_backward<T: Float + Send + Sync>(
+    fn backward_rows<T: Float + 'static>(
         &self,
         x: &[T],
-        p: &[T],
+        w: &[T],
+        _s0: &[T],
         saved: &[T],
         grad: &[T],
-        batch: usize,
         steps: usize,
-    ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let (h, d) = (self.layout.h, self.layout.d);
-        let (mut dx, mut dh0) = (
-            vec![T::zero(); batch * steps * d],
-            vec![T::zero(); batch * h],
-        );
-        let params = self.layout.split(p);
-        let per = self.chunk(batch);
-        let row = steps * (self.unfolds + 1) * h;
-        let partials: Vec<Vec<T>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = dx
-                .chunks_mut(per * steps * d)
-                .zip(dh0.chunks_mut(per * h))
-                .zip(saved.chunks(per * row))
-                .enumerate()
-                .map(|(k, ((dxp, dhp), sv))| {
-                    let params = &params;
-                    sc.spawn(move || {
-                        let mut dp = vec![T::zero(); self.layout.len()];
-                        self.backward_rows(params, x, sv, grad, steps, k * per, dxp, dhp, &mut dp);
-                        dp
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("LTC backward thread"))
-                .collect()
-        });
+        b0: usize,
+        dx: &mut [T],
+        ds0: &mut [T],
+    ) -> Vec<T> {
         let mut dp = vec![T::zero(); self.layout.len()];
-        for part in partials {
-            for (a, b) in dp.iter_mut().zip(part) {
-                *a = *a + b;
-            }
-        }
-        (dx, dp, dh0)
+        self.backward_packed(
+            &self.layout.split(w),
+            x,
+            saved,
+            grad,
+            steps,
+            b0,
+            dx,
+            ds0,
+            &mut dp,
+        );
+        dp
     }
-}
-
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("ltc: non-contiguous input".into()))?;
-    Ok(&s.as_slice::<T>()?[a..b])
-}
-
-impl CustomOp3 for LtcSequence {
-    fn name(&self) -> &'static str {
-        "ltc-sequence"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, steps, d) = l1.shape().dims3()?;
-        if d != self.layout.d
-            || l2.shape().elem_count() != self.layout.len()
-            || l3.shape().dims() != [batch, self.layout.h]
-        {
-            candle_core::bail!(
-                "ltc-sequence: inconsistent shapes {:?} {:?} {:?}",
-                l1.shape(),
-                l2.shape(),
-                l3.shape()
-            );
-        }
-        let shape = Shape::from((batch, steps, self.unfolds + 1, self.layout.h));
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run_forward(
-                slice::<f32>(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                steps,
-            )),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run_forward(
-                slice::<f64>(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                batch,
-                steps,
-            )),
-            _ => candle_core::bail!("ltc-sequence: only f32 and f64 are supported"),
-        };
-        Ok((out, shape))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        h0: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (batch, steps, _) = x.dims3()?;
-        let dev = x.device();
-        macro_rules! run {
-            ($t:ty) => {{
-                let v = |t: &Tensor| -> candle_core::Result<Vec<$t>> {
-                    t.flatten_all()?.to_vec1::<$t>()
-                };
-                let (dx, dp, dh0) =
-                    self.run_backward::<$t>(&v(x)?, &v(p)?, &v(res)?, &v(grad)?, batch, steps);
-                (
-                    Tensor::from_vec(dx, x.shape(), dev)?,
-                    Tensor::from_vec(dp, p.shape(), dev)?,
-                    Tensor::from_vec(dh0, h0.shape(), dev)?,
-                )
-            }};
-        }
-        let (dx, dp, dh0) = match x.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
-            dt => candle_core::bail!("ltc-sequence: unsupported dtype {dt:?}"),
-        };
-        Ok((Some(dx), Some(dp), Some(dh0)))
-    }
-}
-
-/// Threads for CPU kernels: `RAYON_NUM_THREADS` if set (the CLI's `--threads`), else the
-/// machine's parallelism.
-pub fn cpu_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
 }

@@ -6,12 +6,15 @@ use candle_nn::VarBuilder;
 use crate::cell::RecurrentCell;
 use crate::config::Activation;
 use crate::error::Result;
+use crate::fused::{cpu_threads, Fused};
+use crate::srn_fused::SrnKernel;
 use crate::state::CellState;
 
 /// One SRN layer. Parameters (PyTorch names, for layer `k`): `weight_ih_l{k}` (H, I),
 /// `weight_hh_l{k}` (H, H), `bias_ih_l{k}` (H), `bias_hh_l{k}` (H).
 pub struct Srn {
     w_ih_t: Tensor,
+    w_hh: Tensor,
     w_hh_t: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
@@ -56,6 +59,7 @@ impl Srn {
         Ok(Self {
             w_ih_t: w_ih.t()?,
             w_hh_t: w_hh.t()?,
+            w_hh,
             b_ih,
             b_hh,
             activation,
@@ -80,5 +84,37 @@ impl RecurrentCell for Srn {
             Activation::Sigmoid => candle_nn::ops::sigmoid(&pre)?,
         };
         Ok(CellState { h, c: None })
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        _dt: Option<&Tensor>,
+        state: &CellState,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        if !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (b, t, i) = x.dims3()?;
+        let h = self.hidden_size;
+        let bias = (&self.b_ih + &self.b_hh)?;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&bias)?
+            .reshape((b, t, h))?;
+        let kernel = SrnKernel {
+            hidden: h,
+            logistic: self.activation == Activation::Sigmoid,
+        };
+        let op = Fused {
+            kernel,
+            threads: cpu_threads(),
+        };
+        let hs =
+            xp.contiguous()?
+                .apply_op3(&self.w_hh.contiguous()?, &state.h.contiguous()?, op)?;
+        let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(Some((hs, CellState { h: h_n, c: None })))
     }
 }

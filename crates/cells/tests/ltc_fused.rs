@@ -6,7 +6,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::ltc_fused::{LtcSequence, PackedLayout};
+use remanence_cells::fused::Fused;
+use remanence_cells::ltc_fused::{LtcKernel, PackedLayout};
 use remanence_cells::{
     Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
@@ -242,14 +243,16 @@ fn thread_split_changes_nothing() {
     let p = Var::from_tensor(&Tensor::from_vec(p, layout.len(), &Device::Cpu).unwrap()).unwrap();
     let h0 = Var::from_tensor(&uniform(&[b, h], -1.0, 1.0, &mut rng)).unwrap();
     let dt: Vec<f64> = (0..b * t).map(|_| 0.5 + rng.random::<f64>()).collect();
-    let g = uniform(&[b, t, l + 1, h], -1.0, 1.0, &mut rng);
+    let g = uniform(&[b, t, (l + 1) * h], -1.0, 1.0, &mut rng);
     let mut results = Vec::new();
     for threads in [1, 2, 3] {
-        let op = LtcSequence {
-            layout,
-            unfolds: l,
-            epsilon: 1e-8,
-            dt: Some(dt.clone()),
+        let op = Fused {
+            kernel: LtcKernel {
+                layout,
+                unfolds: l,
+                epsilon: 1e-8,
+                dt: Some(dt.clone()),
+            },
             threads,
         };
         let y = x

@@ -1,12 +1,15 @@
-//! The fused LSTM sequence kernel equals the reference step composition: outputs, final states and
-//! every gradient, on fresh random inputs, in f64 (1e-10) and f32 (1e-5), for batch 1, odd
-//! sizes, length 1, one and two layers, with and without initial state; any thread split gives
-//! the same numbers.
+//! The fused SRN, LSTM and GRU sequence kernels equal the reference step composition: outputs,
+//! final states and every gradient, on fresh random inputs, in f64 (1e-10) and f32 (1e-5), for
+//! batch 1, odd sizes, length 1, one and two layers, with and without initial state; any thread
+//! split gives the same numbers.
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::lstm_fused::LstmSequence;
+use remanence_cells::fused::{Fused, RowKernel};
+use remanence_cells::gru_fused::GruKernel;
+use remanence_cells::lstm_fused::LstmKernel;
+use remanence_cells::srn_fused::SrnKernel;
 use remanence_cells::{
     Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
@@ -19,6 +22,7 @@ fn uniform(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
 
 fn run(
     cell: CellKind,
+    act: Activation,
     dims: (usize, usize, usize, usize, usize),
     with_state: bool,
     reference: bool,
@@ -31,7 +35,7 @@ fn run(
         input_size: i,
         hidden_size: h,
         num_layers: layers,
-        activation: Activation::Tanh,
+        activation: act,
         ct: Default::default(),
         reference,
     };
@@ -84,9 +88,19 @@ fn run(
 }
 
 fn compare(cell: CellKind, dims: (usize, usize, usize, usize, usize), with_state: bool, seed: u64) {
+    compare_act(cell, Activation::Tanh, dims, with_state, seed);
+}
+
+fn compare_act(
+    cell: CellKind,
+    act: Activation,
+    dims: (usize, usize, usize, usize, usize),
+    with_state: bool,
+    seed: u64,
+) {
     for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 1e-5)] {
-        let a = run(cell, dims, with_state, true, dtype, seed);
-        let b = run(cell, dims, with_state, false, dtype, seed);
+        let a = run(cell, act, dims, with_state, true, dtype, seed);
+        let b = run(cell, act, dims, with_state, false, dtype, seed);
         assert_eq!(a.len(), b.len());
         for ((n, x), (_, y)) in a.iter().zip(&b) {
             common::assert_close(&format!("{cell} {n} {dims:?} {dtype:?}"), y, x, tol);
@@ -104,34 +118,52 @@ fn fused_lstm_equals_reference() {
 }
 
 #[test]
-fn lstm_thread_split_changes_nothing() {
-    let (b, t, h) = (5, 6, 4);
+fn fused_gru_equals_reference() {
+    compare(CellKind::Gru, (3, 6, 5, 7, 1), true, 11);
+    compare(CellKind::Gru, (1, 1, 2, 3, 1), true, 12);
+    compare(CellKind::Gru, (1, 9, 4, 5, 2), false, 13);
+    compare(CellKind::Gru, (4, 1, 3, 6, 2), true, 14);
+}
+
+#[test]
+fn fused_srn_equals_reference() {
+    for act in [Activation::Tanh, Activation::Sigmoid] {
+        compare_act(CellKind::Srn, act, (3, 6, 5, 7, 1), true, 21);
+        compare_act(CellKind::Srn, act, (1, 1, 2, 3, 1), true, 22);
+        compare_act(CellKind::Srn, act, (2, 8, 4, 5, 2), false, 23);
+    }
+}
+
+/// Splitting the batch over 1, 2, 3 or 5 threads gives the same forward values and gradients.
+fn thread_split<K: RowKernel + Clone + 'static>(kernel: K, visible: usize) {
+    let (b, t) = (5, 6);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let xp = Var::from_tensor(&uniform(&[b, t, 4 * h], &mut rng)).unwrap();
-    let w = Var::from_tensor(&uniform(&[4 * h, h], &mut rng)).unwrap();
-    let s0 = Var::from_tensor(&uniform(&[b, 2 * h], &mut rng)).unwrap();
-    let g = uniform(&[b, t, 6 * h], &mut rng);
+    let x = Var::from_tensor(&uniform(&[b, t, kernel.input_width()], &mut rng)).unwrap();
+    let w = Var::from_tensor(&uniform(&[kernel.weights_len()], &mut rng)).unwrap();
+    let s0 = Var::from_tensor(&uniform(&[b, kernel.state_width()], &mut rng)).unwrap();
+    let g = uniform(&[b, t, visible], &mut rng);
     let mut first: Option<Vec<Tensor>> = None;
     for threads in [1, 2, 3, 5] {
-        let y = xp
+        let y = x
             .as_tensor()
             .apply_op3(
                 w.as_tensor(),
                 s0.as_tensor(),
-                LstmSequence { hidden: h, threads },
+                Fused {
+                    kernel: kernel.clone(),
+                    threads,
+                },
             )
             .unwrap();
-        // Only h and c feed a loss; the saved gates are internal.
-        let gh = g.narrow(2, 0, 2 * h).unwrap();
-        let grads = (y.narrow(2, 0, 2 * h).unwrap() * &gh)
+        // Only the visible outputs feed a loss; the rest is saved for the backward pass.
+        let loss = (y.narrow(2, 0, visible).unwrap() * &g)
             .unwrap()
             .sum_all()
-            .unwrap()
-            .backward()
             .unwrap();
+        let grads = loss.backward().unwrap();
         let r = vec![
             y,
-            grads.get(xp.as_tensor()).unwrap().clone(),
+            grads.get(x.as_tensor()).unwrap().clone(),
             grads.get(w.as_tensor()).unwrap().clone(),
             grads.get(s0.as_tensor()).unwrap().clone(),
         ];
@@ -140,10 +172,15 @@ fn lstm_thread_split_changes_nothing() {
             Some(f) => {
                 let a: Vec<f64> = r[0].flatten_all().unwrap().to_vec1().unwrap();
                 let b0: Vec<f64> = f[0].flatten_all().unwrap().to_vec1().unwrap();
-                assert_eq!(a, b0, "forward identical with {threads} threads");
+                assert_eq!(
+                    a,
+                    b0,
+                    "{}: forward identical with {threads} threads",
+                    K::NAME
+                );
                 for k in 1..4 {
                     common::assert_close(
-                        &format!("grad {k}, {threads} threads"),
+                        &format!("{} grad {k}, {threads} threads", K::NAME),
                         &r[k],
                         &f[k],
                         1e-13,
@@ -152,4 +189,18 @@ fn lstm_thread_split_changes_nothing() {
             }
         }
     }
+}
+
+#[test]
+fn thread_split_changes_nothing() {
+    let h = 4;
+    thread_split(LstmKernel { hidden: h }, 2 * h);
+    thread_split(GruKernel { hidden: h }, h);
+    thread_split(
+        SrnKernel {
+            hidden: h,
+            logistic: false,
+        },
+        h,
+    );
 }
