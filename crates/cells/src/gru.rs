@@ -9,7 +9,7 @@ use crate::cell::RecurrentCell;
 use crate::error::Result;
 use crate::fused::{cpu_threads, Fused};
 use crate::gru_fused::GruKernel;
-use crate::srn::torch_layer_params;
+use crate::srn::{project_inputs, torch_layer_params};
 use crate::state::CellState;
 
 /// One GRU layer. Parameters for layer `k`: `weight_ih_l{k}` (3H, I), `weight_hh_l{k}` (3H, H),
@@ -72,13 +72,9 @@ impl RecurrentCell for Gru {
         if !x.device().is_cpu() {
             return Ok(None);
         }
-        let (b, t, i) = x.dims3()?;
+        let t = x.dim(1)?;
         let h = self.hidden_size;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&self.b_ih)?
-            .reshape((b, t, 3 * h))?;
+        let xp = project_inputs(x, &self.w_ih_t, &self.b_ih)?;
         // b_hh rides along as a last weight column: b_hn must stay inside r ⊙ (·).
         let w = Tensor::cat(&[&self.w_hh, &self.b_hh.unsqueeze(1)?], 1)?;
         let op = Fused {

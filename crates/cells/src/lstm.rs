@@ -9,7 +9,7 @@ use crate::cell::RecurrentCell;
 use crate::error::{CellError, Result};
 use crate::fused::{cpu_threads, Fused};
 use crate::lstm_fused::LstmKernel;
-use crate::srn::torch_layer_params;
+use crate::srn::{project_inputs, torch_layer_params};
 use crate::state::CellState;
 
 /// One LSTM layer. Parameters for layer `k`: `weight_ih_l{k}` (4H, I), `weight_hh_l{k}` (4H, H),
@@ -90,15 +90,10 @@ impl RecurrentCell for Lstm {
             .c
             .as_ref()
             .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
-        let (b, t, i) = x.dims3()?;
+        let t = x.dim(1)?;
         let h = self.hidden_size;
         // All input projections in one product; both biases folded in.
-        let bias = (&self.b_ih + &self.b_hh)?;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&bias)?
-            .reshape((b, t, 4 * h))?;
+        let xp = project_inputs(x, &self.w_ih_t, &(&self.b_ih + &self.b_hh)?)?;
         let s0 = Tensor::cat(&[&state.h, c], 1)?;
         let op = Fused {
             kernel: LstmKernel { hidden: h },

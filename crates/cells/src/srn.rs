@@ -47,6 +47,18 @@ pub(crate) fn torch_layer_params(
     ])
 }
 
+/// The input projection of every step in one product: `x` (B, T, I) → `x W_ihᵀ + bias`
+/// (B, T, rows of W_ih), ready for a fused recurrence kernel.
+pub(crate) fn project_inputs(x: &Tensor, w_ih_t: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, t, i) = x.dims3()?;
+    let rows = w_ih_t.dim(1)?;
+    Ok(x.reshape((b * t, i))?
+        .matmul(w_ih_t)?
+        .broadcast_add(bias)?
+        .reshape((b, t, rows))?
+        .contiguous()?)
+}
+
 impl Srn {
     pub fn new(
         input_size: usize,
@@ -95,14 +107,9 @@ impl RecurrentCell for Srn {
         if !x.device().is_cpu() {
             return Ok(None);
         }
-        let (b, t, i) = x.dims3()?;
+        let t = x.dim(1)?;
         let h = self.hidden_size;
-        let bias = (&self.b_ih + &self.b_hh)?;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&bias)?
-            .reshape((b, t, h))?;
+        let xp = project_inputs(x, &self.w_ih_t, &(&self.b_ih + &self.b_hh)?)?;
         let kernel = SrnKernel {
             hidden: h,
             logistic: self.activation == Activation::Sigmoid,
