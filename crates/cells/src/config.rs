@@ -127,10 +127,50 @@ pub struct RnnConfig {
     /// Settings of the continuous-time cells.
     #[serde(default)]
     pub ct: CtOptions,
-    /// Run the plain reference composition (Candle ops, step by step) instead of the fused
-    /// sequence kernels, for checking.
+    /// Which implementation runs the sequence.
     #[serde(default)]
-    pub reference: bool,
+    pub kernel: Kernel,
+}
+
+/// Fused sequence kernel or reference composition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernel {
+    /// The path measured fastest for the cell on this device (see `docs/benchmarks.md`): the
+    /// fused kernel for the LTC, the reference composition for SRN, LSTM and GRU, whose fused CPU
+    /// kernels do not beat it yet.
+    #[default]
+    Auto,
+    /// The fused sequence kernel where the cell has one.
+    Fused,
+    /// The plain composition of Candle ops, step by step (the reference every kernel is tested
+    /// against).
+    Reference,
+}
+
+impl Kernel {
+    /// Whether `cell` runs fused under this choice.
+    pub fn fused_for(self, cell: CellKind) -> bool {
+        match self {
+            Kernel::Auto => cell == CellKind::Ltc,
+            Kernel::Fused => true,
+            Kernel::Reference => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Kernel {
+    type Err = CellError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Kernel::Auto),
+            "fused" => Ok(Kernel::Fused),
+            "reference" => Ok(Kernel::Reference),
+            _ => Err(CellError::Config(format!(
+                "unknown kernel `{s}`; valid kernels: auto, fused, reference"
+            ))),
+        }
+    }
 }
 
 /// Settings of the continuous-time cells (ignored by the others). Defaults are ncps's.

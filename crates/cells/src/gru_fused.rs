@@ -6,10 +6,9 @@
 //! `r = σ(x_r + g_r)`, `z = σ(x_z + g_z)`, `n = tanh(x_n + r ⊙ g_n)`, `h' = n + z ⊙ (h − n)`,
 //! saving `[h' | r | z | n | g_n]` (5H) per step. Backward: one product `dg · W_hh` per step, and
 //! `dW_hh`, `db_hh` accumulated once after the time loop.
-use num_traits::Float;
 
 use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, RowKernel};
+use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
 
 #[derive(Debug, Clone)]
 pub struct GruKernel {
@@ -31,7 +30,7 @@ impl RowKernel for GruKernel {
         5 * self.hidden
     }
 
-    fn forward_rows<T: Float + 'static>(
+    fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
         w: &[T],
@@ -69,7 +68,7 @@ impl RowKernel for GruKernel {
                     let rr = sigmoid(x[j] + g[j] + bias(j));
                     let z = sigmoid(x[h + j] + g[h + j] + bias(h + j));
                     let gn = g[2 * h + j] + bias(2 * h + j);
-                    let nn = (x[2 * h + j] + rr * gn).tanh();
+                    let nn = tanh(x[2 * h + j] + rr * gn);
                     let hn = nn + z * (hp[r * h + j] - nn);
                     o[j] = hn;
                     o[h + j] = rr;
@@ -82,7 +81,7 @@ impl RowKernel for GruKernel {
         }
     }
 
-    fn backward_rows<T: Float + 'static>(
+    fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],
         w: &[T],

@@ -42,7 +42,7 @@ pub mod tensor_file;
 pub mod wiring;
 
 pub use cell::{Recurrent, RecurrentCell};
-pub use config::{Activation, CellKind, CtOptions, ModelConfig, RnnConfig};
+pub use config::{Activation, CellKind, CtOptions, Kernel, ModelConfig, RnnConfig};
 pub use error::{CellError, Result};
 pub use model::SequenceModel;
 pub use params::ParamStore;

@@ -7,10 +7,9 @@
 //! gate activations `i, f, g, o`, which the backward pass reuses. Backward walks the steps in
 //! reverse with one product `dgates · W_hh` per step, and accumulates `dW_hh` after the loop as a
 //! single product over all steps. The batch is split over threads for the whole sequence.
-use num_traits::Float;
 
 use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, RowKernel};
+use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
 
 /// Inputs `xp` (B, T, 4H), weights `W_hh` (4H, H), state `[h0 | c0]` (B, 2H) → per step
 /// `[h | c | i | f | g | o]` (6H).
@@ -34,7 +33,7 @@ impl RowKernel for LstmKernel {
         6 * self.hidden
     }
 
-    fn forward_rows<T: Float + 'static>(
+    fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
         w: &[T],
@@ -71,27 +70,50 @@ impl RowKernel for LstmKernel {
             for r in 0..n {
                 let gr = &gates[r * g4..(r + 1) * g4];
                 let o = &mut out[(r * steps + t) * 6 * h..(r * steps + t + 1) * 6 * h];
+                let (oh, rest) = o.split_at_mut(h);
+                let (oc, rest) = rest.split_at_mut(h);
+                let (oi, rest) = rest.split_at_mut(h);
+                let (of, rest) = rest.split_at_mut(h);
+                let (og, oo) = rest.split_at_mut(h);
+                let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..]);
+                let (cr, hr) = (&mut cp[r * h..(r + 1) * h], &mut hp[r * h..(r + 1) * h]);
+                // Equal lengths let the compiler drop bounds checks and vectorize the loop.
+                assert!(
+                    gi.len() == h
+                        && gf.len() == h
+                        && gg.len() == h
+                        && go.len() == h
+                        && oo.len() == h
+                );
+                assert!(
+                    oh.len() == h
+                        && oc.len() == h
+                        && oi.len() == h
+                        && of.len() == h
+                        && og.len() == h
+                );
+                assert!(cr.len() == h && hr.len() == h);
                 for j in 0..h {
-                    let i = sigmoid(gr[j]);
-                    let f = sigmoid(gr[h + j]);
-                    let g = gr[2 * h + j].tanh();
-                    let og = sigmoid(gr[3 * h + j]);
-                    let c = f * cp[r * h + j] + i * g;
-                    let hn = og * c.tanh();
-                    o[j] = hn;
-                    o[h + j] = c;
-                    o[2 * h + j] = i;
-                    o[3 * h + j] = f;
-                    o[4 * h + j] = g;
-                    o[5 * h + j] = og;
-                    cp[r * h + j] = c;
-                    hp[r * h + j] = hn;
+                    let i = sigmoid(gi[j]);
+                    let f = sigmoid(gf[j]);
+                    let g = tanh(gg[j]);
+                    let o_ = sigmoid(go[j]);
+                    let c = f * cr[j] + i * g;
+                    let hn = o_ * tanh(c);
+                    oh[j] = hn;
+                    oc[j] = c;
+                    oi[j] = i;
+                    of[j] = f;
+                    og[j] = g;
+                    oo[j] = o_;
+                    cr[j] = c;
+                    hr[j] = hn;
                 }
             }
         }
     }
 
-    fn backward_rows<T: Float + 'static>(
+    fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],
         w: &[T],
@@ -136,7 +158,7 @@ impl RowKernel for LstmKernel {
                         o[5 * h + j],
                     );
                     let dhj = dh[k] + gsrc[j];
-                    let tc = c.tanh();
+                    let tc = tanh(c);
                     let dcj = dc[k] + gsrc[h + j] + dhj * og * (T::one() - tc * tc);
                     dg[j] = dcj * g * i * (T::one() - i);
                     dg[h + j] = dcj * prev_c[j] * f * (T::one() - f);

@@ -19,9 +19,8 @@
 //! Parameters enter as one packed vector (see [`PackedLayout`]) of *effective* values (softplus
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
 //! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
-use num_traits::Float;
 
-use crate::fused::{sigmoid, RowKernel};
+use crate::fused::{sigmoid, KernelFloat, RowKernel};
 
 /// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
 /// erev (D×H each), cm, gleak, vleak (H each).
@@ -97,7 +96,14 @@ impl LtcKernel {
     }
 
     /// Sensory drive of one sample and step: (Σ_d a·E, Σ_d a) per neuron, and σ values in `s`.
-    fn sensory<T: Float>(&self, p: &Params<T>, x: &[T], s: &mut [T], num: &mut [T], den: &mut [T]) {
+    fn sensory<T: KernelFloat>(
+        &self,
+        p: &Params<T>,
+        x: &[T],
+        s: &mut [T],
+        num: &mut [T],
+        den: &mut [T],
+    ) {
         let h = self.layout.h;
         num.fill(T::zero());
         den.fill(T::zero());
@@ -121,7 +127,7 @@ impl LtcKernel {
     }
 
     /// Forward for samples `b0..b0+n`; `out` holds exactly their rows.
-    fn forward_packed<T: Float>(
+    fn forward_packed<T: KernelFloat>(
         &self,
         p: &Params<T>,
         x: &[T],
@@ -186,7 +192,7 @@ impl LtcKernel {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn backward_packed<T: Float>(
+    fn backward_packed<T: KernelFloat>(
         &self,
         p: &Params<T>,
         x: &[T],
@@ -329,7 +335,7 @@ impl RowKernel for LtcKernel {
     fn saved_width(&self) -> usize {
         (self.unfolds + 1) * self.layout.h
     }
-    fn forward_rows<T: Float + 'static>(
+    fn forward_rows<T: KernelFloat>(
         &self,
         x: &[T],
         w: &[T],
@@ -340,7 +346,7 @@ impl RowKernel for LtcKernel {
     ) {
         self.forward_packed(&self.layout.split(w), x, s0, steps, b0, out);
     }
-    fn backward_rows<T: Float + 'static>(
+    fn backward_rows<T: KernelFloat>(
         &self,
         x: &[T],
         w: &[T],

@@ -3,10 +3,9 @@
 //! Inputs `xp = x W_ihᵀ + b_ih + b_hh` (B, T, H) come from one Candle product over all steps;
 //! per step one product `h W_hhᵀ` and the activation, saving `h'` (H) per step. Backward: one
 //! product `dpre · W_hh` per step and `dW_hh` once after the time loop.
-use num_traits::Float;
 
 use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, RowKernel};
+use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
 
 #[derive(Debug, Clone)]
 pub struct SrnKernel {
@@ -30,7 +29,7 @@ impl RowKernel for SrnKernel {
         self.hidden
     }
 
-    fn forward_rows<T: Float + 'static>(
+    fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
         w: &[T],
@@ -61,7 +60,7 @@ impl RowKernel for SrnKernel {
             for r in 0..n {
                 for j in 0..h {
                     let v = pre[r * h + j];
-                    let a = if self.logistic { sigmoid(v) } else { v.tanh() };
+                    let a = if self.logistic { sigmoid(v) } else { tanh(v) };
                     out[(r * steps + t) * h + j] = a;
                     hp[r * h + j] = a;
                 }
@@ -69,7 +68,7 @@ impl RowKernel for SrnKernel {
         }
     }
 
-    fn backward_rows<T: Float + 'static>(
+    fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],
         w: &[T],

@@ -204,7 +204,7 @@ impl Recurrent for StackedRnn {
             }
             None => self.zero_state(batch, x.dtype(), x.device())?.layers()?,
         };
-        if !self.config.reference {
+        if self.config.kernel.fused_for(self.config.cell) {
             if let Some(r) = self.forward_fused(x, dt, &states)? {
                 return Ok(r);
             }

@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use remanence_cells::{
-    Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+    Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
 fn randn(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
@@ -49,7 +49,11 @@ fn check_path(
         num_layers: layers,
         activation,
         ct,
-        reference,
+        kernel: if reference {
+            Kernel::Reference
+        } else {
+            Kernel::Fused
+        },
     };
     let store = ParamStore::seeded(seed);
     StackedRnn::seed_store(&cfg, &store, "rnn", DType::F64, &Device::Cpu).unwrap();

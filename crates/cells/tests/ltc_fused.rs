@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use remanence_cells::fused::Fused;
 use remanence_cells::ltc_fused::{LtcKernel, PackedLayout};
 use remanence_cells::{
-    Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+    Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
 fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
@@ -39,7 +39,11 @@ fn run(case: &Case, reference: bool, dtype: DType, seed: u64) -> Vec<(String, Te
         num_layers: 1,
         activation: Activation::Tanh,
         ct: case.ct.clone(),
-        reference,
+        kernel: if reference {
+            Kernel::Reference
+        } else {
+            Kernel::Fused
+        },
     };
     let store = ParamStore::seeded(seed);
     StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &Device::Cpu).unwrap();

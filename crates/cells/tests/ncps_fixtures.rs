@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use remanence_cells::{
-    tensor_file, Activation, CellKind, CtOptions, ParamStore, Recurrent, RnnConfig, RnnState,
-    StackedRnn,
+    tensor_file, Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig,
+    RnnState, StackedRnn,
 };
 
 struct Fixture {
@@ -55,7 +55,11 @@ impl Fixture {
             num_layers: 1,
             activation: Activation::Tanh,
             ct,
-            reference,
+            kernel: if reference {
+                Kernel::Reference
+            } else {
+                Kernel::Fused
+            },
         };
         let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
         store.finish_loading().unwrap();

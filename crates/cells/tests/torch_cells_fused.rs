@@ -11,7 +11,7 @@ use remanence_cells::gru_fused::GruKernel;
 use remanence_cells::lstm_fused::LstmKernel;
 use remanence_cells::srn_fused::SrnKernel;
 use remanence_cells::{
-    Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+    Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
 fn uniform(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
@@ -37,7 +37,11 @@ fn run(
         num_layers: layers,
         activation: act,
         ct: Default::default(),
-        reference,
+        kernel: if reference {
+            Kernel::Reference
+        } else {
+            Kernel::Fused
+        },
     };
     let store = ParamStore::seeded(seed);
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use remanence_cells::{
-    tensor_file, Activation, CellKind, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
+    tensor_file, Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState,
+    StackedRnn,
 };
 
 /// Both the reference composition and the fused path (where the cell has one) must reproduce
@@ -43,7 +44,11 @@ fn check_path(file: &str, cell: CellKind, dtype: DType, tol: f64, reference: boo
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
         ct: Default::default(),
-        reference,
+        kernel: if reference {
+            Kernel::Reference
+        } else {
+            Kernel::Fused
+        },
     };
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
     store.finish_loading().unwrap();

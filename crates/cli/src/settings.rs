@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use remanence_cells::{Activation, CellKind, CtOptions, ModelConfig, RnnConfig};
+use remanence_cells::{Activation, CellKind, CtOptions, Kernel, ModelConfig, RnnConfig};
 use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
 use serde::Deserialize;
@@ -120,9 +120,9 @@ pub struct Settings {
     /// Stop when the headline metric reaches this value.
     #[arg(long)]
     pub target: Option<f64>,
-    /// Run the plain reference composition instead of the fused kernels (for checking).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub reference: Option<bool>,
+    /// Implementation: auto (the fastest measured), fused, reference (plain Candle ops).
+    #[arg(long)]
+    pub kernel: Option<String>,
     /// f32 or f64.
     #[arg(long)]
     pub dtype: Option<String>,
@@ -141,7 +141,7 @@ impl Settings {
         overlay!(self, top; task, cell, hidden, wiring, ode_unfolds, solver, rtol, atol, constraint,
             input_mapping, output_mapping, mode, backbone_units, backbone_layers, backbone_activation, layers, activation, epochs, batch_size, optimizer,
             lr, momentum, weight_decay, clip, schedule, seed, data_seed, data, train_size, test_size,
-            early_stop, target, reference, dtype, device)
+            early_stop, target, kernel, dtype, device)
     }
 
     /// Names of the settings that are given.
@@ -181,7 +181,7 @@ impl Settings {
             test_size,
             early_stop,
             target,
-            reference,
+            kernel,
             dtype,
             device
         );
@@ -229,7 +229,7 @@ impl Settings {
             test_size: None,
             early_stop: Some(true),
             target: None,
-            reference: None,
+            kernel: None,
             dtype: Some("f32".into()),
             device: Some("cpu".into()),
         }
@@ -290,7 +290,10 @@ impl Settings {
                             ..d
                         }
                     },
-                    reference: s.reference.unwrap_or(false),
+                    kernel: match &s.kernel {
+                        Some(k) => k.parse().context("--kernel")?,
+                        None => Kernel::Auto,
+                    },
                 },
                 output_size: output,
             },

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
-use remanence_cells::{Activation, CellKind, ModelConfig, RnnConfig};
+use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_tasks::{
     build_task, Batch, Evaluation, Objective, SequenceTask, TaskConfig, TaskKind,
 };
@@ -30,7 +30,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
-                reference: false,
+                kernel: Kernel::Auto,
             },
             output_size: 7,
         },

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
 use clap::Args;
 use rand::{Rng, SeedableRng};
-use remanence_cells::{Activation, CellKind, ParamStore, Recurrent, RnnConfig, StackedRnn};
+use remanence_cells::{Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, StackedRnn};
 use remanence_train::stack::with_deep_stack;
 use remanence_train::{OptimizerConfig, OptimizerKind};
 use serde::{Deserialize, Serialize};
@@ -123,7 +123,11 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
-                reference: *path == "reference",
+                kernel: if *path == "reference" {
+                    Kernel::Reference
+                } else {
+                    Kernel::Fused
+                },
             };
             let store = ParamStore::seeded(1);
             StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &Device::Cpu)?;
