@@ -164,6 +164,43 @@ fn train_eval_sample_infer_and_resume() {
         .collect();
     let epochs: Vec<u64> = lines.iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, [1, 2, 3, 4, 5]);
+    // A run that spent its budget with early stopping on (the default) also continues.
+    let runs = root.to_str().unwrap();
+    ok(&[
+        "train",
+        "--task",
+        "reber",
+        "--cell",
+        "gru",
+        "--hidden",
+        "4",
+        "--epochs",
+        "1",
+        "--train-size",
+        "16",
+        "--test-size",
+        "16",
+        "--runs-dir",
+        runs,
+        "--name",
+        "budget",
+    ]);
+    let out = ok(&[
+        "train",
+        "--resume",
+        root.join("budget").to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        out.contains("2 epochs run") || out.contains("solved"),
+        "{out}"
+    );
+    let n = std::fs::read_to_string(root.join("budget/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(n == 2 || out.contains("solved"), "{n} epochs");
     let err = fails(&["train", "--resume", rd, "--hidden", "9"]);
     assert!(err.contains("only --epochs"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();

@@ -36,6 +36,9 @@ pub struct TrainerState {
     pub solved_at_sequences: Option<u64>,
     /// No more epochs to run (epoch budget spent or stopped early).
     pub finished: bool,
+    /// The early-stop criterion ended the run (raising the epoch budget does not restart it).
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 /// A loaded checkpoint.

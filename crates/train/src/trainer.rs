@@ -145,9 +145,9 @@ impl<'t> Trainer<'t> {
         let mut optimizer = cfg.train.optimizer.build();
         optimizer.load_state(ck.optimizer, ck.state.optimizer_steps)?;
         let mut state = ck.state;
-        if state.epochs_completed < cfg.train.epochs && !(state.finished && cfg.train.early_stop) {
-            state.finished = false;
-        }
+        // A run that spent its epoch budget continues when the budget is raised; one that met
+        // its early-stop criterion stays finished.
+        state.finished = state.stopped_early || state.epochs_completed >= cfg.train.epochs;
         run.truncate_metrics(state.epochs_completed)?;
         run.write_config(&cfg)?;
         Ok(Self {
@@ -249,10 +249,11 @@ impl<'t> Trainer<'t> {
                 self.state.solved_at_sequences = Some(self.state.sequences_seen);
             }
             let hit_target = tc.target.is_some_and(|t| eval.metric >= t);
-            if (tc.early_stop && (solved || hit_target)) || self.state.epochs_completed == tc.epochs
-            {
-                self.state.finished = true;
+            if tc.early_stop && (solved || hit_target) {
+                self.state.stopped_early = true;
             }
+            self.state.finished =
+                self.state.stopped_early || self.state.epochs_completed >= tc.epochs;
             let record = EpochRecord {
                 epoch: epoch + 1,
                 loss: loss_sum / seqs.max(1) as f64,

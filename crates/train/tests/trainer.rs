@@ -295,3 +295,47 @@ fn thousands_of_steps_train_without_stack_overflow() {
         std::fs::remove_dir_all(&root).unwrap();
     });
 }
+
+#[test]
+fn early_stopped_runs_stay_finished_and_spent_budgets_continue() {
+    let root = tmp("stop");
+    // Plain Reber with a target the first evaluation already meets: stops early after epoch 1.
+    let mut cfg = config(CellKind::Gru, 8, 1, 9);
+    cfg.train.early_stop = true;
+    cfg.train.target = Some(0.0);
+    cfg.train.epochs = 3;
+    let out = train(&cfg, &root);
+    assert!(out.state.stopped_early && out.state.finished);
+    assert_eq!(out.state.epochs_completed, 1);
+    let task = build_task(&cfg.task).unwrap();
+    let mut more = cfg.clone();
+    more.train.epochs = 5;
+    let mut t = Trainer::resume(
+        more,
+        task.as_ref(),
+        RunDir::open(&root.join("run")).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        t.run(&mut Silent).unwrap().state.epochs_completed,
+        1,
+        "an early-stopped run stays stopped"
+    );
+    // Budget spent without meeting the criterion: raising the budget continues.
+    let mut spent = config(CellKind::Gru, 8, 1, 9);
+    spent.train.early_stop = true;
+    train(&spent, &root);
+    let mut more = spent.clone();
+    more.train.epochs = 3;
+    let mut t = Trainer::resume(
+        more,
+        task.as_ref(),
+        RunDir::open(&root.join("run-2")).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
+    let st = t.run(&mut Silent).unwrap().state;
+    assert!(st.epochs_completed == 3 || st.stopped_early, "{st:?}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -272,7 +272,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .unwrap_or_else(|| "-".into())
             };
             for (pass, train) in [("train", true), ("forward", false)] {
-                let best = ms(&fused, train).or(ms(&reference, train));
+                let best = match (ms(&fused, train), ms(&reference, train)) {
+                    (Some(f), Some(r)) => Some(f.min(r)),
+                    (f, r) => f.or(r),
+                };
                 let gf = flops
                     .zip(best)
                     .map(|(f, t)| format!("{:.1}", f * if train { 3.0 } else { 1.0 } / (t * 1e6)));
