@@ -199,13 +199,15 @@ impl<'t> Trainer<'t> {
                 let (y, _) = self.model.forward(&batch.x, None, batch.dt.as_ref())?;
                 let l = loss(self.task.objective(), &y, batch)?;
                 let lv = l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                let last_good = self.state.epochs_completed;
+                let non_finite = |value: f64| TrainError::NonFiniteLoss {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    value,
+                    last_good,
+                };
                 if !lv.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        epoch: epoch + 1,
-                        batch: bi + 1,
-                        value: lv,
-                        last_good: self.state.epochs_completed,
-                    });
+                    return Err(non_finite(lv));
                 }
                 let grads = l.backward()?;
                 let mut g: Vec<Option<Tensor>> = vars
@@ -216,13 +218,9 @@ impl<'t> Trainer<'t> {
                     Some(c) => clip_global_norm(&mut g, c)?,
                     None => global_norm(&g)?,
                 };
+                // A finite loss can still give infinite or NaN gradients.
                 if !norm.is_finite() {
-                    return Err(TrainError::NonFiniteLoss {
-                        epoch: epoch + 1,
-                        batch: bi + 1,
-                        value: norm,
-                        last_good: self.state.epochs_completed,
-                    });
+                    return Err(non_finite(norm));
                 }
                 self.optimizer.step(&vars, &g, lr)?;
                 if !nonnegative.is_empty() {
