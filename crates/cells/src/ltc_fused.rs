@@ -176,6 +176,9 @@ impl LtcKernel {
                             &p.w[row.clone()],
                             &p.erev[row],
                         );
+                        let (num, den) = (&mut num[..h], &mut den[..h]);
+                        // Equal lengths let the compiler drop bounds checks and vectorize.
+                        assert!(sg.len() == h && mu.len() == h && w.len() == h && e.len() == h);
                         for j in 0..h {
                             let a = w[j] * sigmoid(sg[j] * (vi - mu[j]));
                             num[j] = num[j] + a * e[j];
@@ -209,7 +212,7 @@ impl LtcKernel {
         let lay = self.layout;
         let (hh, dh) = (h * h, d * h);
         // Offsets into dp, in PackedLayout order.
-        let (o_sig, o_mu, o_w, o_e) = (0, hh, 2 * hh, 3 * hh);
+        // sigma, mu, w and erev occupy the first 4·H² values, in that order.
         let (o_ssig, o_smu, o_sw, o_se) = (4 * hh, 4 * hh + dh, 4 * hh + 2 * dh, 4 * hh + 3 * dh);
         let (o_cm, o_gl, o_vl) = (
             4 * hh + 4 * dh,
@@ -262,6 +265,8 @@ impl LtcKernel {
                             &p.w[row.clone()],
                             &mut sbuf[row],
                         );
+                        let asum = &mut asum[..h];
+                        assert!(sg.len() == h && mu.len() == h && w.len() == h && sb.len() == h);
                         for j in 0..h {
                             let s = sigmoid(sg[j] * (vi - mu[j]));
                             sb[j] = s;
@@ -279,22 +284,50 @@ impl LtcKernel {
                         dns[j] = dns[j] + dnum[j];
                         dds[j] = dds[j] + dden[j];
                     }
-                    for (i, &vi) in v.iter().enumerate() {
-                        let row = i * h;
-                        let mut acc = T::zero();
-                        for j in 0..h {
-                            let k = row + j;
-                            let s = sbuf[k];
-                            let (w, e, sg, mu) = (p.w[k], p.erev[k], p.sigma[k], p.mu[k]);
-                            let da = dnum[j] * e + dden[j];
-                            dp[o_w + k] = dp[o_w + k] + da * s;
-                            dp[o_e + k] = dp[o_e + k] + dnum[j] * w * s;
-                            let dz = da * w * s * (T::one() - s);
-                            dp[o_sig + k] = dp[o_sig + k] + dz * (vi - mu);
-                            dp[o_mu + k] = dp[o_mu + k] - dz * sg;
-                            acc = acc + dz * sg;
+                    {
+                        let (dsig, rest) = dp.split_at_mut(hh);
+                        let (dmu, rest) = rest.split_at_mut(hh);
+                        let (dw, rest) = rest.split_at_mut(hh);
+                        let de = &mut rest[..hh];
+                        let (dnum, dden) = (&dnum[..h], &dden[..h]);
+                        for (i, &vi) in v.iter().enumerate() {
+                            let row = i * h..(i + 1) * h;
+                            let (sb, w, e, sg, mu) = (
+                                &sbuf[row.clone()],
+                                &p.w[row.clone()],
+                                &p.erev[row.clone()],
+                                &p.sigma[row.clone()],
+                                &p.mu[row.clone()],
+                            );
+                            let (dsig, dmu, dw, de) = (
+                                &mut dsig[row.clone()],
+                                &mut dmu[row.clone()],
+                                &mut dw[row.clone()],
+                                &mut de[row],
+                            );
+                            assert!(
+                                sb.len() == h
+                                    && w.len() == h
+                                    && e.len() == h
+                                    && sg.len() == h
+                                    && mu.len() == h
+                            );
+                            assert!(
+                                dsig.len() == h && dmu.len() == h && dw.len() == h && de.len() == h
+                            );
+                            let mut acc = T::zero();
+                            for j in 0..h {
+                                let s = sb[j];
+                                let da = dnum[j] * e[j] + dden[j];
+                                dw[j] = dw[j] + da * s;
+                                de[j] = de[j] + dnum[j] * w[j] * s;
+                                let dz = da * w[j] * s * (T::one() - s);
+                                dsig[j] = dsig[j] + dz * (vi - mu[j]);
+                                dmu[j] = dmu[j] - dz * sg[j];
+                                acc = acc + dz * sg[j];
+                            }
+                            gp[i] = gp[i] + acc;
                         }
-                        gp[i] = gp[i] + acc;
                     }
                     std::mem::swap(&mut g, &mut gp);
                 }
