@@ -268,9 +268,15 @@ impl KernelFloat for f32 {
     }
 }
 
+/// Clamps to the range where 2ⁿ is a normal float, with plain selects (vectorizable).
 #[inline(always)]
 fn x_clamp(x: f32) -> f32 {
-    x.max(-87.0).min(88.0)
+    let x = if x < -87.0 { -87.0 } else { x };
+    if x > 88.0 {
+        88.0
+    } else {
+        x
+    }
 }
 
 /// σ(z) = 1/(1 + e^{−z}).
@@ -284,7 +290,7 @@ pub fn sigmoid<T: KernelFloat>(z: T) -> T {
 #[inline(always)]
 pub fn tanh<T: KernelFloat>(z: T) -> T {
     let e = (-(z.abs() + z.abs())).exp_k();
-    (T::one() - e) / (T::one() + e) * z.signum()
+    ((T::one() - e) / (T::one() + e)).copysign(z)
 }
 
 #[cfg(test)]
