@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs PyTorch (nn.RNN/LSTM/GRU) and ncps (LTC, CfC) on the shapes of `remanence bench`, so the
+# two can be compared on one machine. Creates bench/.venv with torch and ncps from PyPI on first use.
+# Usage: bench/run.sh [--threads N] [--reps N]     (then compare with: remanence bench)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q torch ncps
+fi
+exec "$venv/bin/python" "$here/torch_bench.py" "$@"
