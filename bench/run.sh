@@ -8,6 +8,6 @@ venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q torch ncps
+  "$venv/bin/pip" install -q torch ncps numpy  # ncps imports numpy without declaring it
 fi
 exec "$venv/bin/python" "$here/torch_bench.py" "$@"
