@@ -74,7 +74,7 @@ impl<K: RowKernel> Fused<K> {
         let k = &self.kernel;
         std::thread::scope(|sc| {
             for (i, part) in out.chunks_mut(per * row).enumerate() {
-                sc.spawn(move || k.forward_rows(x, w, s0, steps, i * per, part));
+                sc.spawn(move || forward_dispatch(k, x, w, s0, steps, i * per, part));
             }
         });
         out
@@ -105,7 +105,9 @@ impl<K: RowKernel> Fused<K> {
                 .zip(saved.chunks(per * row))
                 .enumerate()
                 .map(|(i, ((dxp, dsp), sv))| {
-                    sc.spawn(move || k.backward_rows(x, w, s0, sv, grad, steps, i * per, dxp, dsp))
+                    sc.spawn(move || {
+                        backward_dispatch(k, x, w, s0, sv, grad, steps, i * per, dxp, dsp)
+                    })
                 })
                 .collect();
             handles
@@ -121,6 +123,80 @@ impl<K: RowKernel> Fused<K> {
         }
         (dx, dw, ds0)
     }
+}
+
+// The kernels are compiled twice: for the baseline target and, on x86-64 machines that have
+// them, with AVX2 and FMA (8-wide vectors), chosen at run time as the gemm crate does. The row
+// functions are `#[inline(always)]` so that their bodies are generated inside the wrappers.
+
+fn forward_dispatch<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    steps: usize,
+    b0: usize,
+    out: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the wrapper is compiled for.
+        return unsafe { forward_avx2(k, x, w, s0, steps, b0, out) };
+    }
+    k.forward_rows(x, w, s0, steps, b0, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_dispatch<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    saved: &[T],
+    grad: &[T],
+    steps: usize,
+    b0: usize,
+    dx: &mut [T],
+    ds0: &mut [T],
+) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: as above.
+        return unsafe { backward_avx2(k, x, w, s0, saved, grad, steps, b0, dx, ds0) };
+    }
+    k.backward_rows(x, w, s0, saved, grad, steps, b0, dx, ds0)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_avx2<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    steps: usize,
+    b0: usize,
+    out: &mut [T],
+) {
+    k.forward_rows(x, w, s0, steps, b0, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_avx2<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    saved: &[T],
+    grad: &[T],
+    steps: usize,
+    b0: usize,
+    dx: &mut [T],
+    ds0: &mut [T],
+) -> Vec<T> {
+    k.backward_rows(x, w, s0, saved, grad, steps, b0, dx, ds0)
 }
 
 fn slice<'a, T: candle_core::WithDType>(

@@ -30,6 +30,7 @@ impl RowKernel for GruKernel {
         5 * self.hidden
     }
 
+    #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
@@ -81,6 +82,7 @@ impl RowKernel for GruKernel {
         }
     }
 
+    #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],

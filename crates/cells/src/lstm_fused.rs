@@ -33,6 +33,7 @@ impl RowKernel for LstmKernel {
         6 * self.hidden
     }
 
+    #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
@@ -113,6 +114,7 @@ impl RowKernel for LstmKernel {
         }
     }
 
+    #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],

@@ -96,6 +96,7 @@ impl LtcKernel {
     }
 
     /// Sensory drive of one sample and step: (Σ_d a·E, Σ_d a) per neuron, and σ values in `s`.
+    #[inline(always)]
     fn sensory<T: KernelFloat>(
         &self,
         p: &Params<T>,
@@ -127,6 +128,7 @@ impl LtcKernel {
     }
 
     /// Forward for samples `b0..b0+n`; `out` holds exactly their rows.
+    #[inline(always)]
     fn forward_packed<T: KernelFloat>(
         &self,
         p: &Params<T>,
@@ -195,6 +197,7 @@ impl LtcKernel {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn backward_packed<T: KernelFloat>(
         &self,
         p: &Params<T>,
@@ -368,6 +371,7 @@ impl RowKernel for LtcKernel {
     fn saved_width(&self) -> usize {
         (self.unfolds + 1) * self.layout.h
     }
+    #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
         x: &[T],
@@ -379,6 +383,7 @@ impl RowKernel for LtcKernel {
     ) {
         self.forward_packed(&self.layout.split(w), x, s0, steps, b0, out);
     }
+    #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
         x: &[T],

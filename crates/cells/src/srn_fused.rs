@@ -29,6 +29,7 @@ impl RowKernel for SrnKernel {
         self.hidden
     }
 
+    #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
         xp: &[T],
@@ -68,6 +69,7 @@ impl RowKernel for SrnKernel {
         }
     }
 
+    #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
         _x: &[T],
