@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
 use clap::Args;
 use rand::{Rng, SeedableRng};
-use remanence_cells::{Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, StackedRnn};
+use remanence_cells::{
+    Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, StackedRnn,
+};
 use remanence_train::stack::with_deep_stack;
 use remanence_train::{OptimizerConfig, OptimizerKind};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,9 @@ pub struct BenchArgs {
     /// Untimed repetitions first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// LTC wiring (as `train --wiring`).
+    #[arg(long, default_value = "fully-connected")]
+    wiring: String,
     /// Skip the reference composition of cells that have a fused path (LTC's reference needs
     /// O(B·T·L·H²) memory: about 20 GiB at 128 units).
     #[arg(long)]
@@ -122,7 +127,10 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                 hidden_size: h,
                 num_layers: 1,
                 activation: Activation::Tanh,
-                ct: Default::default(),
+                ct: CtOptions {
+                    wiring: a.wiring.clone(),
+                    ..Default::default()
+                },
                 kernel: if *path == "reference" {
                     Kernel::Reference
                 } else {
@@ -208,8 +216,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     println!(
-        "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement",
-        args.batch, args.len, args.input, args.reps, args.warmup
+        "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}",
+        args.batch, args.len, args.input, args.reps, args.warmup, args.wiring
     );
     println!(
         "{:<6} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
