@@ -293,13 +293,18 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
     }
 }
 
-/// Threads for the CPU kernels: `RAYON_NUM_THREADS` if set (the CLI's `--threads`), else the
-/// machine's parallelism.
+/// Threads for the fused CPU kernels: `REMANENCE_KERNEL_THREADS`, else `RAYON_NUM_THREADS`, else
+/// every core. The kernels split the batch once per sequence (no spinning pool), so unlike
+/// Candle's element-wise ops they gain from every core; the CLI sets `REMANENCE_KERNEL_THREADS`.
 pub fn cpu_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n: &usize| n > 0)
+    let var = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    var("REMANENCE_KERNEL_THREADS")
+        .or_else(|| var("RAYON_NUM_THREADS"))
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -15,8 +15,9 @@ mod settings;
     about = "Train and study recurrent networks on Candle tensors"
 )]
 struct Cli {
-    /// Threads for Candle's kernels. Default 1 (or $RAYON_NUM_THREADS): on small recurrent shapes
-    /// one thread is faster than Candle's spinning pool.
+    /// Threads. Candle's own ops default to 1 (or $RAYON_NUM_THREADS): on small recurrent shapes
+    /// one thread is faster than its spinning pool. The fused kernels default to every core (they
+    /// split the batch once per sequence). Giving --threads sets both.
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -49,9 +50,22 @@ fn main() -> ExitCode {
         .map(|t| t.max(1).to_string())
         .or_else(|| std::env::var("RAYON_NUM_THREADS").ok())
         .unwrap_or_else(|| "1".into());
+    let kernel_threads = cli
+        .threads
+        .map(|t| t.max(1).to_string())
+        .or_else(|| std::env::var("REMANENCE_KERNEL_THREADS").ok());
     // Before any Candle call reads them; nothing else runs yet.
     std::env::set_var("RAYON_NUM_THREADS", &threads);
     std::env::set_var("CANDLE_NUM_THREADS", &threads);
+    match kernel_threads {
+        Some(k) => std::env::set_var("REMANENCE_KERNEL_THREADS", k),
+        None => {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            std::env::set_var("REMANENCE_KERNEL_THREADS", cores.to_string());
+        }
+    }
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),

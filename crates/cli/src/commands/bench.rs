@@ -214,7 +214,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&m)?);
         return Ok(());
     }
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let threads = format!(
+        "{} Candle / {} kernel",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
+        remanence_cells::fused::cpu_threads()
+    );
     println!(
         "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}",
         args.batch, args.len, args.input, args.reps, args.warmup, args.wiring
