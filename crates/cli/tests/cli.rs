@@ -578,3 +578,59 @@ fn bad_continuous_time_settings_are_explained() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Every cell trains on row-MNIST from the shared data through the CLI (small subsets).
+#[test]
+fn every_cell_trains_on_row_mnist_from_the_shared_data() {
+    let shared = std::env::var_os("REMANENCE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let data = shared.join("datasets/mnist");
+    if !data.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide {}",
+            data.display()
+        );
+        eprintln!("skipping: {} not found", data.display());
+        return;
+    }
+    let root = tmp("mnist");
+    let runs = root.to_str().unwrap();
+    for cell in ["ltc", "cfc", "ctrnn", "odernn", "lstm", "gru", "srn"] {
+        let out = ok(&[
+            "train",
+            "--task",
+            "mnist-rows",
+            "--cell",
+            cell,
+            "--units",
+            "8",
+            "--data",
+            data.to_str().unwrap(),
+            "--train-size",
+            "64",
+            "--test-size",
+            "32",
+            "--epochs",
+            "1",
+            "--backbone-units",
+            "8",
+            "--runs-dir",
+            runs,
+            "--name",
+            cell,
+        ]);
+        assert!(
+            out.contains("test accuracy") && out.contains("/32 digits"),
+            "{cell}: {out}"
+        );
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(cell).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["task"]["kind"], "mnist-rows");
+        assert_eq!(cfg["model"]["rnn"]["input_size"], 28);
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
