@@ -129,6 +129,12 @@ impl<K: RowKernel> Fused<K> {
 // them, with AVX2 and FMA (8-wide vectors), chosen at run time as the gemm crate does. The row
 // functions are `#[inline(always)]` so that their bodies are generated inside the wrappers.
 
+/// Whether this CPU can run the AVX2+FMA build of the kernels (checked once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 fn forward_dispatch<K: RowKernel, T: KernelFloat>(
     k: &K,
     x: &[T],
@@ -139,7 +145,7 @@ fn forward_dispatch<K: RowKernel, T: KernelFloat>(
     out: &mut [T],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU supports the features the wrapper is compiled for.
         return unsafe { forward_avx2(k, x, w, s0, steps, b0, out) };
     }
@@ -160,7 +166,7 @@ fn backward_dispatch<K: RowKernel, T: KernelFloat>(
     ds0: &mut [T],
 ) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: as above.
         return unsafe { backward_avx2(k, x, w, s0, saved, grad, steps, b0, dx, ds0) };
     }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
 use crate::idx;
-use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask};
+use crate::task::{shuffled_chunks, Batch, Evaluation, Objective, Predict, SequenceTask};
 
 /// The four files, with the sizes their headers must announce.
 pub const MNIST_FILES: [(&str, usize); 4] = [
@@ -220,10 +220,8 @@ impl SequenceTask for MnistTask {
         dtype: DType,
         device: &Device,
     ) -> Result<Vec<Batch>> {
-        let mut order: Vec<usize> = (0..self.train.len()).collect();
-        order.shuffle(rng);
-        order
-            .chunks(batch_size.max(1))
+        shuffled_chunks(self.train.len(), batch_size, rng)
+            .iter()
             .map(|c| self.batch(&self.train, c, dtype, device))
             .collect()
     }

@@ -10,13 +10,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use candle_core::{DType, Device, Tensor};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
 use crate::grammar::{Grammar, B, E};
-use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask, Split};
+use crate::task::{shuffled_chunks, Batch, Evaluation, Objective, Predict, SequenceTask, Split};
 
 pub const NUM_SYMBOLS: usize = 7;
 
@@ -197,10 +196,8 @@ impl SequenceTask for ReberTask {
         dtype: DType,
         device: &Device,
     ) -> Result<Vec<Batch>> {
-        let mut order: Vec<usize> = (0..self.train.len()).collect();
-        order.shuffle(rng);
-        order
-            .chunks(batch_size.max(1))
+        shuffled_chunks(self.train.len(), batch_size, rng)
+            .iter()
             .map(|c| self.batch(Split::Train, c, dtype, device))
             .collect()
     }

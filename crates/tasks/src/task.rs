@@ -57,6 +57,18 @@ pub struct Evaluation {
     pub summary: String,
 }
 
+/// The indices `0..n` in an order drawn from `rng`, cut into chunks of at most `batch_size`: the
+/// batch order of one training epoch.
+pub fn shuffled_chunks(n: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    order
+        .chunks(batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect()
+}
+
 /// The model's read-out for a batch: (batch, time, outputs).
 pub type Predict<'a> = dyn FnMut(&Batch) -> Result<Tensor> + 'a;
 
