@@ -84,6 +84,102 @@ pub fn matmul<T: Float + 'static>(
     }
 }
 
+/// Rows (sample, step) of width `w` reordered to (step, sample): a step's rows then sit together,
+/// so the per-step products read and write one compact block. (Rows `steps·w` apart would also
+/// map to the same cache sets whenever that stride is a multiple of 4 KiB.)
+pub fn time_major<T: Copy>(src: &[T], n: usize, steps: usize, w: usize) -> Vec<T> {
+    let mut dst = Vec::with_capacity(n * steps * w);
+    for t in 0..steps {
+        for r in 0..n {
+            dst.extend_from_slice(&src[(r * steps + t) * w..(r * steps + t + 1) * w]);
+        }
+    }
+    dst
+}
+
+/// The inverse of [`time_major`], into `dst` (sample, step).
+pub fn sample_major<T: Copy>(src: &[T], n: usize, steps: usize, w: usize, dst: &mut [T]) {
+    for t in 0..steps {
+        for r in 0..n {
+            dst[(r * steps + t) * w..(r * steps + t + 1) * w]
+                .copy_from_slice(&src[(t * n + r) * w..(t * n + r + 1) * w]);
+        }
+    }
+}
+
+/// The input projection of a layer: `out (m × rows) = a (m × k) · Wᵀ + bias`, with `W`
+/// (rows × k) row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn project<T: Float + 'static>(
+    m: usize,
+    k: usize,
+    rows: usize,
+    a: &[T],
+    w: &[T],
+    bias: &[T],
+    out: &mut [T],
+) {
+    for o in out[..m * rows].chunks_exact_mut(rows) {
+        o.copy_from_slice(&bias[..rows]);
+    }
+    matmul(
+        m,
+        rows,
+        k,
+        out,
+        rows,
+        true,
+        View::rows(a, k),
+        View::transposed(w, k),
+    );
+}
+
+/// The gradients of [`project`] from `dout` (m × rows): `dw (rows × k) = doutᵀ a`,
+/// `db = Σ_m dout` and, when asked, `da (m × k) = dout · W`, each as one product over all `m`
+/// rows.
+#[allow(clippy::too_many_arguments)]
+pub fn project_backward<T: Float + 'static>(
+    m: usize,
+    k: usize,
+    rows: usize,
+    a: &[T],
+    w: &[T],
+    dout: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    da: Option<&mut [T]>,
+) {
+    matmul(
+        rows,
+        k,
+        m,
+        dw,
+        k,
+        false,
+        View::transposed(dout, rows),
+        View::rows(a, k),
+    );
+    let db = &mut db[..rows];
+    db.fill(T::zero());
+    for d in dout[..m * rows].chunks_exact(rows) {
+        for (acc, &v) in db.iter_mut().zip(d) {
+            *acc = *acc + v;
+        }
+    }
+    if let Some(da) = da {
+        matmul(
+            m,
+            k,
+            rows,
+            da,
+            k,
+            false,
+            View::rows(dout, rows),
+            View::rows(w, k),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,12 +9,13 @@ use crate::cell::RecurrentCell;
 use crate::error::Result;
 use crate::fused::{cpu_threads, Fused};
 use crate::gru_fused::GruKernel;
-use crate::srn::{project_inputs, torch_layer_params};
+use crate::srn::{pack, torch_layer_params};
 use crate::state::CellState;
 
 /// One GRU layer. Parameters for layer `k`: `weight_ih_l{k}` (3H, I), `weight_hh_l{k}` (3H, H),
 /// `bias_ih_l{k}` (3H), `bias_hh_l{k}` (3H).
 pub struct Gru {
+    w_ih: Tensor,
     w_ih_t: Tensor,
     w_hh: Tensor,
     w_hh_t: Tensor,
@@ -34,6 +35,7 @@ impl Gru {
         let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 3, input_size, hidden_size)?;
         Ok(Self {
             w_ih_t: w_ih.t()?,
+            w_ih,
             w_hh_t: w_hh.t()?,
             w_hh,
             b_ih,
@@ -74,17 +76,12 @@ impl RecurrentCell for Gru {
         }
         let t = x.dim(1)?;
         let h = self.hidden_size;
-        let xp = project_inputs(x, &self.w_ih_t, &self.b_ih)?;
-        // b_hh rides along as a last weight column: b_hn must stay inside r ⊙ (·).
-        let w = Tensor::cat(&[&self.w_hh, &self.b_hh.unsqueeze(1)?], 1)?;
-        let op = Fused {
-            kernel: GruKernel { hidden: h },
-            threads: cpu_threads(),
+        let kernel = GruKernel {
+            input: x.dim(2)?,
+            hidden: h,
         };
-        let out = xp
-            .contiguous()?
-            .apply_op3(&w.contiguous()?, &state.h.contiguous()?, op)?;
-        let hs = out.narrow(2, 0, h)?;
+        let w = pack(&[&self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh])?;
+        let (hs, _) = Fused::new(kernel, cpu_threads()).apply(x, &w, &state.h)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(Some((hs, CellState { h: h_n, c: None })))
     }

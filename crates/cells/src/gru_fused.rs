@@ -1,49 +1,71 @@
-//! The fused GRU recurrence on the CPU, with its own backward pass.
+//! The fused GRU layer on the CPU, with its own backward pass.
 //!
-//! Inputs `xp = x W_ihᵀ + b_ih` (B, T, 3H) come from one Candle product over all steps. The
-//! recurrent weights enter as `[W_hh | b_hh]` (3H, H+1): `b_hn` must stay inside `r ⊙ (·)`, so it
-//! cannot be folded into `xp`. Per step: one product `h W_hhᵀ` and one fused pass
-//! `r = σ(x_r + g_r)`, `z = σ(x_z + g_z)`, `n = tanh(x_n + r ⊙ g_n)`, `h' = n + z ⊙ (h − n)`,
-//! saving `[h' | r | z | n | g_n]` (5H) per step. Backward: one product `dg · W_hh` per step, and
-//! `dW_hh`, `db_hh` accumulated once after the time loop.
+//! One op runs a whole layer over a sequence: `x W_ihᵀ + b_ih` for every step as one product
+//! before the recurrence; per step one product `h W_hhᵀ` and one fused pass
+//! `r = σ(x_r + g_r)`, `z = σ(x_z + g_z)`, `n = tanh(x_n + r ⊙ g_n)`, `h' = n + z ⊙ (h − n)`
+//! (the `g` include `b_hh`, which must stay inside `r ⊙ (·)`), returning `h'` and keeping
+//! `[r | z | n | g_n]` (4H) per step. Backward: one product `dg · W_hh` per step, then `dW_ih`,
+//! `dW_hh`, both biases and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
+use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
+/// Inputs `x` (B, T, I), weights `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H)]`, state
+/// `h0` (B, H) → `h` per step.
 #[derive(Debug, Clone)]
 pub struct GruKernel {
+    pub input: usize,
     pub hidden: usize,
 }
 
+impl GruKernel {
+    fn split<'a, T>(&self, w: &'a [T]) -> [&'a [T]; 4] {
+        let (g3, i, h) = (3 * self.hidden, self.input, self.hidden);
+        let (w_ih, rest) = w.split_at(g3 * i);
+        let (w_hh, rest) = rest.split_at(g3 * h);
+        let (b_ih, b_hh) = rest.split_at(g3);
+        [w_ih, w_hh, b_ih, b_hh]
+    }
+}
+
 impl RowKernel for GruKernel {
-    const NAME: &'static str = "gru-sequence";
+    const NAME: &'static str = "gru-layer";
     fn input_width(&self) -> usize {
-        3 * self.hidden
+        self.input
     }
     fn state_width(&self) -> usize {
         self.hidden
     }
     fn weights_len(&self) -> usize {
-        3 * self.hidden * (self.hidden + 1)
+        3 * self.hidden * (self.input + self.hidden + 2)
+    }
+    fn output_width(&self) -> usize {
+        self.hidden
     }
     fn saved_width(&self) -> usize {
-        5 * self.hidden
+        4 * self.hidden
     }
 
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
-        xp: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
         steps: usize,
         b0: usize,
-        out: &mut [T],
+        res: Parts<&mut [T]>,
     ) {
-        let h = self.hidden;
-        let (g3, wr) = (3 * h, h + 1);
-        let n = out.len() / (steps * 5 * h);
+        let (h, i) = (self.hidden, self.input);
+        let g3 = 3 * h;
+        let [w_ih, w_hh, b_ih, bias] = self.split(w);
+        let Parts { out, saved, .. } = res;
+        let n = out.len() / (steps * h).max(1);
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
+        // Input projections of every step, step-major: one product.
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut xp = vec![T::zero(); n * steps * g3];
+        project(n * steps, i, g3, &xt, w_ih, b_ih, &mut xp);
         let mut gh = vec![T::zero(); n * g3];
         for t in 0..steps {
             matmul(
@@ -54,30 +76,31 @@ impl RowKernel for GruKernel {
                 g3,
                 false,
                 View::rows(&hp, h),
-                View {
-                    data: w,
-                    rs: 1,
-                    cs: wr as isize,
-                },
+                View::transposed(w_hh, h),
             );
             for r in 0..n {
-                let x = &xp[((b0 + r) * steps + t) * g3..((b0 + r) * steps + t + 1) * g3];
+                let q = r * steps + t;
+                let x = &xp[(t * n + r) * g3..(t * n + r + 1) * g3];
                 let g = &gh[r * g3..(r + 1) * g3];
-                let o = &mut out[(r * steps + t) * 5 * h..(r * steps + t + 1) * 5 * h];
-                for j in 0..h {
-                    let bias = |row: usize| w[row * wr + h];
-                    let rr = sigmoid(x[j] + g[j] + bias(j));
-                    let z = sigmoid(x[h + j] + g[h + j] + bias(h + j));
-                    let gn = g[2 * h + j] + bias(2 * h + j);
-                    let nn = tanh(x[2 * h + j] + rr * gn);
-                    let hn = nn + z * (hp[r * h + j] - nn);
-                    o[j] = hn;
-                    o[h + j] = rr;
-                    o[2 * h + j] = z;
-                    o[3 * h + j] = nn;
-                    o[4 * h + j] = gn;
-                    hp[r * h + j] = hn;
-                }
+                let sv = &mut saved[q * 4 * h..(q + 1) * 4 * h];
+                let (sr, rest) = sv.split_at_mut(h);
+                let (sz, rest) = rest.split_at_mut(h);
+                let (sn, sg) = rest.split_at_mut(h);
+                cell_forward(
+                    [
+                        &x[..h],
+                        &x[h..2 * h],
+                        &x[2 * h..],
+                        &g[..h],
+                        &g[h..2 * h],
+                        &g[2 * h..],
+                        &bias[..h],
+                        &bias[h..2 * h],
+                        &bias[2 * h..],
+                    ],
+                    [&mut out[q * h..(q + 1) * h], sr, sz, sn, sg],
+                    &mut hp[r * h..(r + 1) * h],
+                );
             }
         }
     }
@@ -85,49 +108,63 @@ impl RowKernel for GruKernel {
     #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
-        _x: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
-        saved: &[T],
-        grad: &[T],
+        fwd: Parts<&[T]>,
+        grad: Parts<&[T]>,
         steps: usize,
         b0: usize,
         dx: &mut [T],
         ds0: &mut [T],
     ) -> Vec<T> {
-        let h = self.hidden;
-        let (g3, wr) = (3 * h, h + 1);
+        let (h, i) = (self.hidden, self.input);
+        let g3 = 3 * h;
+        let [w_ih, w_hh, _, _] = self.split(w);
         let n = ds0.len() / h;
         let mut dh = vec![T::zero(); n * h];
+        // Gradients of the input projections and of `h W_hhᵀ + b_hh`, and the previous states,
+        // every (step, row), step-major.
+        let mut dgx = vec![T::zero(); n * steps * g3];
         let mut dgh = vec![T::zero(); n * steps * g3];
         let mut hprev = vec![T::zero(); n * steps * h];
+        let mut direct = vec![T::zero(); n * h];
         for t in (0..steps).rev() {
-            let mut direct = vec![T::zero(); n * h];
             for r in 0..n {
-                let b = b0 + r;
-                let o = &saved[(r * steps + t) * 5 * h..(r * steps + t + 1) * 5 * h];
-                let gsrc = &grad[(b * steps + t) * 5 * h..];
+                let (b, q) = (b0 + r, r * steps + t);
+                let sv = &fwd.saved[q * 4 * h..(q + 1) * 4 * h];
+                let gsrc = &grad.out[(b * steps + t) * h..(b * steps + t + 1) * h];
                 let prev: &[T] = if t == 0 {
                     &s0[b * h..(b + 1) * h]
                 } else {
-                    &saved[(r * steps + t - 1) * 5 * h..][..h]
+                    &fwd.out[(q - 1) * h..q * h]
                 };
-                hprev[(r * steps + t) * h..(r * steps + t + 1) * h].copy_from_slice(prev);
-                let q = (r * steps + t) * g3;
-                for j in 0..h {
-                    let (rr, z, nn, gn) = (o[h + j], o[2 * h + j], o[3 * h + j], o[4 * h + j]);
-                    let d = dh[r * h + j] + gsrc[j];
-                    let dn = d * (T::one() - z) * (T::one() - nn * nn);
-                    let dz = d * (prev[j] - nn) * z * (T::one() - z);
-                    let dr = dn * gn * rr * (T::one() - rr);
-                    dx[q + j] = dr;
-                    dx[q + h + j] = dz;
-                    dx[q + 2 * h + j] = dn;
-                    dgh[q + j] = dr;
-                    dgh[q + h + j] = dz;
-                    dgh[q + 2 * h + j] = dn * rr;
-                    direct[r * h + j] = d * z;
-                }
+                let p = t * n + r;
+                hprev[p * h..(p + 1) * h].copy_from_slice(prev);
+                let (dxa, rest) = dgx[p * g3..(p + 1) * g3].split_at_mut(h);
+                let (dxb, dxc) = rest.split_at_mut(h);
+                let (dga, rest) = dgh[p * g3..(p + 1) * g3].split_at_mut(h);
+                let (dgb, dgc) = rest.split_at_mut(h);
+                cell_backward(
+                    [
+                        &sv[..h],
+                        &sv[h..2 * h],
+                        &sv[2 * h..3 * h],
+                        &sv[3 * h..],
+                        prev,
+                        &dh[r * h..(r + 1) * h],
+                        gsrc,
+                    ],
+                    [
+                        dxa,
+                        dxb,
+                        dxc,
+                        dga,
+                        dgb,
+                        dgc,
+                        &mut direct[r * h..(r + 1) * h],
+                    ],
+                );
             }
             // dh_{t-1} = direct + dg_t · W_hh
             matmul(
@@ -137,36 +174,95 @@ impl RowKernel for GruKernel {
                 &mut direct,
                 h,
                 true,
-                View {
-                    data: &dgh[t * g3..],
-                    rs: (steps * g3) as isize,
-                    cs: 1,
-                },
-                View {
-                    data: w,
-                    rs: wr as isize,
-                    cs: 1,
-                },
+                View::rows(&dgh[t * n * g3..(t + 1) * n * g3], g3),
+                View::rows(w_hh, h),
             );
-            dh = direct;
+            std::mem::swap(&mut dh, &mut direct);
         }
         ds0.copy_from_slice(&dh);
-        let mut dw = vec![T::zero(); g3 * wr];
-        matmul(
-            g3,
-            h,
+        let mut dw = vec![T::zero(); self.weights_len()];
+        let (dw_ih, rest) = dw.split_at_mut(g3 * i);
+        let (dw_hh, rest) = rest.split_at_mut(g3 * h);
+        let (db_ih, db_hh) = rest.split_at_mut(g3);
+        // dW_hh and db_hh: the projection's gradient with the previous states as its inputs.
+        project_backward(n * steps, h, g3, &hprev, w_hh, &dgh, dw_hh, db_hh, None);
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut dxt = vec![T::zero(); n * steps * i];
+        project_backward(
             n * steps,
-            &mut dw,
-            wr,
-            false,
-            View::transposed(&dgh, g3),
-            View::rows(&hprev, h),
+            i,
+            g3,
+            &xt,
+            w_ih,
+            &dgx,
+            dw_ih,
+            db_ih,
+            Some(&mut dxt),
         );
-        for q in 0..n * steps {
-            for j in 0..g3 {
-                dw[j * wr + h] = dw[j * wr + h] + dgh[q * g3 + j];
-            }
-        }
+        sample_major(&dxt, n, steps, i, dx);
         dw
+    }
+}
+
+/// The element-wise GRU step for one row: from `x_r, x_z, x_n`, `g_r, g_z, g_n` (without
+/// `b_hh`) and `b_hh` in three parts, writes `h'`, `r`, `z`, `n`, `g_n + b_hn` and updates the
+/// state. Separate slices tell the compiler nothing aliases, so the loop vectorizes.
+#[inline(always)]
+fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]) {
+    let h = hs.len();
+    let [xr, xz, xn, gr, gz, gn, br, bz, bn] = src.map(|s| &s[..h]);
+    let [oh, or, oz, on, og] = dst;
+    let (oh, or, oz, on, og) = (
+        &mut oh[..h],
+        &mut or[..h],
+        &mut oz[..h],
+        &mut on[..h],
+        &mut og[..h],
+    );
+    for j in 0..h {
+        let r = sigmoid(xr[j] + gr[j] + br[j]);
+        let z = sigmoid(xz[j] + gz[j] + bz[j]);
+        let g = gn[j] + bn[j];
+        let nn = tanh(xn[j] + r * g);
+        let hn = nn + z * (hs[j] - nn);
+        oh[j] = hn;
+        or[j] = r;
+        oz[j] = z;
+        on[j] = nn;
+        og[j] = g;
+        hs[j] = hn;
+    }
+}
+
+/// The element-wise GRU backward for one row and step: from the saved `r, z, n, g_n`, the
+/// previous state, the gradient from step t + 1 and this step's output gradient, writes the
+/// input-projection gradients, the gradients of `h W_hhᵀ + b_hh` and the direct part of the
+/// previous state's gradient.
+#[inline(always)]
+fn cell_backward<T: KernelFloat>(src: [&[T]; 7], dst: [&mut [T]; 7]) {
+    let [dxr, dxz, dxn, dgr, dgz, dgn, direct] = dst;
+    let h = direct.len();
+    let [r, z, nn, gn, prev, dh, gout] = src.map(|s| &s[..h]);
+    let (dxr, dxz, dxn, dgr, dgz, dgn) = (
+        &mut dxr[..h],
+        &mut dxz[..h],
+        &mut dxn[..h],
+        &mut dgr[..h],
+        &mut dgz[..h],
+        &mut dgn[..h],
+    );
+    let one = T::one();
+    for j in 0..h {
+        let d = dh[j] + gout[j];
+        let dn = d * (one - z[j]) * (one - nn[j] * nn[j]);
+        let dz = d * (prev[j] - nn[j]) * z[j] * (one - z[j]);
+        let dr = dn * gn[j] * r[j] * (one - r[j]);
+        dxr[j] = dr;
+        dxz[j] = dz;
+        dxn[j] = dn;
+        dgr[j] = dr;
+        dgz[j] = dz;
+        dgn[j] = dn * r[j];
+        direct[j] = d * z[j];
     }
 }

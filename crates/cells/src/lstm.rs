@@ -9,12 +9,13 @@ use crate::cell::RecurrentCell;
 use crate::error::{CellError, Result};
 use crate::fused::{cpu_threads, Fused};
 use crate::lstm_fused::LstmKernel;
-use crate::srn::{project_inputs, torch_layer_params};
+use crate::srn::{pack, torch_layer_params};
 use crate::state::CellState;
 
 /// One LSTM layer. Parameters for layer `k`: `weight_ih_l{k}` (4H, I), `weight_hh_l{k}` (4H, H),
 /// `bias_ih_l{k}` (4H), `bias_hh_l{k}` (4H).
 pub struct Lstm {
+    w_ih: Tensor,
     w_hh: Tensor,
     w_ih_t: Tensor,
     w_hh_t: Tensor,
@@ -34,6 +35,7 @@ impl Lstm {
         let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 4, input_size, hidden_size)?;
         Ok(Self {
             w_ih_t: w_ih.t()?,
+            w_ih,
             w_hh_t: w_hh.t()?,
             w_hh,
             b_ih,
@@ -41,6 +43,13 @@ impl Lstm {
             input_size,
             hidden_size,
         })
+    }
+}
+
+impl Lstm {
+    /// `[W_ih | W_hh | b_ih + b_hh]` for the fused layer.
+    fn packed_weights(&self) -> Result<Tensor> {
+        pack(&[&self.w_ih, &self.w_hh, &(&self.b_ih + &self.b_hh)?])
     }
 }
 
@@ -92,19 +101,16 @@ impl RecurrentCell for Lstm {
             .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
         let t = x.dim(1)?;
         let h = self.hidden_size;
-        // All input projections in one product; both biases folded in.
-        let xp = project_inputs(x, &self.w_ih_t, &(&self.b_ih + &self.b_hh)?)?;
         let s0 = Tensor::cat(&[&state.h, c], 1)?;
-        let op = Fused {
-            kernel: LstmKernel { hidden: h },
-            threads: cpu_threads(),
-        };
-        let out = xp
-            .contiguous()?
-            .apply_op3(&self.w_hh.contiguous()?, &s0.contiguous()?, op)?;
-        let hs = out.narrow(2, 0, h)?;
+        let op = Fused::new(
+            LstmKernel {
+                input: x.dim(2)?,
+                hidden: h,
+            },
+            cpu_threads(),
+        );
+        let (hs, c_n) = op.apply(x, &self.packed_weights()?, &s0)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
-        let c_n = out.narrow(2, h, h)?.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(Some((
             hs,
             CellState {

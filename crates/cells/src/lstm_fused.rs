@@ -1,115 +1,105 @@
-//! The fused LSTM recurrence on the CPU, with its own backward pass.
+//! The fused LSTM layer on the CPU, with its own backward pass.
 //!
-//! The input projection of every step, `xp = x W_ihᵀ + b_ih + b_hh` (B, T, 4H), is one matrix
-//! product done by Candle before this op (so autograd handles `W_ih` and the biases). The op then
-//! runs the recurrence: per step one product `h W_hhᵀ` and one fused element-wise pass
-//! (gates i, f, g, o, cell and hidden state). It returns (B, T, 6H): per step `h`, `c` and the
-//! gate activations `i, f, g, o`, which the backward pass reuses. Backward walks the steps in
-//! reverse with one product `dgates · W_hh` per step, and accumulates `dW_hh` after the loop as a
-//! single product over all steps. The batch is split over threads for the whole sequence.
+//! One op runs a whole layer over a sequence. The input projection of every step,
+//! `x W_ihᵀ + b` with `b = b_ih + b_hh`, is one matrix product before the recurrence; then each
+//! step is one product `h W_hhᵀ` added in place and one fused element-wise pass (gates i, f, g,
+//! o, cell and hidden state). The op returns the hidden states (B, T, H) and the last cell state
+//! (B, H), and keeps per step `c` and the gate activations `i, f, g, o` (5H) for the backward
+//! pass. Backward walks the steps in reverse with one product `dgates · W_hh` per step, then
+//! forms `dW_ih`, `dW_hh`, `db` and `dx` as single products over all steps. The batch is split
+//! over threads for the whole sequence.
 
-use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
+use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
-/// Inputs `xp` (B, T, 4H), weights `W_hh` (4H, H), state `[h0 | c0]` (B, 2H) → per step
-/// `[h | c | i | f | g | o]` (6H).
+/// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
+/// (B, 2H) → `h` per step and the last `c`.
 #[derive(Debug, Clone)]
 pub struct LstmKernel {
+    pub input: usize,
     pub hidden: usize,
 }
 
+impl LstmKernel {
+    fn split<'a, T>(&self, w: &'a [T]) -> (&'a [T], &'a [T], &'a [T]) {
+        let (g4, i, h) = (4 * self.hidden, self.input, self.hidden);
+        let (w_ih, rest) = w.split_at(g4 * i);
+        let (w_hh, b) = rest.split_at(g4 * h);
+        (w_ih, w_hh, b)
+    }
+}
+
 impl RowKernel for LstmKernel {
-    const NAME: &'static str = "lstm-sequence";
+    const NAME: &'static str = "lstm-layer";
     fn input_width(&self) -> usize {
-        4 * self.hidden
+        self.input
     }
     fn state_width(&self) -> usize {
         2 * self.hidden
     }
     fn weights_len(&self) -> usize {
-        4 * self.hidden * self.hidden
+        4 * self.hidden * (self.input + self.hidden + 1)
+    }
+    fn output_width(&self) -> usize {
+        self.hidden
+    }
+    fn final_width(&self) -> usize {
+        self.hidden
     }
     fn saved_width(&self) -> usize {
-        6 * self.hidden
+        5 * self.hidden
     }
 
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
-        xp: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
         steps: usize,
         b0: usize,
-        out: &mut [T],
+        res: Parts<&mut [T]>,
     ) {
-        let h = self.hidden;
+        let (h, i) = (self.hidden, self.input);
         let g4 = 4 * h;
-        let n = out.len() / (steps * 6 * h);
+        let (w_ih, w_hh, bias) = self.split(w);
+        let Parts { out, fin, saved } = res;
+        let n = fin.len() / h;
         let mut hp: Vec<T> = (0..n)
             .flat_map(|r| s0[(b0 + r) * 2 * h..(b0 + r) * 2 * h + h].to_vec())
             .collect();
-        let mut cp: Vec<T> = (0..n)
-            .flat_map(|r| s0[(b0 + r) * 2 * h + h..(b0 + r + 1) * 2 * h].to_vec())
-            .collect();
-        let mut gates = vec![T::zero(); n * g4];
+        let cp = fin;
+        for r in 0..n {
+            cp[r * h..(r + 1) * h].copy_from_slice(&s0[(b0 + r) * 2 * h + h..(b0 + r + 1) * 2 * h]);
+        }
+        // Pre-activations of every step of these rows, step-major: one product.
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut gates = vec![T::zero(); n * steps * g4];
+        project(n * steps, i, g4, &xt, w_ih, bias, &mut gates);
         for t in 0..steps {
-            for r in 0..n {
-                let src = ((b0 + r) * steps + t) * g4;
-                gates[r * g4..(r + 1) * g4].copy_from_slice(&xp[src..src + g4]);
-            }
+            let gt = &mut gates[t * n * g4..(t + 1) * n * g4];
             matmul(
                 n,
                 g4,
                 h,
-                &mut gates,
+                gt,
                 g4,
                 true,
                 View::rows(&hp, h),
-                View::transposed(w, h),
+                View::transposed(w_hh, h),
             );
             for r in 0..n {
-                let gr = &gates[r * g4..(r + 1) * g4];
-                let o = &mut out[(r * steps + t) * 6 * h..(r * steps + t + 1) * 6 * h];
-                let (oh, rest) = o.split_at_mut(h);
-                let (oc, rest) = rest.split_at_mut(h);
+                let q = r * steps + t;
+                let gr = &gt[r * g4..(r + 1) * g4];
+                let oh = &mut out[q * h..(q + 1) * h];
+                let sv = &mut saved[q * 5 * h..(q + 1) * 5 * h];
+                let (oc, rest) = sv.split_at_mut(h);
                 let (oi, rest) = rest.split_at_mut(h);
                 let (of, rest) = rest.split_at_mut(h);
                 let (og, oo) = rest.split_at_mut(h);
                 let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..]);
                 let (cr, hr) = (&mut cp[r * h..(r + 1) * h], &mut hp[r * h..(r + 1) * h]);
-                // Equal lengths let the compiler drop bounds checks and vectorize the loop.
-                assert!(
-                    gi.len() == h
-                        && gf.len() == h
-                        && gg.len() == h
-                        && go.len() == h
-                        && oo.len() == h
-                );
-                assert!(
-                    oh.len() == h
-                        && oc.len() == h
-                        && oi.len() == h
-                        && of.len() == h
-                        && og.len() == h
-                );
-                assert!(cr.len() == h && hr.len() == h);
-                for j in 0..h {
-                    let i = sigmoid(gi[j]);
-                    let f = sigmoid(gf[j]);
-                    let g = tanh(gg[j]);
-                    let o_ = sigmoid(go[j]);
-                    let c = f * cr[j] + i * g;
-                    let hn = o_ * tanh(c);
-                    oh[j] = hn;
-                    oc[j] = c;
-                    oi[j] = i;
-                    of[j] = f;
-                    og[j] = g;
-                    oo[j] = o_;
-                    cr[j] = c;
-                    hr[j] = hn;
-                }
+                cell_forward([gi, gf, gg, go], [oh, oc, oi, of, og, oo], cr, hr);
             }
         }
     }
@@ -117,60 +107,51 @@ impl RowKernel for LstmKernel {
     #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
-        _x: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
-        saved: &[T],
-        grad: &[T],
+        fwd: Parts<&[T]>,
+        grad: Parts<&[T]>,
         steps: usize,
         b0: usize,
-        dxp: &mut [T],
+        dx: &mut [T],
         ds0: &mut [T],
     ) -> Vec<T> {
-        let h = self.hidden;
+        let (h, i) = (self.hidden, self.input);
         let g4 = 4 * h;
+        let (w_ih, w_hh, _) = self.split(w);
         let n = ds0.len() / (2 * h);
-        let (mut dh, mut dc) = (vec![T::zero(); n * h], vec![T::zero(); n * h]);
+        let mut dh = vec![T::zero(); n * h];
+        // The last cell state is visible: its gradient starts the recursion.
+        let mut dc = grad.fin[b0 * h..(b0 + n) * h].to_vec();
         let mut dh_prev = vec![T::zero(); n * h];
-        // Previous hidden state of every (row, step), for dW_hh = Σ dgatesᵀ h_prev.
+        // Gate gradients and previous hidden states of every (step, row), step-major.
+        let mut dg = vec![T::zero(); n * steps * g4];
         let mut hprev = vec![T::zero(); n * steps * h];
         for t in (0..steps).rev() {
             for r in 0..n {
-                let b = b0 + r;
-                let o = &saved[(r * steps + t) * 6 * h..(r * steps + t + 1) * 6 * h];
-                let gsrc = &grad[(b * steps + t) * 6 * h..(b * steps + t + 1) * 6 * h];
+                let (b, q) = (b0 + r, r * steps + t);
+                let sv = &fwd.saved[q * 5 * h..(q + 1) * 5 * h];
+                let gq = b * steps + t;
+                let gh = &grad.out[gq * h..(gq + 1) * h];
                 let (prev_h, prev_c): (&[T], &[T]) = if t == 0 {
                     (
                         &s0[b * 2 * h..b * 2 * h + h],
                         &s0[b * 2 * h + h..(b + 1) * 2 * h],
                     )
                 } else {
-                    let p = &saved[(r * steps + t - 1) * 6 * h..(r * steps + t) * 6 * h];
-                    (&p[..h], &p[h..2 * h])
+                    (
+                        &fwd.out[(q - 1) * h..q * h],
+                        &fwd.saved[(q - 1) * 5 * h..(q - 1) * 5 * h + h],
+                    )
                 };
-                hprev[(r * steps + t) * h..(r * steps + t + 1) * h].copy_from_slice(prev_h);
-                let dg = &mut dxp[(r * steps + t) * g4..(r * steps + t + 1) * g4];
-                for j in 0..h {
-                    let k = r * h + j;
-                    let (c, i, f, g, og) = (
-                        o[h + j],
-                        o[2 * h + j],
-                        o[3 * h + j],
-                        o[4 * h + j],
-                        o[5 * h + j],
-                    );
-                    let dhj = dh[k] + gsrc[j];
-                    let tc = tanh(c);
-                    let dcj = dc[k] + gsrc[h + j] + dhj * og * (T::one() - tc * tc);
-                    dg[j] = dcj * g * i * (T::one() - i);
-                    dg[h + j] = dcj * prev_c[j] * f * (T::one() - f);
-                    dg[2 * h + j] = dcj * i * (T::one() - g * g);
-                    dg[3 * h + j] = dhj * tc * og * (T::one() - og);
-                    dc[k] = dcj * f;
-                }
+                let p = t * n + r;
+                hprev[p * h..(p + 1) * h].copy_from_slice(prev_h);
+                let dgq = &mut dg[p * g4..(p + 1) * g4];
+                let (dhr, dcr) = (&dh[r * h..(r + 1) * h], &mut dc[r * h..(r + 1) * h]);
+                cell_backward(sv, gh, prev_c, dhr, dcr, dgq);
             }
             // dh_{t-1} = dgates_t · W_hh for every row at once.
-            let dg_t = &dxp[t * g4..];
             matmul(
                 n,
                 h,
@@ -178,12 +159,8 @@ impl RowKernel for LstmKernel {
                 &mut dh_prev,
                 h,
                 false,
-                View {
-                    data: dg_t,
-                    rs: (steps * g4) as isize,
-                    cs: 1,
-                },
-                View::rows(w, h),
+                View::rows(&dg[t * n * g4..(t + 1) * n * g4], g4),
+                View::rows(w_hh, h),
             );
             std::mem::swap(&mut dh, &mut dh_prev);
         }
@@ -191,17 +168,104 @@ impl RowKernel for LstmKernel {
             ds0[r * 2 * h..r * 2 * h + h].copy_from_slice(&dh[r * h..(r + 1) * h]);
             ds0[r * 2 * h + h..(r + 1) * 2 * h].copy_from_slice(&dc[r * h..(r + 1) * h]);
         }
-        let mut dw = vec![T::zero(); g4 * h];
+        let mut dw = vec![T::zero(); self.weights_len()];
+        let (dw_ih, rest) = dw.split_at_mut(g4 * i);
+        let (dw_hh, db) = rest.split_at_mut(g4 * h);
         matmul(
             g4,
             h,
             n * steps,
-            &mut dw,
+            dw_hh,
             h,
             false,
-            View::transposed(dxp, g4),
+            View::transposed(&dg, g4),
             View::rows(&hprev, h),
         );
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut dxt = vec![T::zero(); n * steps * i];
+        project_backward(n * steps, i, g4, &xt, w_ih, &dg, dw_ih, db, Some(&mut dxt));
+        sample_major(&dxt, n, steps, i, dx);
         dw
+    }
+}
+
+/// The element-wise LSTM step for one row. Separate slice arguments tell the compiler that
+/// nothing aliases (Rust's references are `noalias`), which it needs to vectorize the loop.
+#[inline(always)]
+fn cell_forward<T: KernelFloat>(g: [&[T]; 4], o: [&mut [T]; 6], c: &mut [T], hs: &mut [T]) {
+    let [gi, gf, gg, go] = g;
+    let [oh, oc, oi, of, og, oo] = o;
+    let h = c.len();
+    let (gi, gf, gg, go) = (&gi[..h], &gf[..h], &gg[..h], &go[..h]);
+    let (oh, oc, oi, of, og, oo) = (
+        &mut oh[..h],
+        &mut oc[..h],
+        &mut oi[..h],
+        &mut of[..h],
+        &mut og[..h],
+        &mut oo[..h],
+    );
+    let hs = &mut hs[..h];
+    for j in 0..h {
+        let i = sigmoid(gi[j]);
+        let f = sigmoid(gf[j]);
+        let g = tanh(gg[j]);
+        let o_ = sigmoid(go[j]);
+        let cn = f * c[j] + i * g;
+        let hn = o_ * tanh(cn);
+        oh[j] = hn;
+        oc[j] = cn;
+        oi[j] = i;
+        of[j] = f;
+        og[j] = g;
+        oo[j] = o_;
+        c[j] = cn;
+        hs[j] = hn;
+    }
+}
+
+/// The element-wise LSTM backward for one row and step: from the saved `[c | i | f | g | o]`,
+/// the gradient of this step's output `h`, the previous cell state and the
+/// gradients flowing back from step t + 1, writes the gate pre-activation gradients and updates
+/// `dc` in place.
+#[inline(always)]
+fn cell_backward<T: KernelFloat>(
+    saved: &[T],
+    gh: &[T],
+    c_prev: &[T],
+    dh: &[T],
+    dc: &mut [T],
+    dg: &mut [T],
+) {
+    let h = dc.len();
+    let (c, i, f, g, og) = (
+        &saved[..h],
+        &saved[h..2 * h],
+        &saved[2 * h..3 * h],
+        &saved[3 * h..4 * h],
+        &saved[4 * h..5 * h],
+    );
+    let (di, rest) = dg[..4 * h].split_at_mut(h);
+    let (df, rest) = rest.split_at_mut(h);
+    let (dgg, do_) = rest.split_at_mut(h);
+    gate_gradients([c, i, f, g, og, gh, c_prev, dh], dc, [di, df, dgg, do_]);
+}
+
+#[inline(always)]
+fn gate_gradients<T: KernelFloat>(src: [&[T]; 8], dc: &mut [T], dst: [&mut [T]; 4]) {
+    let h = dc.len();
+    let [c, i, f, g, og, gh, c_prev, dh] = src.map(|s| &s[..h]);
+    let [di, df, dgg, do_] = dst;
+    let (di, df, dgg, do_) = (&mut di[..h], &mut df[..h], &mut dgg[..h], &mut do_[..h]);
+    let one = T::one();
+    for j in 0..h {
+        let dhj = dh[j] + gh[j];
+        let tc = tanh(c[j]);
+        let dcj = dc[j] + dhj * og[j] * (one - tc * tc);
+        di[j] = dcj * g[j] * i[j] * (one - i[j]);
+        df[j] = dcj * c_prev[j] * f[j] * (one - f[j]);
+        dgg[j] = dcj * i[j] * (one - g[j] * g[j]);
+        do_[j] = dhj * tc * og[j] * (one - og[j]);
+        dc[j] = dcj * f[j];
     }
 }

@@ -305,8 +305,8 @@ impl RecurrentCell for Ltc {
             return Ok(None); // GPU kernels come later; the reference runs anywhere.
         }
         let (_, steps, _) = x.dims3()?;
-        let op = Fused {
-            kernel: LtcKernel {
+        let op = Fused::new(
+            LtcKernel {
                 layout: PackedLayout {
                     h: self.units,
                     d: self.inputs,
@@ -317,11 +317,10 @@ impl RecurrentCell for Ltc {
                     .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
                     .transpose()?,
             },
-            threads: cpu_threads(),
-        };
+            cpu_threads(),
+        );
         let xin = self.map_inputs(x)?.contiguous()?;
-        let saved = xin.apply_op3(&self.packed()?, &state.h.contiguous()?, op)?;
-        let v = saved.narrow(2, self.unfolds * self.units, self.units)?; // (B, T, H)
+        let (v, _) = op.apply(&xin, &self.packed()?, &state.h)?; // (B, T, H)
         let last = v.narrow(1, steps - 1, 1)?.squeeze(1)?;
         let last = CellState { h: last, c: None };
         Ok(Some((self.output(&CellState { h: v, c: None })?, last)))

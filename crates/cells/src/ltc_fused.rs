@@ -1,7 +1,8 @@
 //! The fused LTC sequence operation on the CPU: every step and every ODE unfold of a sequence in
 //! one pass, with its own backward pass.
 //!
-//! Forward saves only the state before each unfold, (B, T, L+1, H) values; the backward pass
+//! Forward returns the state after each step (B, T, H) and saves only the state before each
+//! unfold, (B, T, L, H) values; the backward pass
 //! recomputes the synapse activations from them, so training memory is O(B·T·L·H) rather than
 //! the O(B·T·L·H²) of autograd over the (B, H, H) synapse tensors. The math is the same as the
 //! reference step in [`crate::ltc`] (see that file for the equations); the backward formulas
@@ -20,7 +21,7 @@
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
 //! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
 
-use crate::fused::{sigmoid, KernelFloat, RowKernel};
+use crate::fused::{sigmoid, KernelFloat, Parts, RowKernel};
 
 /// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
 /// erev (D×H each), cm, gleak, vleak (H each).
@@ -80,7 +81,7 @@ struct Params<'a, T> {
 }
 
 /// The kernel: inputs `x` (B, T, D) already mapped, packed parameters, `h0` (B, H) → per step
-/// (L+1)·H values: the state before each unfold and, last, the state after the step.
+/// the state after the step (H), saving the state before each unfold (L·H).
 #[derive(Debug, Clone)]
 pub struct LtcKernel {
     pub layout: PackedLayout,
@@ -129,6 +130,7 @@ impl LtcKernel {
 
     /// Forward for samples `b0..b0+n`; `out` holds exactly their rows.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn forward_packed<T: KernelFloat>(
         &self,
         p: &Params<T>,
@@ -137,9 +139,10 @@ impl LtcKernel {
         steps: usize,
         b0: usize,
         out: &mut [T],
+        saved: &mut [T],
     ) {
         let (h, d, l) = (self.layout.h, self.layout.d, self.unfolds);
-        let n = out.len() / (steps * (l + 1) * h);
+        let n = out.len() / (steps * h);
         let (mut sbuf, mut ns, mut ds) = (
             vec![T::zero(); d * h],
             vec![T::zero(); h],
@@ -163,9 +166,9 @@ impl LtcKernel {
                 for j in 0..h {
                     cm_t[j] = p.cm[j] * scale;
                 }
-                let base = (r * steps + t) * (l + 1) * h;
+                let (q, base) = (r * steps + t, (r * steps + t) * l * h);
                 for u in 0..l {
-                    out[base + u * h..base + (u + 1) * h].copy_from_slice(&v);
+                    saved[base + u * h..base + (u + 1) * h].copy_from_slice(&v);
                     for j in 0..h {
                         num[j] = cm_t[j] * v[j] + p.gleak[j] * p.vleak[j] + ns[j];
                         den[j] = cm_t[j] + p.gleak[j] + ds[j];
@@ -191,7 +194,7 @@ impl LtcKernel {
                         v[j] = num[j] / (den[j] + eps);
                     }
                 }
-                out[base + l * h..base + (l + 1) * h].copy_from_slice(&v);
+                out[q * h..(q + 1) * h].copy_from_slice(&v);
             }
         }
     }
@@ -202,8 +205,8 @@ impl LtcKernel {
         &self,
         p: &Params<T>,
         x: &[T],
-        saved: &[T],
-        grad: &[T],
+        fwd: Parts<&[T]>,
+        grad: Parts<&[T]>,
         steps: usize,
         b0: usize,
         dx: &mut [T],
@@ -243,10 +246,10 @@ impl LtcKernel {
             let b = b0 + r;
             g.fill(T::zero());
             for t in (0..steps).rev() {
-                let base = ((b * steps) + t) * (l + 1) * h;
-                let lbase = (r * steps + t) * (l + 1) * h;
+                let (q, gq) = (r * steps + t, b * steps + t);
+                let lbase = q * l * h;
                 for j in 0..h {
-                    g[j] = g[j] + grad[base + l * h + j];
+                    g[j] = g[j] + grad.out[gq * h + j];
                 }
                 let xs = &x[(b * steps + t) * d..(b * steps + t + 1) * d];
                 self.sensory(p, xs, &mut sa, &mut ns, &mut ds);
@@ -257,8 +260,12 @@ impl LtcKernel {
                 dns.fill(T::zero());
                 dds.fill(T::zero());
                 for u in (0..l).rev() {
-                    let v = &saved[lbase + u * h..lbase + (u + 1) * h];
-                    let vn = &saved[lbase + (u + 1) * h..lbase + (u + 2) * h];
+                    let v = &fwd.saved[lbase + u * h..lbase + (u + 1) * h];
+                    let vn = if u + 1 < l {
+                        &fwd.saved[lbase + (u + 1) * h..lbase + (u + 2) * h]
+                    } else {
+                        &fwd.out[q * h..(q + 1) * h]
+                    };
                     asum.fill(T::zero());
                     for (i, &vi) in v.iter().enumerate() {
                         let row = i * h..(i + 1) * h;
@@ -368,8 +375,11 @@ impl RowKernel for LtcKernel {
     fn weights_len(&self) -> usize {
         self.layout.len()
     }
+    fn output_width(&self) -> usize {
+        self.layout.h
+    }
     fn saved_width(&self) -> usize {
-        (self.unfolds + 1) * self.layout.h
+        self.unfolds * self.layout.h
     }
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
@@ -379,9 +389,9 @@ impl RowKernel for LtcKernel {
         s0: &[T],
         steps: usize,
         b0: usize,
-        out: &mut [T],
+        res: Parts<&mut [T]>,
     ) {
-        self.forward_packed(&self.layout.split(w), x, s0, steps, b0, out);
+        self.forward_packed(&self.layout.split(w), x, s0, steps, b0, res.out, res.saved);
     }
     #[inline(always)]
     fn backward_rows<T: KernelFloat>(
@@ -389,8 +399,8 @@ impl RowKernel for LtcKernel {
         x: &[T],
         w: &[T],
         _s0: &[T],
-        saved: &[T],
-        grad: &[T],
+        fwd: Parts<&[T]>,
+        grad: Parts<&[T]>,
         steps: usize,
         b0: usize,
         dx: &mut [T],
@@ -400,7 +410,7 @@ impl RowKernel for LtcKernel {
         self.backward_packed(
             &self.layout.split(w),
             x,
-            saved,
+            fwd,
             grad,
             steps,
             b0,

@@ -13,6 +13,7 @@ use crate::state::CellState;
 /// One SRN layer. Parameters (PyTorch names, for layer `k`): `weight_ih_l{k}` (H, I),
 /// `weight_hh_l{k}` (H, H), `bias_ih_l{k}` (H), `bias_hh_l{k}` (H).
 pub struct Srn {
+    w_ih: Tensor,
     w_ih_t: Tensor,
     w_hh: Tensor,
     w_hh_t: Tensor,
@@ -49,14 +50,13 @@ pub(crate) fn torch_layer_params(
 
 /// The input projection of every step in one product: `x` (B, T, I) → `x W_ihᵀ + bias`
 /// (B, T, rows of W_ih), ready for a fused recurrence kernel.
-pub(crate) fn project_inputs(x: &Tensor, w_ih_t: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (b, t, i) = x.dims3()?;
-    let rows = w_ih_t.dim(1)?;
-    Ok(x.reshape((b * t, i))?
-        .matmul(w_ih_t)?
-        .broadcast_add(bias)?
-        .reshape((b, t, rows))?
-        .contiguous()?)
+/// Weight tensors flattened and concatenated in order: the packed weights of a fused layer.
+pub(crate) fn pack(parts: &[&Tensor]) -> Result<Tensor> {
+    let flat = parts
+        .iter()
+        .map(|t| t.flatten_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&flat, 0)?)
 }
 
 impl Srn {
@@ -70,6 +70,7 @@ impl Srn {
         let [w_ih, w_hh, b_ih, b_hh] = torch_layer_params(&vb, layer, 1, input_size, hidden_size)?;
         Ok(Self {
             w_ih_t: w_ih.t()?,
+            w_ih,
             w_hh_t: w_hh.t()?,
             w_hh,
             b_ih,
@@ -109,18 +110,13 @@ impl RecurrentCell for Srn {
         }
         let t = x.dim(1)?;
         let h = self.hidden_size;
-        let xp = project_inputs(x, &self.w_ih_t, &(&self.b_ih + &self.b_hh)?)?;
         let kernel = SrnKernel {
+            input: x.dim(2)?,
             hidden: h,
             logistic: self.activation == Activation::Sigmoid,
         };
-        let op = Fused {
-            kernel,
-            threads: cpu_threads(),
-        };
-        let hs =
-            xp.contiguous()?
-                .apply_op3(&self.w_hh.contiguous()?, &state.h.contiguous()?, op)?;
+        let w = pack(&[&self.w_ih, &self.w_hh, &(&self.b_ih + &self.b_hh)?])?;
+        let (hs, _) = Fused::new(kernel, cpu_threads()).apply(x, &w, &state.h)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(Some((hs, CellState { h: h_n, c: None })))
     }

@@ -1,90 +1,104 @@
-//! The fused Elman recurrence on the CPU, with its own backward pass.
+//! The fused Elman layer on the CPU, with its own backward pass.
 //!
-//! Inputs `xp = x W_ihᵀ + b_ih + b_hh` (B, T, H) come from one Candle product over all steps;
-//! per step one product `h W_hhᵀ` and the activation, saving `h'` (H) per step. Backward: one
-//! product `dpre · W_hh` per step and `dW_hh` once after the time loop.
+//! One op runs a whole layer over a sequence: `x W_ihᵀ + b` (b = b_ih + b_hh) for every step
+//! as one product, then per step one product `h W_hhᵀ` added in place and the activation,
+//! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
+//! `db` and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{matmul, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, RowKernel};
+use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
+/// Inputs `x` (B, T, I), weights `[W_ih (H×I) | W_hh (H×H) | b (H)]`, state `h0` (B, H) →
+/// `h` per step.
 #[derive(Debug, Clone)]
 pub struct SrnKernel {
+    pub input: usize,
     pub hidden: usize,
     /// Logistic activation instead of tanh.
     pub logistic: bool,
 }
 
+impl SrnKernel {
+    fn split<'a, T>(&self, w: &'a [T]) -> (&'a [T], &'a [T], &'a [T]) {
+        let (i, h) = (self.input, self.hidden);
+        let (w_ih, rest) = w.split_at(h * i);
+        let (w_hh, b) = rest.split_at(h * h);
+        (w_ih, w_hh, b)
+    }
+}
+
 impl RowKernel for SrnKernel {
-    const NAME: &'static str = "srn-sequence";
+    const NAME: &'static str = "srn-layer";
     fn input_width(&self) -> usize {
-        self.hidden
+        self.input
     }
     fn state_width(&self) -> usize {
         self.hidden
     }
     fn weights_len(&self) -> usize {
-        self.hidden * self.hidden
+        self.hidden * (self.input + self.hidden + 1)
+    }
+    fn output_width(&self) -> usize {
+        self.hidden
     }
     fn saved_width(&self) -> usize {
-        self.hidden
+        0
     }
 
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
-        xp: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
         steps: usize,
         b0: usize,
-        out: &mut [T],
+        res: Parts<&mut [T]>,
     ) {
-        let h = self.hidden;
-        let n = out.len() / (steps * h);
+        let (h, i) = (self.hidden, self.input);
+        let (w_ih, w_hh, bias) = self.split(w);
+        let out = res.out;
+        let n = out.len() / (steps * h).max(1);
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
-        let mut pre = vec![T::zero(); n * h];
+        // Pre-activations of every step, step-major: one product.
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut pre = vec![T::zero(); n * steps * h];
+        project(n * steps, i, h, &xt, w_ih, bias, &mut pre);
         for t in 0..steps {
-            for r in 0..n {
-                let src = ((b0 + r) * steps + t) * h;
-                pre[r * h..(r + 1) * h].copy_from_slice(&xp[src..src + h]);
-            }
+            let pt = &mut pre[t * n * h..(t + 1) * n * h];
             matmul(
                 n,
                 h,
                 h,
-                &mut pre,
+                pt,
                 h,
                 true,
                 View::rows(&hp, h),
-                View::transposed(w, h),
+                View::transposed(w_hh, h),
             );
-            for r in 0..n {
-                for j in 0..h {
-                    let v = pre[r * h + j];
-                    let a = if self.logistic { sigmoid(v) } else { tanh(v) };
-                    out[(r * steps + t) * h + j] = a;
-                    hp[r * h + j] = a;
-                }
-            }
+            activate(self.logistic, pt, &mut hp);
         }
+        sample_major(&pre, n, steps, h, out);
     }
 
     #[inline(always)]
     fn backward_rows<T: KernelFloat>(
         &self,
-        _x: &[T],
+        x: &[T],
         w: &[T],
         s0: &[T],
-        saved: &[T],
-        grad: &[T],
+        fwd: Parts<&[T]>,
+        grad: Parts<&[T]>,
         steps: usize,
         b0: usize,
         dx: &mut [T],
         ds0: &mut [T],
     ) -> Vec<T> {
-        let h = self.hidden;
+        let (h, i) = (self.hidden, self.input);
+        let (w_ih, w_hh, _) = self.split(w);
         let n = ds0.len() / h;
         let mut dh = vec![T::zero(); n * h];
+        let mut dpre = vec![T::zero(); n * steps * h];
         let mut hprev = vec![T::zero(); n * steps * h];
         for t in (0..steps).rev() {
             for r in 0..n {
@@ -93,19 +107,20 @@ impl RowKernel for SrnKernel {
                 let prev: &[T] = if t == 0 {
                     &s0[b * h..(b + 1) * h]
                 } else {
-                    &saved[q - h..q]
+                    &fwd.out[q - h..q]
                 };
-                hprev[q..q + h].copy_from_slice(prev);
-                for j in 0..h {
-                    let a = saved[q + j];
-                    let d = dh[r * h + j] + grad[(b * steps + t) * h + j];
-                    let slope = if self.logistic {
-                        a * (T::one() - a)
-                    } else {
-                        T::one() - a * a
-                    };
-                    dx[q + j] = d * slope;
-                }
+                let p = (t * n + r) * h;
+                hprev[p..p + h].copy_from_slice(prev);
+                let gq = (b * steps + t) * h;
+                slope(
+                    self.logistic,
+                    [
+                        &fwd.out[q..q + h],
+                        &dh[r * h..(r + 1) * h],
+                        &grad.out[gq..gq + h],
+                    ],
+                    &mut dpre[p..p + h],
+                );
             }
             matmul(
                 n,
@@ -114,26 +129,63 @@ impl RowKernel for SrnKernel {
                 &mut dh,
                 h,
                 false,
-                View {
-                    data: &dx[t * h..],
-                    rs: (steps * h) as isize,
-                    cs: 1,
-                },
-                View::rows(w, h),
+                View::rows(&dpre[t * n * h..(t + 1) * n * h], h),
+                View::rows(w_hh, h),
             );
         }
         ds0.copy_from_slice(&dh);
-        let mut dw = vec![T::zero(); h * h];
+        let mut dw = vec![T::zero(); self.weights_len()];
+        let (dw_ih, rest) = dw.split_at_mut(h * i);
+        let (dw_hh, db) = rest.split_at_mut(h * h);
         matmul(
             h,
             h,
             n * steps,
-            &mut dw,
+            dw_hh,
             h,
             false,
-            View::transposed(dx, h),
+            View::transposed(&dpre, h),
             View::rows(&hprev, h),
         );
+        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
+        let mut dxt = vec![T::zero(); n * steps * i];
+        project_backward(n * steps, i, h, &xt, w_ih, &dpre, dw_ih, db, Some(&mut dxt));
+        sample_major(&dxt, n, steps, i, dx);
         dw
+    }
+}
+
+/// `o = s = f(o)` element-wise (pre-activations in, activations out), f = σ or tanh.
+#[inline(always)]
+fn activate<T: KernelFloat>(logistic: bool, o: &mut [T], s: &mut [T]) {
+    let h = o.len();
+    let s = &mut s[..h];
+    if logistic {
+        for j in 0..h {
+            o[j] = sigmoid(o[j]);
+            s[j] = o[j];
+        }
+    } else {
+        for j in 0..h {
+            o[j] = tanh(o[j]);
+            s[j] = o[j];
+        }
+    }
+}
+
+/// `dpre = (dh + g) f'(pre)`, with f' from the activation `a`.
+#[inline(always)]
+fn slope<T: KernelFloat>(logistic: bool, src: [&[T]; 3], dpre: &mut [T]) {
+    let h = dpre.len();
+    let [a, dh, g] = src.map(|s| &s[..h]);
+    let one = T::one();
+    if logistic {
+        for j in 0..h {
+            dpre[j] = (dh[j] + g[j]) * a[j] * (one - a[j]);
+        }
+    } else {
+        for j in 0..h {
+            dpre[j] = (dh[j] + g[j]) * (one - a[j] * a[j]);
+        }
     }
 }

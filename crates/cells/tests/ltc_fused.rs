@@ -247,21 +247,20 @@ fn thread_split_changes_nothing() {
     let p = Var::from_tensor(&Tensor::from_vec(p, layout.len(), &Device::Cpu).unwrap()).unwrap();
     let h0 = Var::from_tensor(&uniform(&[b, h], -1.0, 1.0, &mut rng)).unwrap();
     let dt: Vec<f64> = (0..b * t).map(|_| 0.5 + rng.random::<f64>()).collect();
-    let g = uniform(&[b, t, (l + 1) * h], -1.0, 1.0, &mut rng);
+    let g = uniform(&[b, t, h], -1.0, 1.0, &mut rng);
     let mut results = Vec::new();
     for threads in [1, 2, 3] {
-        let op = Fused {
-            kernel: LtcKernel {
+        let op = Fused::new(
+            LtcKernel {
                 layout,
                 unfolds: l,
                 epsilon: 1e-8,
                 dt: Some(dt.clone()),
             },
             threads,
-        };
-        let y = x
-            .as_tensor()
-            .apply_op3(p.as_tensor(), h0.as_tensor(), op)
+        );
+        let (y, _) = op
+            .apply(x.as_tensor(), p.as_tensor(), h0.as_tensor())
             .unwrap();
         let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
         results.push([

@@ -138,32 +138,26 @@ fn fused_srn_equals_reference() {
     }
 }
 
-/// Splitting the batch over 1, 2, 3 or 5 threads gives the same forward values and gradients.
-fn thread_split<K: RowKernel + Clone + 'static>(kernel: K, visible: usize) {
+/// Splitting the batch over 1, 2, 3 or 5 threads gives the same forward values and gradients (to
+/// rounding).
+fn thread_split<K: RowKernel + Clone + 'static>(kernel: K) {
     let (b, t) = (5, 6);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let x = Var::from_tensor(&uniform(&[b, t, kernel.input_width()], &mut rng)).unwrap();
     let w = Var::from_tensor(&uniform(&[kernel.weights_len()], &mut rng)).unwrap();
     let s0 = Var::from_tensor(&uniform(&[b, kernel.state_width()], &mut rng)).unwrap();
-    let g = uniform(&[b, t, visible], &mut rng);
+    let g = uniform(&[b, t, kernel.output_width()], &mut rng);
+    let g2 = uniform(&[b, kernel.final_width()], &mut rng);
     let mut first: Option<Vec<Tensor>> = None;
     for threads in [1, 2, 3, 5] {
-        let y = x
-            .as_tensor()
-            .apply_op3(
-                w.as_tensor(),
-                s0.as_tensor(),
-                Fused {
-                    kernel: kernel.clone(),
-                    threads,
-                },
-            )
+        let (y, fin) = Fused::new(kernel.clone(), threads)
+            .apply(x.as_tensor(), w.as_tensor(), s0.as_tensor())
             .unwrap();
-        // Only the visible outputs feed a loss; the rest is saved for the backward pass.
-        let loss = (y.narrow(2, 0, visible).unwrap() * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap();
+        // The final part feeds the loss too (the LSTM's last cell state is visible).
+        let loss = ((&y * &g).unwrap().sum_all().unwrap()
+            + (&fin * &g2).unwrap().sum_all().unwrap())
+        .unwrap();
+        let y = Tensor::cat(&[&y.flatten_all().unwrap(), &fin.flatten_all().unwrap()], 0).unwrap();
         let grads = loss.backward().unwrap();
         let r = vec![
             y,
@@ -174,15 +168,9 @@ fn thread_split<K: RowKernel + Clone + 'static>(kernel: K, visible: usize) {
         match &first {
             None => first = Some(r),
             Some(f) => {
-                let a: Vec<f64> = r[0].flatten_all().unwrap().to_vec1().unwrap();
-                let b0: Vec<f64> = f[0].flatten_all().unwrap().to_vec1().unwrap();
-                assert_eq!(
-                    a,
-                    b0,
-                    "{}: forward identical with {threads} threads",
-                    K::NAME
-                );
-                for k in 1..4 {
+                // The matrix products see other row counts per thread, so the last bits may
+                // differ (a fixed thread count is deterministic).
+                for k in 0..4 {
                     common::assert_close(
                         &format!("{} grad {k}, {threads} threads", K::NAME),
                         &r[k],
@@ -198,13 +186,17 @@ fn thread_split<K: RowKernel + Clone + 'static>(kernel: K, visible: usize) {
 #[test]
 fn thread_split_changes_nothing() {
     let h = 4;
-    thread_split(LstmKernel { hidden: h }, 2 * h);
-    thread_split(GruKernel { hidden: h }, h);
-    thread_split(
-        SrnKernel {
-            hidden: h,
-            logistic: false,
-        },
-        h,
-    );
+    thread_split(LstmKernel {
+        input: 3,
+        hidden: h,
+    });
+    thread_split(GruKernel {
+        input: 3,
+        hidden: h,
+    });
+    thread_split(SrnKernel {
+        input: 3,
+        hidden: h,
+        logistic: false,
+    });
 }

@@ -43,7 +43,22 @@ pub fn default_runs_dir() -> PathBuf {
     PathBuf::from("runs")
 }
 
+/// Keeps freed memory in the process instead of handing it back to the kernel after every
+/// training step. A step allocates and frees tens of megabytes of activations; with glibc's
+/// defaults those come back as fresh pages, and the page faults that fill them cost more than the
+/// fused LSTM's arithmetic (measured in docs/benchmarks.md). The peak memory is unchanged.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // the largest glibc accepts
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let threads = cli
         .threads
