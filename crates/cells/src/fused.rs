@@ -451,6 +451,58 @@ pub fn cpu_threads() -> usize {
         })
 }
 
+/// Lanes of the element-wise passes: 8 f32 fill an AVX2 register (f64 takes two).
+const LANES: usize = 8;
+
+/// An element-wise pass over `N` input and `M` in-out slices of one length (that of the first
+/// in-out slice). Blocks of [`LANES`] values are copied through local arrays, so the compiler
+/// vectorizes `f` without having to prove that the slices do not overlap. `f` gets one lane's
+/// inputs and its in-out values (their current contents, to update in place or overwrite).
+#[inline(always)]
+pub fn lanes<T: KernelFloat, const N: usize, const M: usize>(
+    inputs: [&[T]; N],
+    mut outputs: [&mut [T]; M],
+    f: impl Fn([T; N], &mut [T; M]),
+) {
+    let len = if M == 0 { 0 } else { outputs[0].len() };
+    let mut j0 = 0;
+    while j0 < len {
+        let m = LANES.min(len - j0);
+        let mut a = [[T::zero(); LANES]; N];
+        let mut b = [[T::zero(); LANES]; M];
+        for (k, src) in inputs.iter().enumerate() {
+            if m == LANES {
+                a[k].copy_from_slice(&src[j0..j0 + LANES]);
+            } else {
+                a[k][..m].copy_from_slice(&src[j0..j0 + m]);
+            }
+        }
+        for (k, src) in outputs.iter().enumerate() {
+            if m == LANES {
+                b[k].copy_from_slice(&src[j0..j0 + LANES]);
+            } else {
+                b[k][..m].copy_from_slice(&src[j0..j0 + m]);
+            }
+        }
+        for l in 0..LANES {
+            let x: [T; N] = std::array::from_fn(|k| a[k][l]);
+            let mut y: [T; M] = std::array::from_fn(|k| b[k][l]);
+            f(x, &mut y);
+            for k in 0..M {
+                b[k][l] = y[k];
+            }
+        }
+        for (k, dst) in outputs.iter_mut().enumerate() {
+            if m == LANES {
+                dst[j0..j0 + LANES].copy_from_slice(&b[k]);
+            } else {
+                dst[j0..j0 + m].copy_from_slice(&b[k][..m]);
+            }
+        }
+        j0 += LANES;
+    }
+}
+
 /// Floats the kernels run on, with the exponential they use.
 pub trait KernelFloat: Float + Send + Sync + 'static {
     /// eˣ: a branch-free polynomial for f32 that the compiler vectorizes (relative error below

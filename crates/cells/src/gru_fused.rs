@@ -8,7 +8,7 @@
 //! `dW_hh`, both biases and `dx` as single products over all steps.
 
 use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H)]`, state
 /// `h0` (B, H) → `h` per step.
@@ -206,32 +206,22 @@ impl RowKernel for GruKernel {
 
 /// The element-wise GRU step for one row: from `x_r, x_z, x_n`, `g_r, g_z, g_n` (without
 /// `b_hh`) and `b_hh` in three parts, writes `h'`, `r`, `z`, `n`, `g_n + b_hn` and updates the
-/// state. Separate slices tell the compiler nothing aliases, so the loop vectorizes.
+/// state.
 #[inline(always)]
 fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]) {
-    let h = hs.len();
-    let [xr, xz, xn, gr, gz, gn, br, bz, bn] = src.map(|s| &s[..h]);
     let [oh, or, oz, on, og] = dst;
-    let (oh, or, oz, on, og) = (
-        &mut oh[..h],
-        &mut or[..h],
-        &mut oz[..h],
-        &mut on[..h],
-        &mut og[..h],
+    lanes(
+        src,
+        [hs, oh, or, oz, on, og],
+        |[xr, xz, xn, gr, gz, gn, br, bz, bn], y| {
+            let r = sigmoid(xr + gr + br);
+            let z = sigmoid(xz + gz + bz);
+            let g = gn + bn;
+            let n = tanh(xn + r * g);
+            let h = n + z * (y[0] - n);
+            *y = [h, h, r, z, n, g];
+        },
     );
-    for j in 0..h {
-        let r = sigmoid(xr[j] + gr[j] + br[j]);
-        let z = sigmoid(xz[j] + gz[j] + bz[j]);
-        let g = gn[j] + bn[j];
-        let nn = tanh(xn[j] + r * g);
-        let hn = nn + z * (hs[j] - nn);
-        oh[j] = hn;
-        or[j] = r;
-        oz[j] = z;
-        on[j] = nn;
-        og[j] = g;
-        hs[j] = hn;
-    }
 }
 
 /// The element-wise GRU backward for one row and step: from the saved `r, z, n, g_n`, the
@@ -240,29 +230,12 @@ fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]
 /// previous state's gradient.
 #[inline(always)]
 fn cell_backward<T: KernelFloat>(src: [&[T]; 7], dst: [&mut [T]; 7]) {
-    let [dxr, dxz, dxn, dgr, dgz, dgn, direct] = dst;
-    let h = direct.len();
-    let [r, z, nn, gn, prev, dh, gout] = src.map(|s| &s[..h]);
-    let (dxr, dxz, dxn, dgr, dgz, dgn) = (
-        &mut dxr[..h],
-        &mut dxz[..h],
-        &mut dxn[..h],
-        &mut dgr[..h],
-        &mut dgz[..h],
-        &mut dgn[..h],
-    );
     let one = T::one();
-    for j in 0..h {
-        let d = dh[j] + gout[j];
-        let dn = d * (one - z[j]) * (one - nn[j] * nn[j]);
-        let dz = d * (prev[j] - nn[j]) * z[j] * (one - z[j]);
-        let dr = dn * gn[j] * r[j] * (one - r[j]);
-        dxr[j] = dr;
-        dxz[j] = dz;
-        dxn[j] = dn;
-        dgr[j] = dr;
-        dgz[j] = dz;
-        dgn[j] = dn * r[j];
-        direct[j] = d * z[j];
-    }
+    lanes(src, dst, |[r, z, n, gn, prev, dh, gout], y| {
+        let d = dh + gout;
+        let dn = d * (one - z) * (one - n * n);
+        let dz = d * (prev - n) * z * (one - z);
+        let dr = dn * gn * r * (one - r);
+        *y = [dr, dz, dn, dr, dz, dn * r, d * z];
+    });
 }

@@ -10,7 +10,7 @@
 //! over threads for the whole sequence.
 
 use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
 /// (B, 2H) → `h` per step and the last `c`.
@@ -189,39 +189,20 @@ impl RowKernel for LstmKernel {
     }
 }
 
-/// The element-wise LSTM step for one row. Separate slice arguments tell the compiler that
-/// nothing aliases (Rust's references are `noalias`), which it needs to vectorize the loop.
+/// The element-wise LSTM step for one row: gates in, `[h | c | i | f | g | o]` out, and the
+/// running `c` and `h` updated.
 #[inline(always)]
 fn cell_forward<T: KernelFloat>(g: [&[T]; 4], o: [&mut [T]; 6], c: &mut [T], hs: &mut [T]) {
-    let [gi, gf, gg, go] = g;
     let [oh, oc, oi, of, og, oo] = o;
-    let h = c.len();
-    let (gi, gf, gg, go) = (&gi[..h], &gf[..h], &gg[..h], &go[..h]);
-    let (oh, oc, oi, of, og, oo) = (
-        &mut oh[..h],
-        &mut oc[..h],
-        &mut oi[..h],
-        &mut of[..h],
-        &mut og[..h],
-        &mut oo[..h],
-    );
-    let hs = &mut hs[..h];
-    for j in 0..h {
-        let i = sigmoid(gi[j]);
-        let f = sigmoid(gf[j]);
-        let g = tanh(gg[j]);
-        let o_ = sigmoid(go[j]);
-        let cn = f * c[j] + i * g;
-        let hn = o_ * tanh(cn);
-        oh[j] = hn;
-        oc[j] = cn;
-        oi[j] = i;
-        of[j] = f;
-        og[j] = g;
-        oo[j] = o_;
-        c[j] = cn;
-        hs[j] = hn;
-    }
+    lanes(g, [c, hs, oh, oc, oi, of, og, oo], |[gi, gf, gg, go], y| {
+        let i = sigmoid(gi);
+        let f = sigmoid(gf);
+        let g = tanh(gg);
+        let o = sigmoid(go);
+        let c = f * y[0] + i * g;
+        let h = o * tanh(c);
+        *y = [c, h, h, c, i, f, g, o];
+    });
 }
 
 /// The element-wise LSTM backward for one row and step: from the saved `[c | i | f | g | o]`,
@@ -248,24 +229,21 @@ fn cell_backward<T: KernelFloat>(
     let (di, rest) = dg[..4 * h].split_at_mut(h);
     let (df, rest) = rest.split_at_mut(h);
     let (dgg, do_) = rest.split_at_mut(h);
-    gate_gradients([c, i, f, g, og, gh, c_prev, dh], dc, [di, df, dgg, do_]);
-}
-
-#[inline(always)]
-fn gate_gradients<T: KernelFloat>(src: [&[T]; 8], dc: &mut [T], dst: [&mut [T]; 4]) {
-    let h = dc.len();
-    let [c, i, f, g, og, gh, c_prev, dh] = src.map(|s| &s[..h]);
-    let [di, df, dgg, do_] = dst;
-    let (di, df, dgg, do_) = (&mut di[..h], &mut df[..h], &mut dgg[..h], &mut do_[..h]);
     let one = T::one();
-    for j in 0..h {
-        let dhj = dh[j] + gh[j];
-        let tc = tanh(c[j]);
-        let dcj = dc[j] + dhj * og[j] * (one - tc * tc);
-        di[j] = dcj * g[j] * i[j] * (one - i[j]);
-        df[j] = dcj * c_prev[j] * f[j] * (one - f[j]);
-        dgg[j] = dcj * i[j] * (one - g[j] * g[j]);
-        do_[j] = dhj * tc * og[j] * (one - og[j]);
-        dc[j] = dcj * f[j];
-    }
+    lanes(
+        [c, i, f, g, og, gh, c_prev, dh],
+        [dc, di, df, dgg, do_],
+        |[c, i, f, g, o, gh, c_prev, dh], y| {
+            let dh = dh + gh;
+            let tc = tanh(c);
+            let dc = y[0] + dh * o * (one - tc * tc);
+            *y = [
+                dc * f,
+                dc * g * i * (one - i),
+                dc * c_prev * f * (one - f),
+                dc * i * (one - g * g),
+                dh * tc * o * (one - o),
+            ];
+        },
+    );
 }

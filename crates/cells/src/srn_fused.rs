@@ -6,7 +6,7 @@
 //! `db` and `dx` as single products over all steps.
 
 use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
-use crate::fused::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (H×I) | W_hh (H×H) | b (H)]`, state `h0` (B, H) →
 /// `h` per step.
@@ -158,34 +158,26 @@ impl RowKernel for SrnKernel {
 /// `o = s = f(o)` element-wise (pre-activations in, activations out), f = σ or tanh.
 #[inline(always)]
 fn activate<T: KernelFloat>(logistic: bool, o: &mut [T], s: &mut [T]) {
-    let h = o.len();
-    let s = &mut s[..h];
     if logistic {
-        for j in 0..h {
-            o[j] = sigmoid(o[j]);
-            s[j] = o[j];
-        }
+        lanes([], [o, s], |[], y| {
+            let a = sigmoid(y[0]);
+            *y = [a, a];
+        });
     } else {
-        for j in 0..h {
-            o[j] = tanh(o[j]);
-            s[j] = o[j];
-        }
+        lanes([], [o, s], |[], y| {
+            let a = tanh(y[0]);
+            *y = [a, a];
+        });
     }
 }
 
 /// `dpre = (dh + g) f'(pre)`, with f' from the activation `a`.
 #[inline(always)]
 fn slope<T: KernelFloat>(logistic: bool, src: [&[T]; 3], dpre: &mut [T]) {
-    let h = dpre.len();
-    let [a, dh, g] = src.map(|s| &s[..h]);
     let one = T::one();
     if logistic {
-        for j in 0..h {
-            dpre[j] = (dh[j] + g[j]) * a[j] * (one - a[j]);
-        }
+        lanes(src, [dpre], |[a, dh, g], y| y[0] = (dh + g) * a * (one - a));
     } else {
-        for j in 0..h {
-            dpre[j] = (dh[j] + g[j]) * (one - a[j] * a[j]);
-        }
+        lanes(src, [dpre], |[a, dh, g], y| y[0] = (dh + g) * (one - a * a));
     }
 }
