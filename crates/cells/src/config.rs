@@ -136,9 +136,9 @@ pub struct RnnConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kernel {
-    /// The path measured fastest for the cell on this device (see `docs/benchmarks.md`): the
-    /// fused kernel for the LTC, the reference composition for SRN, LSTM and GRU, whose fused CPU
-    /// kernels do not beat it yet.
+    /// The fused kernel for every cell that has one (SRN, LSTM, GRU, LTC: measured faster than
+    /// the reference on the CPU, `docs/benchmarks.md`), the reference composition for the others
+    /// and wherever the kernel cannot run (a GPU device).
     #[default]
     Auto,
     /// The fused sequence kernel where the cell has one.
@@ -152,7 +152,10 @@ impl Kernel {
     /// Whether `cell` runs fused under this choice.
     pub fn fused_for(self, cell: CellKind) -> bool {
         match self {
-            Kernel::Auto => cell == CellKind::Ltc,
+            Kernel::Auto => matches!(
+                cell,
+                CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc
+            ),
             Kernel::Fused => true,
             Kernel::Reference => false,
         }
