@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Args, Clone)]
 pub struct BenchArgs {
     /// Cells to time, comma-separated: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
-    #[arg(long, default_value = "lstm,gru,ltc,cfc", value_delimiter = ',')]
+    #[arg(long, default_value = "srn,lstm,gru,ltc,cfc", value_delimiter = ',')]
     cells: Vec<String>,
     /// Hidden sizes of srn, lstm, gru, ctrnn, odernn, comma-separated.
     #[arg(long, default_value = "128,256", value_delimiter = ',')]
@@ -48,9 +48,21 @@ pub struct BenchArgs {
     /// O(B·T·L·H²) memory: about 20 GiB at 128 units).
     #[arg(long)]
     no_reference: bool,
+    /// Skip the second shape, row-MNIST's (batch 128, 28 steps of 28 inputs; hidden 128, or the
+    /// first of --units for ltc and cfc).
+    #[arg(long)]
+    no_row_mnist: bool,
     /// Internal: run one measurement `CELL:SIZE:PATH` and print it as JSON.
     #[arg(long, hide = true)]
     only: Option<String>,
+}
+
+/// Batch, length and input features of a timed run.
+#[derive(Clone, Copy)]
+struct Shape {
+    batch: usize,
+    len: usize,
+    input: usize,
 }
 
 /// One measurement.
@@ -177,17 +189,19 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
 }
 
 /// Runs one measurement in a child process.
-fn child(a: &BenchArgs, spec: &str) -> Result<Measure> {
+fn child(a: &BenchArgs, spec: &str, shape: Shape) -> Result<Measure> {
     let exe = std::env::current_exe().context("locating the remanence binary")?;
     let out = std::process::Command::new(exe)
         .args(["bench", "--only", spec])
         .args([
             "--batch",
-            &a.batch.to_string(),
+            &shape.batch.to_string(),
             "--len",
-            &a.len.to_string(),
+            &shape.len.to_string(),
             "--input",
-            &a.input.to_string(),
+            &shape.input.to_string(),
+            "--wiring",
+            &a.wiring,
         ])
         .args([
             "--reps",
@@ -220,12 +234,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         remanence_cells::fused::cpu_threads()
     );
     println!(
-        "batch {}, length {}, input {}, f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}",
-        args.batch, args.len, args.input, args.reps, args.warmup, args.wiring
+        "f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",
+        args.reps, args.warmup, args.wiring
     );
     println!(
-        "{:<6} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
+        "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
         "cell",
+        "BxTxI",
         "size",
         "pass",
         "fused ms",
@@ -237,6 +252,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "fused MiB",
         "ref MiB"
     );
+    let main = Shape {
+        batch: args.batch,
+        len: args.len,
+        input: args.input,
+    };
+    let row_mnist = Shape {
+        batch: 128,
+        len: 28,
+        input: 28,
+    };
+    let mut runs: Vec<(CellKind, usize, Shape)> = Vec::new();
     for cell in &args.cells {
         let kind: CellKind = cell.parse()?;
         let sizes = if kind.is_ncps() {
@@ -244,29 +270,44 @@ pub fn run(args: BenchArgs) -> Result<()> {
         } else {
             &args.hidden
         };
-        for &h in sizes {
-            if h == 0 {
-                bail!("sizes must be positive");
-            }
+        if sizes.contains(&0) {
+            bail!("sizes must be positive");
+        }
+        runs.extend(sizes.iter().map(|&h| (kind, h, main)));
+    }
+    if !args.no_row_mnist {
+        for cell in &args.cells {
+            let kind: CellKind = cell.parse()?;
+            let h = if kind.is_ncps() {
+                args.units.first().copied().unwrap_or(64)
+            } else {
+                128
+            };
+            runs.push((kind, h, row_mnist));
+        }
+    }
+    for (kind, h, shape) in runs {
+        let label = format!("{}x{}x{}", shape.batch, shape.len, shape.input);
+        {
             let fused = if kind.has_fused_cpu() {
-                Some(child(&args, &format!("{kind}:{h}:fused"))?)
+                Some(child(&args, &format!("{kind}:{h}:fused"), shape)?)
             } else {
                 None
             };
             let reference = if kind.has_fused_cpu() && args.no_reference {
                 None
             } else {
-                Some(child(&args, &format!("{kind}:{h}:reference"))?)
+                Some(child(&args, &format!("{kind}:{h}:reference"), shape)?)
             };
             let cnn = if matches!(kind, CellKind::Lstm | CellKind::Gru) {
-                Some(child(&args, &format!("{kind}:{h}:candle-nn"))?)
+                Some(child(&args, &format!("{kind}:{h}:candle-nn"), shape)?)
             } else {
                 None
             };
             // Matrix-product work of the gated cells: 2·B·T·(I+H)·gates·H forward; backward
             // about twice that.
             let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru).then(|| {
-                2.0 * (args.batch * args.len * (args.input + h) * kind.gates() * h) as f64
+                2.0 * (shape.batch * shape.len * (shape.input + h) * kind.gates() * h) as f64
             });
             let ms = |m: &Option<Measure>, train: bool| {
                 m.as_ref()
@@ -292,8 +333,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .zip(best)
                     .map(|(f, t)| format!("{:.1}", f * if train { 3.0 } else { 1.0 } / (t * 1e6)));
                 println!(
-                    "{:<6} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
+                    "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
                     kind.name(),
+                    label,
                     h,
                     pass,
                     fmt(ms(&fused, train)),
