@@ -20,6 +20,7 @@ pub mod cfc;
 pub mod config;
 pub mod cpu_gemm;
 pub mod ctrnn;
+pub mod cuda_kernels;
 pub mod device;
 pub mod error;
 pub mod fused;

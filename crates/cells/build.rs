@@ -1,0 +1,50 @@
+//! Builds the CUDA kernel sources of `kernels/`:
+//! - always, for the host under `kernels/host_emulation.h` (grid and block indices become loops),
+//!   so the tests check the GPU code's index arithmetic and formulas on any machine;
+//! - with the `cuda` feature, to PTX with nvcc (`NVCC`, else `CUDA_HOME/bin/nvcc`, else `nvcc` on
+//!   PATH), for compute capability `CUDA_COMPUTE_CAP` (default 80: portable PTX), embedded in the
+//!   crate for Candle's CUDA device to load.
+use std::path::PathBuf;
+use std::process::Command;
+
+const KERNELS: [&str; 4] = ["gru", "lstm", "ltc", "srn"];
+
+fn main() {
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .include("kernels")
+        .file("kernels/host_emulation.cpp")
+        .opt_level(2)
+        .compile("remanence_kernels_host");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        ptx();
+    }
+}
+
+fn ptx() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let nvcc = std::env::var("NVCC").ok().unwrap_or_else(|| {
+        std::env::var("CUDA_HOME")
+            .map(|h| format!("{h}/bin/nvcc"))
+            .unwrap_or_else(|_| "nvcc".into())
+    });
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
+    for k in KERNELS {
+        let dst = out.join(format!("{k}.ptx"));
+        let status = Command::new(&nvcc)
+            .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-std=c++17"])
+            .args(["-Ikernels", "-o"])
+            .arg(&dst)
+            .arg(format!("kernels/{k}.cu"))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("running {nvcc} (set NVCC or CUDA_HOME; scripts/cuda_toolchain.sh installs one): {e}")
+            });
+        assert!(status.success(), "nvcc failed on kernels/{k}.cu");
+    }
+}
