@@ -310,7 +310,7 @@ unsafe fn backward_avx2<K: RowKernel, T: KernelFloat>(
     k.backward_rows(x, w, s0, fwd, grad, steps, b0, dx, ds0)
 }
 
-fn slice<'a, T: candle_core::WithDType>(
+pub(crate) fn slice<'a, T: candle_core::WithDType>(
     s: &'a CpuStorage,
     l: &Layout,
     name: &str,

@@ -6,6 +6,7 @@ use candle_nn::ops::sigmoid;
 use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
+use crate::device_steps::GruStep;
 use crate::error::Result;
 use crate::fused::{cpu_threads, Fused};
 use crate::gru_fused::GruKernel;
@@ -46,6 +47,29 @@ impl Gru {
     }
 }
 
+impl Gru {
+    /// The sequence as the GPU runs it: `x W_ihᵀ + b_ih` of every step in one product, then per
+    /// step `h W_hhᵀ + b_hh` and one [`GruStep`] (CUDA kernel on a GPU, its host build here).
+    pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
+        let (b, t, i) = x.dims3()?;
+        let g3 = 3 * self.hidden_size;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&self.b_ih)?
+            .reshape((b, t, g3))?;
+        let mut h = state.h.clone();
+        let mut ys = Vec::with_capacity(t);
+        for s in 0..t {
+            let ghb = h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?;
+            let xs = xp.narrow(1, s, 1)?.squeeze(1)?.contiguous()?;
+            h = xs.apply_op3(&ghb.contiguous()?, &h.contiguous()?, GruStep)?;
+            ys.push(h.clone());
+        }
+        Ok((Tensor::stack(&ys, 1)?, CellState { h, c: None }))
+    }
+}
+
 impl RecurrentCell for Gru {
     fn input_size(&self) -> usize {
         self.input_size
@@ -71,6 +95,9 @@ impl RecurrentCell for Gru {
         _dt: Option<&Tensor>,
         state: &CellState,
     ) -> Result<Option<(Tensor, CellState)>> {
+        if x.device().is_cuda() {
+            return self.device_sequence(x, state).map(Some);
+        }
         if !x.device().is_cpu() {
             return Ok(None);
         }

@@ -22,6 +22,7 @@ pub mod cpu_gemm;
 pub mod ctrnn;
 pub mod cuda_kernels;
 pub mod device;
+pub mod device_steps;
 pub mod error;
 pub mod fused;
 pub mod gru;

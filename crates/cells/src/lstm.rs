@@ -6,6 +6,7 @@ use candle_nn::ops::sigmoid;
 use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
+use crate::device_steps::LstmStep;
 use crate::error::{CellError, Result};
 use crate::fused::{cpu_threads, Fused};
 use crate::lstm_fused::LstmKernel;
@@ -53,6 +54,36 @@ impl Lstm {
     }
 }
 
+impl Lstm {
+    /// The sequence as the GPU runs it: the input projection of every step in one product, then
+    /// per step one recurrent product and one [`LstmStep`] (its CUDA kernel on a GPU, the host
+    /// build of the same kernel on the CPU, where the tests check this path).
+    pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
+        let c0 = state
+            .c
+            .as_ref()
+            .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
+        let (b, t, i) = x.dims3()?;
+        let g4 = 4 * self.hidden_size;
+        let bias = (&self.b_ih + &self.b_hh)?;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&bias)?
+            .reshape((b, t, g4))?;
+        let (mut h, mut c) = (state.h.clone(), c0.clone());
+        let mut ys = Vec::with_capacity(t);
+        for s in 0..t {
+            let gates = (xp.narrow(1, s, 1)?.squeeze(1)? + h.matmul(&self.w_hh_t)?)?;
+            let hc = gates.contiguous()?.apply_op2(&c.contiguous()?, LstmStep)?;
+            h = hc.get(0)?;
+            c = hc.get(1)?;
+            ys.push(h.clone());
+        }
+        Ok((Tensor::stack(&ys, 1)?, CellState { h, c: Some(c) }))
+    }
+}
+
 impl RecurrentCell for Lstm {
     fn input_size(&self) -> usize {
         self.input_size
@@ -92,6 +123,9 @@ impl RecurrentCell for Lstm {
         _dt: Option<&Tensor>,
         state: &CellState,
     ) -> Result<Option<(Tensor, CellState)>> {
+        if x.device().is_cuda() {
+            return self.device_sequence(x, state).map(Some);
+        }
         if !x.device().is_cpu() {
             return Ok(None);
         }

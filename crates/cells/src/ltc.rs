@@ -23,6 +23,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
+use crate::device_steps::LtcStep;
 use crate::error::{CellError, Result};
 use crate::fused::{cpu_threads, Fused};
 use crate::ltc_fused::{LtcKernel, PackedLayout};
@@ -236,6 +237,46 @@ impl Ltc {
     }
 }
 
+impl Ltc {
+    /// The sequence as the GPU runs it: per step one [`LtcStep`] (sensory synapses and every
+    /// unfold; CUDA kernels on a GPU, their host build here), whose backward pass recomputes
+    /// the unfolds from the step's input state.
+    pub fn device_sequence(
+        &self,
+        x: &Tensor,
+        dt: Option<&Tensor>,
+        state: &CellState,
+    ) -> Result<(Tensor, CellState)> {
+        let (b, steps, _) = x.dims3()?;
+        let dt: Option<Vec<f64>> = dt
+            .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+            .transpose()?;
+        let xin = self.map_inputs(x)?;
+        let p = self.packed()?;
+        let mut v = state.h.clone();
+        let mut vs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let op = LtcStep {
+                layout: PackedLayout {
+                    h: self.units,
+                    d: self.inputs,
+                },
+                unfolds: self.unfolds,
+                epsilon: self.epsilon,
+                dt: dt
+                    .as_ref()
+                    .map(|d| (0..b).map(|i| d[i * steps + t]).collect()),
+            };
+            let xt = xin.narrow(1, t, 1)?.squeeze(1)?.contiguous()?;
+            v = xt.apply_op3(&p.contiguous()?, &v.contiguous()?, op)?;
+            vs.push(v.clone());
+        }
+        let all = Tensor::stack(&vs, 1)?;
+        let last = CellState { h: v, c: None };
+        Ok((self.output(&CellState { h: all, c: None })?, last))
+    }
+}
+
 impl RecurrentCell for Ltc {
     fn input_size(&self) -> usize {
         self.inputs
@@ -301,8 +342,11 @@ impl RecurrentCell for Ltc {
         dt: Option<&Tensor>,
         state: &CellState,
     ) -> Result<Option<(Tensor, CellState)>> {
+        if x.device().is_cuda() {
+            return self.device_sequence(x, dt, state).map(Some);
+        }
         if !x.device().is_cpu() {
-            return Ok(None); // GPU kernels come later; the reference runs anywhere.
+            return Ok(None); // Metal: the reference composition.
         }
         let (_, steps, _) = x.dims3()?;
         let op = Fused::new(

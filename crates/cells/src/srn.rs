@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::cell::RecurrentCell;
 use crate::config::Activation;
+use crate::device_steps::SrnStep;
 use crate::error::Result;
 use crate::fused::{cpu_threads, Fused};
 use crate::srn_fused::SrnKernel;
@@ -82,6 +83,33 @@ impl Srn {
     }
 }
 
+impl Srn {
+    /// The sequence as the GPU runs it: the input projection of every step in one product, then
+    /// per step one recurrent product and one [`SrnStep`] (CUDA kernel on a GPU, its host build
+    /// here).
+    pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
+        let (b, t, i) = x.dims3()?;
+        let h = self.hidden_size;
+        let bias = (&self.b_ih + &self.b_hh)?;
+        let xp = x
+            .reshape((b * t, i))?
+            .matmul(&self.w_ih_t)?
+            .broadcast_add(&bias)?
+            .reshape((b, t, h))?;
+        let op = SrnStep {
+            logistic: self.activation == Activation::Sigmoid,
+        };
+        let mut hs = state.h.clone();
+        let mut ys = Vec::with_capacity(t);
+        for s in 0..t {
+            let pre = (xp.narrow(1, s, 1)?.squeeze(1)? + hs.matmul(&self.w_hh_t)?)?;
+            hs = pre.contiguous()?.apply_op1(op)?;
+            ys.push(hs.clone());
+        }
+        Ok((Tensor::stack(&ys, 1)?, CellState { h: hs, c: None }))
+    }
+}
+
 impl RecurrentCell for Srn {
     fn input_size(&self) -> usize {
         self.input_size
@@ -105,6 +133,9 @@ impl RecurrentCell for Srn {
         _dt: Option<&Tensor>,
         state: &CellState,
     ) -> Result<Option<(Tensor, CellState)>> {
+        if x.device().is_cuda() {
+            return self.device_sequence(x, state).map(Some);
+        }
         if !x.device().is_cpu() {
             return Ok(None);
         }
