@@ -503,6 +503,23 @@ pub fn lanes<T: KernelFloat, const N: usize, const M: usize>(
     }
 }
 
+/// Σ x, accumulated in [`LANES`] independent sums (which vectorize) and added at the end.
+#[inline(always)]
+pub fn lane_sum<T: KernelFloat>(x: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l] + c[l];
+        }
+    }
+    let mut s = chunks.remainder().iter().fold(T::zero(), |a, &b| a + b);
+    for a in acc {
+        s = s + a;
+    }
+    s
+}
+
 /// Floats the kernels run on, with the exponential they use.
 pub trait KernelFloat: Float + Send + Sync + 'static {
     /// eˣ: a branch-free polynomial for f32 that the compiler vectorizes (relative error below

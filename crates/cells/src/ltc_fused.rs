@@ -21,7 +21,7 @@
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
 //! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
 
-use crate::fused::{sigmoid, KernelFloat, Parts, RowKernel};
+use crate::fused::{lane_sum, sigmoid, KernelFloat, Parts, RowKernel};
 
 /// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
 /// erev (D×H each), cm, gleak, vleak (H each).
@@ -219,7 +219,7 @@ impl LtcKernel {
         let (hh, dh) = (h * h, d * h);
         // Offsets into dp, in PackedLayout order.
         // sigma, mu, w and erev occupy the first 4·H² values, in that order.
-        let (o_ssig, o_smu, o_sw, o_se) = (4 * hh, 4 * hh + dh, 4 * hh + 2 * dh, 4 * hh + 3 * dh);
+        let o_ssig = 4 * hh;
         let (o_cm, o_gl, o_vl) = (
             4 * hh + 4 * dh,
             4 * hh + 4 * dh + h,
@@ -236,6 +236,7 @@ impl LtcKernel {
             vec![T::zero(); h],
             vec![T::zero(); h],
         );
+        let mut zs = vec![T::zero(); h];
         let (mut dns, mut dds, mut g, mut gp) = (
             vec![T::zero(); h],
             vec![T::zero(); h],
@@ -325,7 +326,7 @@ impl LtcKernel {
                             assert!(
                                 dsig.len() == h && dmu.len() == h && dw.len() == h && de.len() == h
                             );
-                            let mut acc = T::zero();
+                            let zs = &mut zs[..h];
                             for j in 0..h {
                                 let s = sb[j];
                                 let da = dnum[j] * e[j] + dden[j];
@@ -333,30 +334,53 @@ impl LtcKernel {
                                 de[j] = de[j] + dnum[j] * w[j] * s;
                                 let dz = da * w[j] * s * (T::one() - s);
                                 dsig[j] = dsig[j] + dz * (vi - mu[j]);
-                                dmu[j] = dmu[j] - dz * sg[j];
-                                acc = acc + dz * sg[j];
+                                zs[j] = dz * sg[j];
+                                dmu[j] = dmu[j] - zs[j];
                             }
-                            gp[i] = gp[i] + acc;
+                            // Σ_j ∂z σ in lane sums: a plain running sum would keep the loop
+                            // above from vectorizing.
+                            gp[i] = gp[i] + lane_sum(zs);
                         }
                     }
                     std::mem::swap(&mut g, &mut gp);
                 }
-                for (dd, &xd) in xs.iter().enumerate() {
-                    let row = dd * h;
-                    let mut acc = T::zero();
-                    for j in 0..h {
-                        let k = row + j;
-                        let s = sa[k];
-                        let (w, e, sg, mu) = (p.sw[k], p.serev[k], p.ssig[k], p.smu[k]);
-                        let da = dns[j] * e + dds[j];
-                        dp[o_sw + k] = dp[o_sw + k] + da * s;
-                        dp[o_se + k] = dp[o_se + k] + dns[j] * w * s;
-                        let dz = da * w * s * (T::one() - s);
-                        dp[o_ssig + k] = dp[o_ssig + k] + dz * (xd - mu);
-                        dp[o_smu + k] = dp[o_smu + k] - dz * sg;
-                        acc = acc + dz * sg;
+                {
+                    let sens = &mut dp[o_ssig..o_ssig + 4 * dh];
+                    let (dssig, rest) = sens.split_at_mut(dh);
+                    let (dsmu, rest) = rest.split_at_mut(dh);
+                    let (dsw, dserev) = rest.split_at_mut(dh);
+                    let (dns, dds) = (&dns[..h], &dds[..h]);
+                    for (dd, &xd) in xs.iter().enumerate() {
+                        let row = dd * h..(dd + 1) * h;
+                        let (s_, w, e, sg, mu) = (
+                            &sa[row.clone()],
+                            &p.sw[row.clone()],
+                            &p.serev[row.clone()],
+                            &p.ssig[row.clone()],
+                            &p.smu[row.clone()],
+                        );
+                        let (gsw, gse, gss, gsm) = (
+                            &mut dsw[row.clone()],
+                            &mut dserev[row.clone()],
+                            &mut dssig[row.clone()],
+                            &mut dsmu[row],
+                        );
+                        let zs = &mut zs[..h];
+                        assert!(s_.len() == h && w.len() == h && e.len() == h && sg.len() == h);
+                        assert!(mu.len() == h && gsw.len() == h && gse.len() == h);
+                        assert!(gss.len() == h && gsm.len() == h);
+                        for j in 0..h {
+                            let s = s_[j];
+                            let da = dns[j] * e[j] + dds[j];
+                            gsw[j] = gsw[j] + da * s;
+                            gse[j] = gse[j] + dns[j] * w[j] * s;
+                            let dz = da * w[j] * s * (T::one() - s);
+                            gss[j] = gss[j] + dz * (xd - mu[j]);
+                            zs[j] = dz * sg[j];
+                            gsm[j] = gsm[j] - zs[j];
+                        }
+                        dx[(r * steps + t) * d + dd] = lane_sum(zs);
                     }
-                    dx[(r * steps + t) * d + dd] = acc;
                 }
             }
             dh0[r * h..(r + 1) * h].copy_from_slice(&g);
