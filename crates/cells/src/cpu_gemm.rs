@@ -41,13 +41,33 @@ pub fn matmul<T: Float + 'static>(
     a: View<T>,
     b: View<T>,
 ) {
+    matmul_strided(m, n, k, dst, (dst_rs, 1), accumulate, a, b)
+}
+
+/// As [`matmul`], with `dst` element (r, c) at `r * rs + c * cs` for `(rs, cs) = dst_strides`.
+/// The products are fastest when `a` and `dst` are contiguous down their columns (`rs = 1`):
+/// the kernel then reads `a` without repacking it.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided<T: Float + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    a: View<T>,
+    b: View<T>,
+) {
+    let (dst_rs, dst_cs) = dst_strides;
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(T::zero());
+                for c in 0..n {
+                    dst[r * dst_rs + c * dst_cs] = T::zero();
+                }
             }
         }
         return;
@@ -55,7 +75,7 @@ pub fn matmul<T: Float + 'static>(
     // Bounds: the last element each operand touches must exist.
     let last =
         |rs: isize, cs: isize, r: usize, c: usize| (r as isize - 1) * rs + (c as isize - 1) * cs;
-    assert!(last(dst_rs as isize, 1, m, n) < dst.len() as isize);
+    assert!(last(dst_rs as isize, dst_cs as isize, m, n) < dst.len() as isize);
     assert!(last(a.rs, a.cs, m, k) < a.data.len() as isize);
     assert!(last(b.rs, b.cs, k, n) < b.data.len() as isize);
     // SAFETY: the asserts above keep every access inside the slices; `dst` is exclusive.
@@ -65,7 +85,7 @@ pub fn matmul<T: Float + 'static>(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
@@ -82,6 +102,17 @@ pub fn matmul<T: Float + 'static>(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// The transpose of a row-major (rows × cols) matrix, row-major (cols × rows). The per-step
+/// products take the recurrent weights in this layout: the product kernel then reads them as
+/// they are instead of repacking them at every step.
+pub fn transpose<T: Copy>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = Vec::with_capacity(rows * cols);
+    for c in 0..cols {
+        t.extend((0..rows).map(|r| a[r * cols + c]));
+    }
+    t
 }
 
 /// Rows (sample, step) of width `w` reordered to (step, sample): a step's rows then sit together,

@@ -7,7 +7,9 @@
 //! `[r | z | n | g_n]` (4H) per step. Backward: one product `dg · W_hh` per step, then `dW_ih`,
 //! `dW_hh`, both biases and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::cpu_gemm::{
+    matmul, project, project_backward, sample_major, time_major, transpose, View,
+};
 use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H)]`, state
@@ -59,6 +61,7 @@ impl RowKernel for GruKernel {
         let (h, i) = (self.hidden, self.input);
         let g3 = 3 * h;
         let [w_ih, w_hh, b_ih, bias] = self.split(w);
+        let w_t = transpose(w_hh, g3, h); // (H, g3)
         let Parts { out, saved, .. } = res;
         let n = out.len() / (steps * h).max(1);
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
@@ -76,7 +79,7 @@ impl RowKernel for GruKernel {
                 g3,
                 false,
                 View::rows(&hp, h),
-                View::transposed(w_hh, h),
+                View::rows(&w_t, g3),
             );
             for r in 0..n {
                 let q = r * steps + t;

@@ -9,7 +9,9 @@
 //! forms `dW_ih`, `dW_hh`, `db` and `dx` as single products over all steps. The batch is split
 //! over threads for the whole sequence.
 
-use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::cpu_gemm::{
+    matmul, project, project_backward, sample_major, time_major, transpose, View,
+};
 use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
@@ -63,6 +65,7 @@ impl RowKernel for LstmKernel {
         let (h, i) = (self.hidden, self.input);
         let g4 = 4 * h;
         let (w_ih, w_hh, bias) = self.split(w);
+        let w_t = transpose(w_hh, g4, h); // (H, g4)
         let Parts { out, fin, saved } = res;
         let n = fin.len() / h;
         let mut hp: Vec<T> = (0..n)
@@ -86,7 +89,7 @@ impl RowKernel for LstmKernel {
                 g4,
                 true,
                 View::rows(&hp, h),
-                View::transposed(w_hh, h),
+                View::rows(&w_t, g4),
             );
             for r in 0..n {
                 let q = r * steps + t;

@@ -5,7 +5,9 @@
 //! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
 //! `db` and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{matmul, project, project_backward, sample_major, time_major, View};
+use crate::cpu_gemm::{
+    matmul, project, project_backward, sample_major, time_major, transpose, View,
+};
 use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (H×I) | W_hh (H×H) | b (H)]`, state `h0` (B, H) →
@@ -57,6 +59,7 @@ impl RowKernel for SrnKernel {
     ) {
         let (h, i) = (self.hidden, self.input);
         let (w_ih, w_hh, bias) = self.split(w);
+        let w_t = transpose(w_hh, h, h); // (H, h)
         let out = res.out;
         let n = out.len() / (steps * h).max(1);
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
@@ -74,7 +77,7 @@ impl RowKernel for SrnKernel {
                 h,
                 true,
                 View::rows(&hp, h),
-                View::transposed(w_hh, h),
+                View::rows(&w_t, h),
             );
             activate(self.logistic, pt, &mut hp);
         }

@@ -3,7 +3,7 @@
 //! build receives in `cuda_kernels::host`.
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
@@ -32,25 +32,20 @@ fn view<'a, T: GpuFloat>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, 
 }
 
 /// Loads `{name}_{f32|f64}` from the module of `ptx` and launches it over `threads` threads with
-/// the arguments `push` adds.
-fn launch<T: GpuFloat>(
-    dev: &CudaDevice,
-    module: &str,
-    ptx: &str,
-    name: &str,
-    threads: usize,
-    push: impl FnOnce(&mut LaunchArgs<'_>),
-) -> Result<()> {
-    if threads == 0 {
-        return Ok(());
-    }
-    let func = dev.get_or_load_custom_func(&format!("{name}_{}", T::SUFFIX), module, ptx)?;
-    let mut b = func.builder();
-    push(&mut b);
-    // SAFETY: the arguments match the kernel's parameters (the same list the host build is
-    // tested with) and every buffer holds what the kernel touches.
-    unsafe { b.launch(config(threads)) }.w()?;
-    Ok(())
+/// the given arguments.
+macro_rules! launch {
+    ($dev:expr, $module:expr, $ptx:expr, $name:expr, $t:ty, $threads:expr, [$($arg:expr),* $(,)?]) => {{
+        let threads: usize = $threads;
+        if threads > 0 {
+            let name = format!("{}_{}", $name, <$t as DeviceFloat>::SUFFIX);
+            let func = $dev.get_or_load_custom_func(&name, $module, $ptx)?;
+            let mut b = func.builder();
+            $( b.arg($arg); )*
+            // SAFETY: the arguments match the kernel's parameters (the same list the host build
+            // is tested with) and every buffer holds what the kernel touches.
+            unsafe { b.launch(config(threads)) }.w()?;
+        }
+    }};
 }
 
 fn int(v: usize) -> i32 {
@@ -89,22 +84,16 @@ fn lstm_forward_into<T: GpuFloat>(
     let n = b * h;
     let (hv, cv) = (hc.slice(0..n), hc.slice(n..2 * n));
     let (bi, hi) = (int(b), int(h));
-    launch::<T>(
+    launch!(
         dev,
         "remanence_lstm",
         ptx::LSTM,
         "lstm_step_forward",
+        T,
         n,
-        |a| {
-            a.arg(&bi)
-                .arg(&hi)
-                .arg(gates)
-                .arg(c)
-                .arg(&hv)
-                .arg(&cv)
-                .arg(saved);
-        },
-    )
+        [&bi, &hi, gates, c, &hv, &cv, saved]
+    );
+    Ok(())
 }
 
 pub(super) fn lstm_forward(
@@ -153,9 +142,7 @@ pub(super) fn lstm_backward(
         let (dgates, dc) = (out.slice(0..4 * n), out.slice(4 * n..5 * n));
         let dh = grad.slice(0..n);
         let (bi, hi) = (int(b), int(h));
-        launch::<T>(dev, "remanence_lstm", ptx::LSTM, "lstm_step_backward", n, |a| {
-            a.arg(&bi).arg(&hi).arg(&saved).arg(&c).arg(&dh).arg(&dc).arg(&dgates);
-        })?;
+        launch!(dev, "remanence_lstm", ptx::LSTM, "lstm_step_backward", T, n, [&bi, &hi, &saved, &c, &dh, &dc, &dgates]);
         drop((dgates, dc));
         out
     }))
@@ -175,23 +162,16 @@ fn gru_forward_into<T: GpuFloat>(
     // The recurrent bias already sits in `ghb`.
     let zeros = dev.alloc_zeros::<T>(3 * h)?;
     let (bi, hi) = (int(b), int(h));
-    launch::<T>(
+    launch!(
         dev,
         "remanence_gru",
         ptx::GRU,
         "gru_step_forward",
+        T,
         b * h,
-        |a| {
-            a.arg(&bi)
-                .arg(&hi)
-                .arg(xp)
-                .arg(ghb)
-                .arg(&zeros)
-                .arg(hp)
-                .arg(hn)
-                .arg(saved);
-        },
-    )
+        [&bi, &hi, xp, ghb, &zeros, hp, hn, saved]
+    );
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,9 +219,7 @@ pub(super) fn gru_backward(
         let out = unsafe { dev.alloc::<T>(7 * n)? };
         let (dxp, dgh, direct) = (out.slice(0..3 * n), out.slice(3 * n..6 * n), out.slice(6 * n..7 * n));
         let (bi, hi) = (int(b), int(h));
-        launch::<T>(dev, "remanence_gru", ptx::GRU, "gru_step_backward", n, |a| {
-            a.arg(&bi).arg(&hi).arg(&saved).arg(&hp).arg(&grad).arg(&dxp).arg(&dgh).arg(&direct);
-        })?;
+        launch!(dev, "remanence_gru", ptx::GRU, "gru_step_backward", T, n, [&bi, &hi, &saved, &hp, &grad, &dxp, &dgh, &direct]);
         drop((dxp, dgh, direct));
         out
     }))
@@ -255,9 +233,7 @@ pub(super) fn srn_forward(s: &CudaStorage, l: &Layout, logistic: bool) -> Result
         // SAFETY: written by the kernel before being read.
         let out = unsafe { dev.alloc::<T>(n)? };
         let (nl, lg) = (n as i64, logistic as i32);
-        launch::<T>(dev, "remanence_srn", ptx::SRN, "srn_step_forward", n, |a| {
-            a.arg(&nl).arg(&lg).arg(&pre).arg(&out);
-        })?;
+        launch!(dev, "remanence_srn", ptx::SRN, "srn_step_forward", T, n, [&nl, &lg, &pre, &out]);
         out
     }))
 }
@@ -276,9 +252,7 @@ pub(super) fn srn_backward(
         // SAFETY: written by the kernel before being read.
         let out = unsafe { dev.alloc::<T>(n)? };
         let (nl, lg) = (n as i64, logistic as i32);
-        launch::<T>(dev, "remanence_srn", ptx::SRN, "srn_step_backward", n, |a| {
-            a.arg(&nl).arg(&lg).arg(&hs).arg(&g).arg(&out);
-        })?;
+        launch!(dev, "remanence_srn", ptx::SRN, "srn_step_backward", T, n, [&nl, &lg, &hs, &g, &out]);
         out
     }))
 }
@@ -336,18 +310,15 @@ fn ltc_states<T: GpuFloat>(
     let (cm, gleak, vleak) = (part(8), part(9), part(10));
     let (bi, di, hi) = (int(b), int(d), int(h));
     let eps = <T as num_traits::NumCast>::from(st.epsilon).expect("epsilon");
-    launch::<T>(dev, "remanence_ltc", ptx::LTC, "ltc_sensory", bh, |a| {
-        a.arg(&bi)
-            .arg(&di)
-            .arg(&hi)
-            .arg(x)
-            .arg(&ssig)
-            .arg(&smu)
-            .arg(&sw)
-            .arg(&serev)
-            .arg(ns)
-            .arg(ds);
-    })?;
+    launch!(
+        dev,
+        "remanence_ltc",
+        ptx::LTC,
+        "ltc_sensory",
+        T,
+        bh,
+        [&bi, &di, &hi, x, &ssig, &smu, &sw, &serev, ns, ds]
+    );
     let mut states = unsafe { dev.alloc::<T>((l + 1) * bh)? };
     {
         let mut first = states.slice_mut(0..bh);
@@ -358,23 +329,15 @@ fn ltc_states<T: GpuFloat>(
             states.slice(u * bh..(u + 1) * bh),
             states.slice((u + 1) * bh..(u + 2) * bh),
         );
-        launch::<T>(dev, "remanence_ltc", ptx::LTC, "ltc_unfold", bh, |a| {
-            a.arg(&bi)
-                .arg(&hi)
-                .arg(&eps)
-                .arg(&v)
-                .arg(&sigma)
-                .arg(&mu)
-                .arg(&w)
-                .arg(&erev);
-            a.arg(&cm)
-                .arg(&gleak)
-                .arg(&vleak)
-                .arg(ns)
-                .arg(ds)
-                .arg(scale)
-                .arg(&vn);
-        })?;
+        launch!(
+            dev,
+            "remanence_ltc",
+            ptx::LTC,
+            "ltc_unfold",
+            T,
+            bh,
+            [&bi, &hi, &eps, &v, &sigma, &mu, &w, &erev, &cm, &gleak, &vleak, ns, ds, scale, &vn]
+        );
     }
     Ok(states)
 }
@@ -446,33 +409,14 @@ pub(super) fn ltc_backward(
         for u in (0..l).rev() {
             let (v, vn) = (states.slice(u * bh..(u + 1) * bh), states.slice((u + 1) * bh..(u + 2) * bh));
             let g_prev = dev.alloc_zeros::<T>(bh)?;
-            launch::<T>(dev, m.0, m.1, "ltc_unfold_backward_neurons", bh, |a| {
-                a.arg(&bi).arg(&hi).arg(&eps).arg(&v).arg(&vn).arg(&g).arg(&sigma).arg(&mu);
-                a.arg(&w).arg(&cm).arg(&gleak).arg(&ds).arg(&scale).arg(&dnum).arg(&dden);
-                a.arg(&dns).arg(&dds);
-            })?;
-            launch::<T>(dev, m.0, m.1, "ltc_unfold_backward_inputs", bh, |a| {
-                a.arg(&bi).arg(&hi).arg(&v).arg(&sigma).arg(&mu).arg(&w).arg(&erev).arg(&cm);
-                a.arg(&scale).arg(&dnum).arg(&dden).arg(&g_prev);
-            })?;
-            launch::<T>(dev, m.0, m.1, "ltc_unfold_backward_synapses", h * h, |a| {
-                a.arg(&bi).arg(&hi).arg(&v).arg(&sigma).arg(&mu).arg(&w).arg(&erev);
-                a.arg(&dnum).arg(&dden).arg(&dsig).arg(&dmu).arg(&dw).arg(&de);
-            })?;
-            launch::<T>(dev, m.0, m.1, "ltc_unfold_backward_leak", h, |a| {
-                a.arg(&bi).arg(&hi).arg(&v).arg(&gleak).arg(&vleak).arg(&scale).arg(&dnum);
-                a.arg(&dden).arg(&dcm).arg(&dgl).arg(&dvl);
-            })?;
+            launch!(dev, m.0, m.1, "ltc_unfold_backward_neurons", T, bh, [&bi, &hi, &eps, &v, &vn, &g, &sigma, &mu, &w, &cm, &gleak, &ds, &scale, &dnum, &dden, &dns, &dds]);
+            launch!(dev, m.0, m.1, "ltc_unfold_backward_inputs", T, bh, [&bi, &hi, &v, &sigma, &mu, &w, &erev, &cm, &scale, &dnum, &dden, &g_prev]);
+            launch!(dev, m.0, m.1, "ltc_unfold_backward_synapses", T, h * h, [&bi, &hi, &v, &sigma, &mu, &w, &erev, &dnum, &dden, &dsig, &dmu, &dw, &de]);
+            launch!(dev, m.0, m.1, "ltc_unfold_backward_leak", T, h, [&bi, &hi, &v, &gleak, &vleak, &scale, &dnum, &dden, &dcm, &dgl, &dvl]);
             g = g_prev;
         }
-        launch::<T>(dev, m.0, m.1, "ltc_sensory_backward_synapses", d * h, |a| {
-            a.arg(&bi).arg(&di).arg(&hi).arg(&x).arg(&ssig).arg(&smu).arg(&sw).arg(&serev);
-            a.arg(&dns).arg(&dds).arg(&dssig).arg(&dsmu).arg(&dsw).arg(&dserev);
-        })?;
-        launch::<T>(dev, m.0, m.1, "ltc_sensory_backward_inputs", b * d, |a| {
-            a.arg(&bi).arg(&di).arg(&hi).arg(&x).arg(&ssig).arg(&smu).arg(&sw).arg(&serev);
-            a.arg(&dns).arg(&dds).arg(&dx);
-        })?;
+        launch!(dev, m.0, m.1, "ltc_sensory_backward_synapses", T, d * h, [&bi, &di, &hi, &x, &ssig, &smu, &sw, &serev, &dns, &dds, &dssig, &dsmu, &dsw, &dserev]);
+        launch!(dev, m.0, m.1, "ltc_sensory_backward_inputs", T, b * d, [&bi, &di, &hi, &x, &ssig, &smu, &sw, &serev, &dns, &dds, &dx]);
         let mut out = out;
         dev.memcpy_dtod(&g, &mut out.slice_mut(b * d + np..b * d + np + bh))?;
         out
