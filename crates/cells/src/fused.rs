@@ -470,17 +470,25 @@ pub fn lanes<T: KernelFloat, const N: usize, const M: usize>(
         let m = LANES.min(len - j0);
         let mut a = [[T::zero(); LANES]; N];
         let mut b = [[T::zero(); LANES]; M];
-        for (k, src) in inputs.iter().enumerate() {
-            if m == LANES {
-                a[k].copy_from_slice(&src[j0..j0 + LANES]);
-            } else {
+        // Element loops rather than `copy_from_slice`, which became calls to memmove here.
+        if m == LANES {
+            for (k, src) in inputs.iter().enumerate() {
+                let src = &src[j0..j0 + LANES];
+                for l in 0..LANES {
+                    a[k][l] = src[l];
+                }
+            }
+            for (k, src) in outputs.iter().enumerate() {
+                let src = &src[j0..j0 + LANES];
+                for l in 0..LANES {
+                    b[k][l] = src[l];
+                }
+            }
+        } else {
+            for (k, src) in inputs.iter().enumerate() {
                 a[k][..m].copy_from_slice(&src[j0..j0 + m]);
             }
-        }
-        for (k, src) in outputs.iter().enumerate() {
-            if m == LANES {
-                b[k].copy_from_slice(&src[j0..j0 + LANES]);
-            } else {
+            for (k, src) in outputs.iter().enumerate() {
                 b[k][..m].copy_from_slice(&src[j0..j0 + m]);
             }
         }
@@ -492,10 +500,15 @@ pub fn lanes<T: KernelFloat, const N: usize, const M: usize>(
                 b[k][l] = y[k];
             }
         }
-        for (k, dst) in outputs.iter_mut().enumerate() {
-            if m == LANES {
-                dst[j0..j0 + LANES].copy_from_slice(&b[k]);
-            } else {
+        if m == LANES {
+            for (k, dst) in outputs.iter_mut().enumerate() {
+                let dst = &mut dst[j0..j0 + LANES];
+                for l in 0..LANES {
+                    dst[l] = b[k][l];
+                }
+            }
+        } else {
+            for (k, dst) in outputs.iter_mut().enumerate() {
                 dst[j0..j0 + m].copy_from_slice(&b[k][..m]);
             }
         }
