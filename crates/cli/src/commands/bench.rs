@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// O(B·T·L·H²) memory: about 20 GiB at 128 units).
     #[arg(long)]
     no_reference: bool,
+    /// Largest LTC for which the reference composition is timed too: it needs O(B·T·L·H²) memory
+    /// (6.7 GiB at 64 units, about 27 GiB at 128).
+    #[arg(long, default_value_t = 64)]
+    ltc_reference_max: usize,
     /// Skip the second shape, row-MNIST's (batch 128, 28 steps of 28 inputs; hidden 128, or the
     /// first of --units for ltc and cfc).
     #[arg(long)]
@@ -294,7 +298,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             } else {
                 None
             };
-            let reference = if kind.has_fused_cpu() && args.no_reference {
+            let too_big = kind == CellKind::Ltc && h > args.ltc_reference_max;
+            let reference = if kind.has_fused_cpu() && (args.no_reference || too_big) {
                 None
             } else {
                 Some(child(&args, &format!("{kind}:{h}:reference"), shape)?)
