@@ -216,6 +216,7 @@ fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]
     lanes(
         src,
         [hs, oh, or, oz, on, og],
+        #[inline(always)]
         |[xr, xz, xn, gr, gz, gn, br, bz, bn], y| {
             let r = sigmoid(xr + gr + br);
             let z = sigmoid(xz + gz + bz);
@@ -234,11 +235,16 @@ fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]
 #[inline(always)]
 fn cell_backward<T: KernelFloat>(src: [&[T]; 7], dst: [&mut [T]; 7]) {
     let one = T::one();
-    lanes(src, dst, |[r, z, n, gn, prev, dh, gout], y| {
-        let d = dh + gout;
-        let dn = d * (one - z) * (one - n * n);
-        let dz = d * (prev - n) * z * (one - z);
-        let dr = dn * gn * r * (one - r);
-        *y = [dr, dz, dn, dr, dz, dn * r, d * z];
-    });
+    lanes(
+        src,
+        dst,
+        #[inline(always)]
+        |[r, z, n, gn, prev, dh, gout], y| {
+            let d = dh + gout;
+            let dn = d * (one - z) * (one - n * n);
+            let dz = d * (prev - n) * z * (one - z);
+            let dr = dn * gn * r * (one - r);
+            *y = [dr, dz, dn, dr, dz, dn * r, d * z];
+        },
+    );
 }

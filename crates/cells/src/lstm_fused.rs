@@ -12,7 +12,7 @@
 use crate::cpu_gemm::{
     matmul, project, project_backward, sample_major, time_major, transpose, View,
 };
-use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use crate::fused::{lane_blocks, lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel, LANES};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
 /// (B, 2H) → `h` per step and the last `c`.
@@ -197,15 +197,29 @@ impl RowKernel for LstmKernel {
 #[inline(always)]
 fn cell_forward<T: KernelFloat>(g: [&[T]; 4], o: [&mut [T]; 6], c: &mut [T], hs: &mut [T]) {
     let [oh, oc, oi, of, og, oo] = o;
-    lanes(g, [c, hs, oh, oc, oi, of, og, oo], |[gi, gf, gg, go], y| {
-        let i = sigmoid(gi);
-        let f = sigmoid(gf);
-        let g = tanh(gg);
-        let o = sigmoid(go);
-        let c = f * y[0] + i * g;
-        let h = o * tanh(c);
-        *y = [c, h, h, c, i, f, g, o];
-    });
+    lane_blocks(
+        g,
+        [c, hs, oh, oc, oi, of, og, oo],
+        #[inline(always)]
+        |x, y| {
+            for l in 0..LANES {
+                let i = sigmoid(x[0][l]);
+                let f = sigmoid(x[1][l]);
+                let g = tanh(x[2][l]);
+                let o = sigmoid(x[3][l]);
+                let c = f * y[0][l] + i * g;
+                let h = o * tanh(c);
+                y[0][l] = c;
+                y[1][l] = h;
+                y[2][l] = h;
+                y[3][l] = c;
+                y[4][l] = i;
+                y[5][l] = f;
+                y[6][l] = g;
+                y[7][l] = o;
+            }
+        },
+    );
 }
 
 /// The element-wise LSTM backward for one row and step: from the saved `[c | i | f | g | o]`,
@@ -236,6 +250,7 @@ fn cell_backward<T: KernelFloat>(
     lanes(
         [c, i, f, g, og, gh, c_prev, dh],
         [dc, di, df, dgg, do_],
+        #[inline(always)]
         |[c, i, f, g, o, gh, c_prev, dh], y| {
             let dh = dh + gh;
             let tc = tanh(c);

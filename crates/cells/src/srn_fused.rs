@@ -162,15 +162,25 @@ impl RowKernel for SrnKernel {
 #[inline(always)]
 fn activate<T: KernelFloat>(logistic: bool, o: &mut [T], s: &mut [T]) {
     if logistic {
-        lanes([], [o, s], |[], y| {
-            let a = sigmoid(y[0]);
-            *y = [a, a];
-        });
+        lanes(
+            [],
+            [o, s],
+            #[inline(always)]
+            |[], y| {
+                let a = sigmoid(y[0]);
+                *y = [a, a];
+            },
+        );
     } else {
-        lanes([], [o, s], |[], y| {
-            let a = tanh(y[0]);
-            *y = [a, a];
-        });
+        lanes(
+            [],
+            [o, s],
+            #[inline(always)]
+            |[], y| {
+                let a = tanh(y[0]);
+                *y = [a, a];
+            },
+        );
     }
 }
 
@@ -179,8 +189,18 @@ fn activate<T: KernelFloat>(logistic: bool, o: &mut [T], s: &mut [T]) {
 fn slope<T: KernelFloat>(logistic: bool, src: [&[T]; 3], dpre: &mut [T]) {
     let one = T::one();
     if logistic {
-        lanes(src, [dpre], |[a, dh, g], y| y[0] = (dh + g) * a * (one - a));
+        lanes(
+            src,
+            [dpre],
+            #[inline(always)]
+            |[a, dh, g], y| y[0] = (dh + g) * a * (one - a),
+        );
     } else {
-        lanes(src, [dpre], |[a, dh, g], y| y[0] = (dh + g) * (one - a * a));
+        lanes(
+            src,
+            [dpre],
+            #[inline(always)]
+            |[a, dh, g], y| y[0] = (dh + g) * (one - a * a),
+        );
     }
 }
