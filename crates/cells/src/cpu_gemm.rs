@@ -138,8 +138,9 @@ pub fn sample_major<T: Copy>(src: &[T], n: usize, steps: usize, w: usize, dst: &
     }
 }
 
-/// The input projection of a layer: `out (m × rows) = a (m × k) · Wᵀ + bias`, with `W`
-/// (rows × k) row-major.
+/// The input projection of a layer: `out (m × rows) = a (m × k) · Wᵀ [+ bias]`, with `W`
+/// (rows × k) row-major. Kernels that add the bias in their element-wise pass pass `None` and
+/// save writing it into every row.
 #[allow(clippy::too_many_arguments)]
 pub fn project<T: Float + 'static>(
     m: usize,
@@ -147,11 +148,13 @@ pub fn project<T: Float + 'static>(
     rows: usize,
     a: &[T],
     w: &[T],
-    bias: &[T],
+    bias: Option<&[T]>,
     out: &mut [T],
 ) {
-    for o in out[..m * rows].chunks_exact_mut(rows) {
-        o.copy_from_slice(&bias[..rows]);
+    if let Some(bias) = bias {
+        for o in out[..m * rows].chunks_exact_mut(rows) {
+            o.copy_from_slice(&bias[..rows]);
+        }
     }
     matmul(
         m,
@@ -159,7 +162,7 @@ pub fn project<T: Float + 'static>(
         k,
         out,
         rows,
-        true,
+        bias.is_some(),
         View::rows(a, k),
         View::transposed(w, k),
     );

@@ -68,7 +68,7 @@ impl RowKernel for GruKernel {
         // Input projections of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut xp = vec![T::zero(); n * steps * g3];
-        project(n * steps, i, g3, &xt, w_ih, b_ih, &mut xp);
+        project(n * steps, i, g3, &xt, w_ih, None, &mut xp);
         let mut gh = vec![T::zero(); n * g3];
         for t in 0..steps {
             matmul(
@@ -100,6 +100,9 @@ impl RowKernel for GruKernel {
                         &bias[..h],
                         &bias[h..2 * h],
                         &bias[2 * h..],
+                        &b_ih[..h],
+                        &b_ih[h..2 * h],
+                        &b_ih[2 * h..],
                     ],
                     [&mut out[q * h..(q + 1) * h], sr, sz, sn, sg],
                     &mut hp[r * h..(r + 1) * h],
@@ -207,21 +210,21 @@ impl RowKernel for GruKernel {
     }
 }
 
-/// The element-wise GRU step for one row: from `x_r, x_z, x_n`, `g_r, g_z, g_n` (without
-/// `b_hh`) and `b_hh` in three parts, writes `h'`, `r`, `z`, `n`, `g_n + b_hn` and updates the
+/// The element-wise GRU step for one row: from `x_r, x_z, x_n` (without `b_ih`), `g_r, g_z, g_n`
+/// (without `b_hh`), `b_hh` and `b_ih` in three parts each, writes `h'`, `r`, `z`, `n`, `g_n + b_hn` and updates the
 /// state.
 #[inline(always)]
-fn cell_forward<T: KernelFloat>(src: [&[T]; 9], dst: [&mut [T]; 5], hs: &mut [T]) {
+fn cell_forward<T: KernelFloat>(src: [&[T]; 12], dst: [&mut [T]; 5], hs: &mut [T]) {
     let [oh, or, oz, on, og] = dst;
     lanes(
         src,
         [hs, oh, or, oz, on, og],
         #[inline(always)]
-        |[xr, xz, xn, gr, gz, gn, br, bz, bn], y| {
-            let r = sigmoid(xr + gr + br);
-            let z = sigmoid(xz + gz + bz);
+        |[xr, xz, xn, gr, gz, gn, br, bz, bn, cr, cz, cn], y| {
+            let r = sigmoid(xr + cr + gr + br);
+            let z = sigmoid(xz + cz + gz + bz);
             let g = gn + bn;
-            let n = tanh(xn + r * g);
+            let n = tanh(xn + cn + r * g);
             let h = n + z * (y[0] - n);
             *y = [h, h, r, z, n, g];
         },

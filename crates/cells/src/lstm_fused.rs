@@ -78,7 +78,7 @@ impl RowKernel for LstmKernel {
         // Pre-activations of every step of these rows, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut gates = vec![T::zero(); n * steps * g4];
-        project(n * steps, i, g4, &xt, w_ih, bias, &mut gates);
+        project(n * steps, i, g4, &xt, w_ih, None, &mut gates);
         for t in 0..steps {
             let gt = &mut gates[t * n * g4..(t + 1) * n * g4];
             matmul(
@@ -102,7 +102,13 @@ impl RowKernel for LstmKernel {
                 let (og, oo) = rest.split_at_mut(h);
                 let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..]);
                 let (cr, hr) = (&mut cp[r * h..(r + 1) * h], &mut hp[r * h..(r + 1) * h]);
-                cell_forward([gi, gf, gg, go], [oh, oc, oi, of, og, oo], cr, hr);
+                let bs = [
+                    &bias[..h],
+                    &bias[h..2 * h],
+                    &bias[2 * h..3 * h],
+                    &bias[3 * h..],
+                ];
+                cell_forward([gi, gf, gg, go], bs, [oh, oc, oi, of, og, oo], cr, hr);
             }
         }
     }
@@ -192,21 +198,28 @@ impl RowKernel for LstmKernel {
     }
 }
 
-/// The element-wise LSTM step for one row: gates in, `[h | c | i | f | g | o]` out, and the
-/// running `c` and `h` updated.
+/// The element-wise LSTM step for one row: gate pre-activations and their biases in,
+/// `[h | c | i | f | g | o]` out, and the running `c` and `h` updated.
 #[inline(always)]
-fn cell_forward<T: KernelFloat>(g: [&[T]; 4], o: [&mut [T]; 6], c: &mut [T], hs: &mut [T]) {
+fn cell_forward<T: KernelFloat>(
+    g: [&[T]; 4],
+    b: [&[T]; 4],
+    o: [&mut [T]; 6],
+    c: &mut [T],
+    hs: &mut [T],
+) {
     let [oh, oc, oi, of, og, oo] = o;
+    let ([gi, gf, gg, go], [bi, bf, bg, bo]) = (g, b);
     lane_blocks(
-        g,
+        [gi, gf, gg, go, bi, bf, bg, bo],
         [c, hs, oh, oc, oi, of, og, oo],
         #[inline(always)]
         |x, y| {
             for l in 0..LANES {
-                let i = sigmoid(x[0][l]);
-                let f = sigmoid(x[1][l]);
-                let g = tanh(x[2][l]);
-                let o = sigmoid(x[3][l]);
+                let i = sigmoid(x[0][l] + x[4][l]);
+                let f = sigmoid(x[1][l] + x[5][l]);
+                let g = tanh(x[2][l] + x[6][l]);
+                let o = sigmoid(x[3][l] + x[7][l]);
                 let c = f * y[0][l] + i * g;
                 let h = o * tanh(c);
                 y[0][l] = c;

@@ -66,7 +66,7 @@ impl RowKernel for SrnKernel {
         // Pre-activations of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut pre = vec![T::zero(); n * steps * h];
-        project(n * steps, i, h, &xt, w_ih, bias, &mut pre);
+        project(n * steps, i, h, &xt, w_ih, None, &mut pre);
         for t in 0..steps {
             let pt = &mut pre[t * n * h..(t + 1) * n * h];
             matmul(
@@ -79,7 +79,9 @@ impl RowKernel for SrnKernel {
                 View::rows(&hp, h),
                 View::rows(&w_t, h),
             );
-            activate(self.logistic, pt, &mut hp);
+            for (o, s) in pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h)) {
+                activate(self.logistic, bias, o, s);
+            }
         }
         sample_major(&pre, n, steps, h, out);
     }
@@ -158,26 +160,26 @@ impl RowKernel for SrnKernel {
     }
 }
 
-/// `o = s = f(o)` element-wise (pre-activations in, activations out), f = σ or tanh.
+/// `o = s = f(o + b)` element-wise (pre-activations in, activations out), f = σ or tanh.
 #[inline(always)]
-fn activate<T: KernelFloat>(logistic: bool, o: &mut [T], s: &mut [T]) {
+fn activate<T: KernelFloat>(logistic: bool, b: &[T], o: &mut [T], s: &mut [T]) {
     if logistic {
         lanes(
-            [],
+            [b],
             [o, s],
             #[inline(always)]
-            |[], y| {
-                let a = sigmoid(y[0]);
+            |[b], y| {
+                let a = sigmoid(y[0] + b);
                 *y = [a, a];
             },
         );
     } else {
         lanes(
-            [],
+            [b],
             [o, s],
             #[inline(always)]
-            |[], y| {
-                let a = tanh(y[0]);
+            |[b], y| {
+                let a = tanh(y[0] + b);
                 *y = [a, a];
             },
         );
