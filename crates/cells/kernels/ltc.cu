@@ -87,6 +87,59 @@ __device__ void ltc_unfold_backward_neurons(int batch, int units, T eps, const T
     dds[idx] += dd;
 }
 
+// The gradient of the presynaptic values `pre` (B, P) through synapses (P × H) driven by
+// ∂num, ∂den (B, H): per (sample, presynaptic p), Σ_j ∂z_pj σ_pj with
+// ∂z = (∂num_j E_pj + ∂den_j) W_pj s (1 − s), s = σ(σ_pj (pre_p − μ_pj)).
+template <typename T>
+__device__ T synapse_input_gradient(long long b, int p, int units, T pre_p,
+                                    const T* __restrict__ sigma, const T* __restrict__ mu,
+                                    const T* __restrict__ w, const T* __restrict__ erev,
+                                    const T* __restrict__ dnum, const T* __restrict__ dden) {
+    const T* dn = dnum + b * units;
+    const T* dd = dden + b * units;
+    T acc = T(0);
+    for (int j = 0; j < units; ++j) {
+        int k = p * units + j;
+        T s = sigmoid_t(sigma[k] * (pre_p - mu[k]));
+        T da = dn[j] * erev[k] + dd[j];
+        acc += da * w[k] * s * (T(1) - s) * sigma[k];
+    }
+    return acc;
+}
+
+// The parameter gradients of synapses (P × H) fed by `pre` (B, P), per synapse k = (p, j),
+// summed over the batch and added (+=) to dsigma, dmu, dw, derev.
+template <typename T>
+__device__ void synapse_parameter_gradients(int batch, int pres, int units,
+                                            const T* __restrict__ pre,
+                                            const T* __restrict__ sigma,
+                                            const T* __restrict__ mu, const T* __restrict__ w,
+                                            const T* __restrict__ erev,
+                                            const T* __restrict__ dnum,
+                                            const T* __restrict__ dden, T* __restrict__ dsigma,
+                                            T* __restrict__ dmu, T* __restrict__ dw,
+                                            T* __restrict__ derev) {
+    long long k = global_index();
+    if (k >= (long long)pres * units) return;
+    int p = (int)(k / units), j = (int)(k % units);
+    T gs = T(0), gm = T(0), gw = T(0), ge = T(0);
+    for (int b = 0; b < batch; ++b) {
+        T x = pre[(long long)b * pres + p];
+        T s = sigmoid_t(sigma[k] * (x - mu[k]));
+        T dn = dnum[(long long)b * units + j];
+        T da = dn * erev[k] + dden[(long long)b * units + j];
+        T dz = da * w[k] * s * (T(1) - s);
+        gw += da * s;
+        ge += dn * w[k] * s;
+        gs += dz * (x - mu[k]);
+        gm -= dz * sigma[k];
+    }
+    dsigma[k] += gs;
+    dmu[k] += gm;
+    dw[k] += gw;
+    derev[k] += ge;
+}
+
 // Part 2, per (sample, presynaptic neuron i): g_prev = ∂L/∂v_i = ∂num_i cm_t_i
 // + Σ_j ∂z_ij σ_ij.
 template <typename T>
@@ -102,17 +155,8 @@ __device__ void ltc_unfold_backward_inputs(int batch, int units, const T* __rest
     if (idx >= (long long)batch * units) return;
     long long b = idx / units;
     int i = (int)(idx % units);
-    const T* dn = dnum + b * units;
-    const T* dd = dden + b * units;
-    T vi = v[idx];
-    T acc = dn[i] * cm[i] * scale[b];
-    for (int j = 0; j < units; ++j) {
-        int k = i * units + j;
-        T s = sigmoid_t(sigma[k] * (vi - mu[k]));
-        T da = dn[j] * erev[k] + dd[j];
-        acc += da * w[k] * s * (T(1) - s) * sigma[k];
-    }
-    g_prev[idx] = acc;
+    g_prev[idx] = dnum[idx] * cm[i] * scale[b] +
+                  synapse_input_gradient(b, i, units, v[idx], sigma, mu, w, erev, dnum, dden);
 }
 
 // Part 3, per synapse (i, j), summed over the batch into the parameter gradients (+=).
@@ -125,25 +169,8 @@ __device__ void ltc_unfold_backward_synapses(int batch, int units, const T* __re
                                              const T* __restrict__ dden, T* __restrict__ dsigma,
                                              T* __restrict__ dmu, T* __restrict__ dw,
                                              T* __restrict__ derev) {
-    long long k = global_index();
-    if (k >= (long long)units * units) return;
-    int i = (int)(k / units), j = (int)(k % units);
-    T gs = T(0), gm = T(0), gw = T(0), ge = T(0);
-    for (int b = 0; b < batch; ++b) {
-        T vi = v[(long long)b * units + i];
-        T s = sigmoid_t(sigma[k] * (vi - mu[k]));
-        T dn = dnum[(long long)b * units + j];
-        T da = dn * erev[k] + dden[(long long)b * units + j];
-        T dz = da * w[k] * s * (T(1) - s);
-        gw += da * s;
-        ge += dn * w[k] * s;
-        gs += dz * (vi - mu[k]);
-        gm -= dz * sigma[k];
-    }
-    dsigma[k] += gs;
-    dmu[k] += gm;
-    dw[k] += gw;
-    derev[k] += ge;
+    synapse_parameter_gradients(batch, units, units, v, sigma, mu, w, erev, dnum, dden, dsigma,
+                                dmu, dw, derev);
 }
 
 // Part 4, per neuron j, summed over the batch: cm, gleak, vleak (+=).
@@ -182,25 +209,8 @@ __device__ void ltc_sensory_backward_synapses(int batch, int inputs, int units,
                                               const T* __restrict__ dds, T* __restrict__ dssig,
                                               T* __restrict__ dsmu, T* __restrict__ dsw,
                                               T* __restrict__ dserev) {
-    long long k = global_index();
-    if (k >= (long long)inputs * units) return;
-    int d = (int)(k / units), j = (int)(k % units);
-    T gs = T(0), gm = T(0), gw = T(0), ge = T(0);
-    for (int b = 0; b < batch; ++b) {
-        T xd = x[(long long)b * inputs + d];
-        T s = sigmoid_t(ssig[k] * (xd - smu[k]));
-        T dn = dns[(long long)b * units + j];
-        T da = dn * serev[k] + dds[(long long)b * units + j];
-        T dz = da * sw[k] * s * (T(1) - s);
-        gw += da * s;
-        ge += dn * sw[k] * s;
-        gs += dz * (xd - smu[k]);
-        gm -= dz * ssig[k];
-    }
-    dssig[k] += gs;
-    dsmu[k] += gm;
-    dsw[k] += gw;
-    dserev[k] += ge;
+    synapse_parameter_gradients(batch, inputs, units, x, ssig, smu, sw, serev, dns, dds, dssig,
+                                dsmu, dsw, dserev);
 }
 
 // Sensory backward, per (sample, input d): dx (B, D).
@@ -217,15 +227,7 @@ __device__ void ltc_sensory_backward_inputs(int batch, int inputs, int units,
     if (idx >= (long long)batch * inputs) return;
     long long b = idx / inputs;
     int d = (int)(idx % inputs);
-    T xd = x[idx];
-    T acc = T(0);
-    for (int j = 0; j < units; ++j) {
-        int k = d * units + j;
-        T s = sigmoid_t(ssig[k] * (xd - smu[k]));
-        T da = dns[b * units + j] * serev[k] + dds[b * units + j];
-        acc += da * sw[k] * s * (T(1) - s) * ssig[k];
-    }
-    dx[idx] = acc;
+    dx[idx] = synapse_input_gradient(b, d, units, x[idx], ssig, smu, sw, serev, dns, dds);
 }
 
 #define LTC_ENTRY_POINTS(SUFFIX, T)                                                               \
