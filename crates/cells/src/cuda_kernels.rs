@@ -359,25 +359,7 @@ pub mod host {
         for t in 0..steps {
             let xt = step_rows(x, batch, steps, d, t);
             let scale = ltc_scale(dt, batch, steps, t, l);
-            // SAFETY: arguments in the kernel's order and types; sizes from the layout.
-            unsafe {
-                launch(
-                    "ltc_sensory",
-                    bh,
-                    &mut [
-                        Arg::Int(int(batch)),
-                        Arg::Int(int(d)),
-                        Arg::Int(int(h)),
-                        Arg::In(&xt),
-                        Arg::In(ssig),
-                        Arg::In(smu),
-                        Arg::In(sw),
-                        Arg::In(serev),
-                        Arg::Out(&mut ns),
-                        Arg::Out(&mut ds),
-                    ],
-                );
-            }
+            ltc_sensory(layout, batch, &xt, [ssig, smu, sw, serev], &mut ns, &mut ds);
             for u in 0..l {
                 saved[(t * l + u) * bh..(t * l + u + 1) * bh].copy_from_slice(&v);
                 let mut vn = vec![T::zero(); bh];
@@ -441,25 +423,7 @@ pub mod host {
             }
             let xt = step_rows(x, batch, steps, d, t);
             let scale = ltc_scale(dt, batch, steps, t, l);
-            // SAFETY: as in the forward pass.
-            unsafe {
-                launch(
-                    "ltc_sensory",
-                    bh,
-                    &mut [
-                        Arg::Int(int(batch)),
-                        Arg::Int(int(d)),
-                        Arg::Int(int(h)),
-                        Arg::In(&xt),
-                        Arg::In(ssig),
-                        Arg::In(smu),
-                        Arg::In(sw),
-                        Arg::In(serev),
-                        Arg::Out(&mut ns),
-                        Arg::Out(&mut ds),
-                    ],
-                );
-            }
+            ltc_sensory(layout, batch, &xt, [ssig, smu, sw, serev], &mut ns, &mut ds);
             let (mut dns, mut dds) = (vec![T::zero(); bh], vec![T::zero(); bh]);
             for u in (0..l).rev() {
                 let v = &saved[(t * l + u) * bh..(t * l + u + 1) * bh];
@@ -602,6 +566,41 @@ pub mod host {
             }
         }
         (dx, dp, g)
+    }
+
+    /// The sensory drive of one step: `x` (B, D) → `ns`, `ds` (B, H).
+    fn ltc_sensory<T: DeviceFloat>(
+        layout: PackedLayout,
+        batch: usize,
+        x: &[T],
+        sensory: [&[T]; 4],
+        ns: &mut [T],
+        ds: &mut [T],
+    ) {
+        let (d, h) = (layout.d, layout.h);
+        let [ssig, smu, sw, serev] = sensory;
+        check("ltc_sensory", "x", x, batch * d);
+        check("ltc_sensory", "ns", ns, batch * h);
+        check("ltc_sensory", "ds", ds, batch * h);
+        // SAFETY: arguments in the kernel's order and types; sizes checked or from the layout.
+        unsafe {
+            launch(
+                "ltc_sensory",
+                batch * h,
+                &mut [
+                    Arg::Int(int(batch)),
+                    Arg::Int(int(d)),
+                    Arg::Int(int(h)),
+                    Arg::In(x),
+                    Arg::In(ssig),
+                    Arg::In(smu),
+                    Arg::In(sw),
+                    Arg::In(serev),
+                    Arg::Out(ns),
+                    Arg::Out(ds),
+                ],
+            );
+        }
     }
 
     /// Rows of step `t` of a (B, T, W) array, as (B, W).
