@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compiles every CUDA kernel of crates/cells/kernels to PTX with nvcc, as the `cuda` feature's
+# Compiles every CUDA kernel of crates/cells/src/kernels/cuda to PTX with nvcc, as the `cuda` feature's
 # build script does, and fails on the first kernel that does not compile. Needs nvcc on PATH or
 # CUDA_HOME (scripts/cuda_toolchain.sh installs one). Usage: scripts/cuda_ptx.sh [OUT_DIR]
 # Compute capability: $CUDA_COMPUTE_CAP, default 80 (portable PTX).
@@ -13,10 +13,10 @@ if [ -z "$nvcc" ]; then
 fi
 cap="${CUDA_COMPUTE_CAP:-80}"
 "$nvcc" --version | tail -2
-for cu in crates/cells/kernels/*.cu; do
+for cu in crates/cells/src/kernels/cuda/*.cu; do
   name="$(basename "$cu" .cu)"
   "$nvcc" --ptx -arch="sm_$cap" -O3 -std=c++17 -Werror all-warnings \
-    -Icrates/cells/kernels -o "$out/$name.ptx" "$cu"
+    -Icrates/cells/src/kernels/cuda -o "$out/$name.ptx" "$cu"
   entries="$(grep -c '^\.visible \.entry' "$out/$name.ptx")"
   echo "$cu -> $out/$name.ptx: $(grep -m1 '^\.target' "$out/$name.ptx"), $entries kernels"
 done

@@ -1,5 +1,5 @@
-//! Builds the CUDA kernel sources of `kernels/`:
-//! - always, for the host under `kernels/host_emulation.h` (grid and block indices become loops),
+//! Builds the CUDA kernel sources of `src/kernels/cuda/`:
+//! - always, for the host under `host_emulation.h` (grid and block indices become loops),
 //!   so the tests check the GPU code's index arithmetic and formulas on any machine;
 //! - with the `cuda` feature, to PTX with nvcc (`NVCC`, else `CUDA_HOME/bin/nvcc`, else `nvcc` on
 //!   PATH), for compute capability `CUDA_COMPUTE_CAP` (default 80: portable PTX), embedded in the
@@ -7,18 +7,20 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Where the `.cu` sources live, beside the Rust code that launches them.
+const DIR: &str = "src/kernels/cuda";
 const KERNELS: [&str; 4] = ["gru", "lstm", "ltc", "srn"];
 
 fn main() {
-    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed={DIR}");
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     cc::Build::new()
         .cpp(true)
         .std("c++17")
-        .include("kernels")
-        .file("kernels/host_emulation.cpp")
+        .include(DIR)
+        .file(format!("{DIR}/host_emulation.cpp"))
         .opt_level(2)
         .compile("remanence_kernels_host");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
@@ -38,13 +40,14 @@ fn ptx() {
         let dst = out.join(format!("{k}.ptx"));
         let status = Command::new(&nvcc)
             .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-std=c++17"])
-            .args(["-Ikernels", "-o"])
+            .arg(format!("-I{DIR}"))
+            .arg("-o")
             .arg(&dst)
-            .arg(format!("kernels/{k}.cu"))
+            .arg(format!("{DIR}/{k}.cu"))
             .status()
             .unwrap_or_else(|e| {
                 panic!("running {nvcc} (set NVCC or CUDA_HOME; scripts/cuda_toolchain.sh installs one): {e}")
             });
-        assert!(status.success(), "nvcc failed on kernels/{k}.cu");
+        assert!(status.success(), "nvcc failed on {DIR}/{k}.cu");
     }
 }

@@ -1,6 +1,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::route::Route;
 use crate::state::{CellState, RnnState};
 
 /// One recurrent layer advanced by one time step.
@@ -36,14 +37,16 @@ pub trait RecurrentCell: Send + Sync {
     fn nonnegative_parameters(&self) -> Vec<String> {
         Vec::new()
     }
-    /// A fused path over a whole sequence `x` (B, T, I) with optional `dt` (B, T), if the cell
-    /// has one for this input: returns the outputs (B, T, output_size) and the final state.
-    /// `None` makes the caller step through time with [`RecurrentCell::step`] (the reference).
+    /// The whole sequence `x` (B, T, I), with optional `dt` (B, T), along `route` (chosen by
+    /// [`Route::select`]): returns the outputs (B, T, output_size) and the final state. `None`
+    /// makes the caller step through time with [`RecurrentCell::step`] (the reference), as it
+    /// does for [`Route::Reference`] and for cells without fast paths.
     fn forward_sequence(
         &self,
         _x: &Tensor,
         _dt: Option<&Tensor>,
         _state: &CellState,
+        _route: Route,
     ) -> Result<Option<(Tensor, CellState)>> {
         Ok(None)
     }

@@ -1,6 +1,53 @@
 use serde::{Deserialize, Serialize};
 
+use crate::encoder::EncoderConfig;
 use crate::error::{CellError, Result};
+use crate::wiring::WiringSpec;
+
+/// An enum of named choices: serde and `FromStr` use the names (and accept the aliases), and an
+/// unknown name gets an error that lists the valid ones.
+macro_rules! named_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident $what:literal {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal $(| $alias:literal)* ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text $(, alias = $alias)*)] $variant ),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = CellError;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text $(| $alias)* => Ok($name::$variant),)*
+                    _ => Err(CellError::Config(format!(
+                        concat!("unknown ", $what, " `{}`; valid: {}"),
+                        s,
+                        [$($text),*].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
 
 /// The kinds of recurrent cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +109,11 @@ impl CellKind {
         )
     }
 
+    /// Cells with CUDA step kernels (the others run their reference composition on a GPU).
+    pub fn has_cuda_kernels(self) -> bool {
+        self.has_fused_cpu()
+    }
+
     /// Cells that follow ncps's layout: one layer, parameters under `rnn_cell.`.
     pub fn is_ncps(self) -> bool {
         matches!(self, CellKind::Ltc | CellKind::Cfc)
@@ -90,26 +142,13 @@ impl std::fmt::Display for CellKind {
     }
 }
 
-/// Non-linearity of the Elman SRN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    #[default]
-    Tanh,
-    /// The logistic function 1/(1+e^-x), as in Elman (1990).
-    Sigmoid,
-}
-
-impl std::str::FromStr for Activation {
-    type Err = CellError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "tanh" => Ok(Activation::Tanh),
-            "sigmoid" | "logistic" => Ok(Activation::Sigmoid),
-            _ => Err(CellError::Config(format!(
-                "unknown activation `{s}`; valid activations: tanh, sigmoid"
-            ))),
-        }
+named_enum! {
+    /// Non-linearity of the Elman SRN.
+    Activation "activation" {
+        #[default]
+        Tanh = "tanh",
+        /// The logistic function 1/(1+e^-x), as in Elman (1990).
+        Sigmoid = "sigmoid" | "logistic",
     }
 }
 
@@ -127,52 +166,93 @@ pub struct RnnConfig {
     /// Settings of the continuous-time cells.
     #[serde(default)]
     pub ct: CtOptions,
-    /// Which implementation runs the sequence.
+    /// Which implementation runs the sequence (decided by [`crate::Route::select`]).
     #[serde(default)]
     pub kernel: Kernel,
+    /// Threads of the fused CPU kernels; `None`: every core. A property of the machine running
+    /// the model, not of the model, so it is not stored in run folders.
+    #[serde(skip)]
+    pub threads: Option<usize>,
 }
 
-/// Fused sequence kernel or reference composition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kernel {
-    /// The fused kernel for every cell that has one (SRN, LSTM, GRU, LTC: measured faster than
-    /// the reference on the CPU, `docs/benchmarks.md`), the reference composition for the others
-    /// and wherever the kernel cannot run (a GPU device).
-    #[default]
-    Auto,
-    /// The fused sequence kernel where the cell has one.
-    Fused,
-    /// The plain composition of Candle ops, step by step (the reference every kernel is tested
-    /// against).
-    Reference,
-}
-
-impl Kernel {
-    /// Whether `cell` runs fused under this choice.
-    pub fn fused_for(self, cell: CellKind) -> bool {
-        match self {
-            Kernel::Auto => matches!(
-                cell,
-                CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc
-            ),
-            Kernel::Fused => true,
-            Kernel::Reference => false,
-        }
+named_enum! {
+    /// Fused sequence kernel or reference composition.
+    Kernel "kernel" {
+        /// The fused kernel for every cell that has one (SRN, LSTM, GRU, LTC: measured faster
+        /// than the reference on the CPU, `docs/benchmarks.md`), the reference composition for
+        /// the others.
+        #[default]
+        Auto = "auto",
+        /// The fused sequence kernel where the cell has one (today the same choice as `auto`).
+        Fused = "fused",
+        /// The plain composition of Candle ops, step by step (the reference every kernel is
+        /// tested against).
+        Reference = "reference",
     }
 }
 
-impl std::str::FromStr for Kernel {
-    type Err = CellError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Kernel::Auto),
-            "fused" => Ok(Kernel::Fused),
-            "reference" => Ok(Kernel::Reference),
-            _ => Err(CellError::Config(format!(
-                "unknown kernel `{s}`; valid kernels: auto, fused, reference"
-            ))),
-        }
+named_enum! {
+    /// Solver of the CT-RNN and ODE-RNN.
+    SolverKind "solver" {
+        /// Explicit Euler (order 1).
+        #[default]
+        Euler = "euler",
+        /// Heun's method (order 2).
+        Heun = "heun",
+        /// Classic fourth-order Runge–Kutta.
+        Rk4 = "rk4",
+        /// Dormand–Prince 5(4), adaptive (`rtol`, `atol`, `max_steps`).
+        Dopri5 = "dopri5",
+    }
+}
+
+named_enum! {
+    /// How the LTC keeps `w`, `sensory_w`, `cm` and `gleak` non-negative.
+    Constraint "constraint" {
+        /// softplus at use time (ncps's `LTC` default).
+        #[default]
+        Softplus = "softplus",
+        /// Raw values, clamped to ≥ 0 after every update.
+        Clip = "clip",
+    }
+}
+
+named_enum! {
+    /// The LTC's input and output mappings.
+    Mapping "mapping" {
+        /// A per-feature scale and shift.
+        #[default]
+        Affine = "affine",
+        /// A per-feature scale.
+        Linear = "linear",
+        /// The identity.
+        None = "none",
+    }
+}
+
+named_enum! {
+    /// CfC variant.
+    CfcMode "CfC mode" {
+        /// Gated interpolation between two heads by a learned time constant.
+        #[default]
+        Default = "default",
+        /// Without the gate's complement.
+        NoGate = "no-gate" | "no_gate",
+        /// The closed-form solution alone.
+        Pure = "pure",
+    }
+}
+
+named_enum! {
+    /// Activation of the CfC backbone.
+    BackboneActivation "backbone activation" {
+        /// 1.7159·tanh(0.666·x).
+        #[default]
+        LecunTanh = "lecun-tanh" | "lecun_tanh",
+        Tanh = "tanh",
+        Relu = "relu",
+        Gelu = "gelu",
+        Silu = "silu",
     }
 }
 
@@ -181,50 +261,50 @@ impl std::str::FromStr for Kernel {
 #[serde(default)]
 pub struct CtOptions {
     /// LTC wiring (see [`crate::wiring::WiringSpec`]).
-    pub wiring: String,
+    pub wiring: WiringSpec,
     /// Seed of the generated wiring.
     pub wiring_seed: u64,
     /// Solver steps per input step (LTC, CT-RNN, ODE-RNN).
     pub ode_unfolds: usize,
-    /// CT-RNN / ODE-RNN solver: euler, heun, rk4, dopri5.
-    pub solver: String,
+    /// CT-RNN / ODE-RNN solver.
+    pub solver: SolverKind,
     /// Adaptive solver tolerances and step budget per input step.
     pub rtol: f64,
     pub atol: f64,
     pub max_steps: usize,
-    /// LTC: `softplus` (constraints at use time) or `clip` (raw parameters, clamped ≥ 0 after each update).
-    pub constraint: String,
-    /// LTC input and output mappings: affine, linear, none.
-    pub input_mapping: String,
-    pub output_mapping: String,
+    /// LTC: softplus at use time or clipped after each update.
+    pub constraint: Constraint,
+    /// LTC input and output mappings.
+    pub input_mapping: Mapping,
+    pub output_mapping: Mapping,
     /// LTC denominator epsilon.
     pub epsilon: f64,
-    /// CfC mode: default, no-gate, pure.
-    pub mode: String,
+    /// CfC mode.
+    pub mode: CfcMode,
     /// CfC backbone (and ODE-RNN's ODE network) width, depth and activation.
     pub backbone_units: usize,
     pub backbone_layers: usize,
-    pub backbone_activation: String,
+    pub backbone_activation: BackboneActivation,
 }
 
 impl Default for CtOptions {
     fn default() -> Self {
         Self {
-            wiring: "fully-connected".into(),
+            wiring: WiringSpec::FullyConnected { output_dim: None },
             wiring_seed: 0,
             ode_unfolds: 6,
-            solver: "euler".into(),
+            solver: SolverKind::Euler,
             rtol: 1e-3,
             atol: 1e-4,
             max_steps: 1000,
-            constraint: "softplus".into(),
-            input_mapping: "affine".into(),
-            output_mapping: "affine".into(),
+            constraint: Constraint::Softplus,
+            input_mapping: Mapping::Affine,
+            output_mapping: Mapping::Affine,
             epsilon: 1e-8,
-            mode: "default".into(),
+            mode: CfcMode::Default,
             backbone_units: 128,
             backbone_layers: 1,
-            backbone_activation: "lecun-tanh".into(),
+            backbone_activation: BackboneActivation::LecunTanh,
         }
     }
 }
@@ -257,15 +337,57 @@ impl RnnConfig {
 /// A recurrent network with a linear read-out applied at every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// A per-step front end before the recurrent stack; `rnn.input_size` is then its output
+    /// size and the model reads `encoder_input` features per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderConfig>,
+    /// Features per step the encoder reads (with an encoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_input: Option<usize>,
     pub rnn: RnnConfig,
     pub output_size: usize,
 }
 
 impl ModelConfig {
+    /// A stack of `rnn` layers and a read-out of `output_size`, without an encoder.
+    pub fn new(rnn: RnnConfig, output_size: usize) -> Self {
+        Self {
+            encoder: None,
+            encoder_input: None,
+            rnn,
+            output_size,
+        }
+    }
+
+    /// Features per step the model reads (the encoder's input, else the stack's).
+    pub fn input_size(&self) -> usize {
+        match (&self.encoder, self.encoder_input) {
+            (Some(_), Some(n)) => n,
+            _ => self.rnn.input_size,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.rnn.validate()?;
         if self.output_size == 0 {
             return Err(CellError::Config("output_size must be positive".into()));
+        }
+        match (&self.encoder, self.encoder_input) {
+            (None, None) => {}
+            (Some(e), Some(n)) => {
+                if n == 0 || e.output_size() != self.rnn.input_size {
+                    return Err(CellError::Config(format!(
+                        "the encoder maps {n} features to {} but the recurrent stack reads {}",
+                        e.output_size(),
+                        self.rnn.input_size
+                    )));
+                }
+            }
+            _ => {
+                return Err(CellError::Config(
+                    "an encoder needs encoder_input (and encoder_input an encoder)".into(),
+                ))
+            }
         }
         Ok(())
     }

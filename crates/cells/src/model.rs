@@ -1,4 +1,5 @@
-//! A recurrent network with a linear read-out applied at every time step.
+//! A recurrent network with a linear read-out applied at every time step, and an optional
+//! per-step encoder in front of it (its parameters under `encoder.`).
 //!
 //! On disk the recurrent layers sit under `rnn.` with PyTorch's names and the read-out under
 //! `head.weight` (out, hidden) / `head.bias` (out), as `torch.nn.Linear`, so a PyTorch model
@@ -8,12 +9,14 @@ use candle_nn::{Linear, VarBuilder};
 
 use crate::cell::Recurrent;
 use crate::config::ModelConfig;
+use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::params::ParamStore;
 use crate::stack::StackedRnn;
 use crate::state::RnnState;
 
 pub struct SequenceModel {
+    encoder: Option<Box<dyn Encoder>>,
     rnn: StackedRnn,
     head: Linear,
     config: ModelConfig,
@@ -22,6 +25,10 @@ pub struct SequenceModel {
 impl SequenceModel {
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
+        let encoder = match &config.encoder {
+            Some(e) => Some(e.build(config.input_size(), vb.pp("encoder"))?),
+            None => None,
+        };
         let rnn = StackedRnn::new(&config.rnn, vb.pp("rnn"))?;
         // torch.nn.Linear: weight and bias ~ U(-1/√fan_in, 1/√fan_in).
         let fan_in = rnn.output_size();
@@ -31,6 +38,7 @@ impl SequenceModel {
         let w = vbh.get_with_hints((config.output_size, fan_in), "weight", init)?;
         let bias = vbh.get_with_hints(config.output_size, "bias", init)?;
         Ok(Self {
+            encoder,
             rnn,
             head: Linear::new(w, Some(bias)),
             config: config.clone(),
@@ -70,6 +78,16 @@ impl SequenceModel {
         &self.rnn
     }
 
+    /// The model's parameter constraints, applied to `store` after every update: the LTC in
+    /// clip mode keeps `w`, `sensory_w`, `cm` and `gleak` ≥ 0. A no-op for other models.
+    pub fn apply_constraints(&self, store: &ParamStore) -> Result<()> {
+        let names = self.rnn.nonnegative_parameters();
+        if !names.is_empty() {
+            store.clamp_nonnegative(&names)?;
+        }
+        Ok(())
+    }
+
     /// Full names of parameters to clamp to ≥ 0 after every update (LTC in clip mode).
     pub fn nonnegative_parameters(&self) -> Vec<String> {
         self.rnn.nonnegative_parameters()
@@ -83,7 +101,10 @@ impl SequenceModel {
         state: Option<&RnnState>,
         dt: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor, RnnState)> {
-        let (hs, last) = self.rnn.forward(x, state, dt)?;
+        let (hs, last) = match &self.encoder {
+            Some(e) => self.rnn.forward(&e.forward(x)?, state, dt)?,
+            None => self.rnn.forward(x, state, dt)?,
+        };
         let y = self.head.forward(&hs)?;
         Ok((y, hs, last))
     }
@@ -106,7 +127,13 @@ impl SequenceModel {
 
     /// One step: `x` (batch, input) → read-out (batch, output) and the new state.
     pub fn step(&self, x: &Tensor, state: &RnnState) -> Result<(Tensor, RnnState)> {
-        let (h, st) = self.rnn.step(x, None, state)?;
+        let (h, st) = match &self.encoder {
+            Some(e) => {
+                let xe = e.forward(&x.unsqueeze(1)?)?.squeeze(1)?;
+                self.rnn.step(&xe, None, state)?
+            }
+            None => self.rnn.step(x, None, state)?,
+        };
         Ok((self.head.forward(&h)?, st))
     }
 }

@@ -7,18 +7,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::cell::{Recurrent, RecurrentCell};
-use crate::cfc::Cfc;
+use crate::cells::{Cfc, CtRnn, Gru, Lstm, Ltc, OdeRnn, Srn};
 use crate::config::{CellKind, RnnConfig};
-use crate::ctrnn::CtRnn;
 use crate::error::{CellError, Result};
-use crate::gru::Gru;
-use crate::lstm::Lstm;
-use crate::ltc::Ltc;
-use crate::odernn::OdeRnn;
 use crate::params::ParamStore;
-use crate::srn::Srn;
+use crate::route::Route;
 use crate::state::{CellState, RnnState};
-use crate::wiring::WiringSpec;
 
 pub struct StackedRnn {
     layers: Vec<Box<dyn RecurrentCell>>,
@@ -40,7 +34,7 @@ impl StackedRnn {
                 CellKind::Lstm => Box::new(Lstm::new(input, h, k, vb)?),
                 CellKind::Gru => Box::new(Gru::new(input, h, k, vb)?),
                 CellKind::Ltc => {
-                    let motor = WiringSpec::parse(&ct.wiring)?.output_dim(h);
+                    let motor = ct.wiring.output_dim(h);
                     Box::new(Ltc::new(input, h, motor, ct, vb.pp("rnn_cell"))?)
                 }
                 CellKind::Cfc => Box::new(Cfc::new(input, h, ct, vb.pp("rnn_cell"))?),
@@ -72,17 +66,18 @@ impl StackedRnn {
         Ok(())
     }
 
-    /// Layer by layer through the cells' fused sequence paths, when every layer has one.
+    /// Layer by layer along `route`, when every layer has that path.
     fn forward_fused(
         &self,
         x: &Tensor,
         dt: Option<&Tensor>,
         states: &[CellState],
+        route: Route,
     ) -> Result<Option<(Tensor, RnnState)>> {
         let mut inp = x.clone();
         let mut finals = Vec::with_capacity(self.layers.len());
         for (layer, st) in self.layers.iter().zip(states) {
-            match layer.forward_sequence(&inp, dt, st)? {
+            match layer.forward_sequence(&inp, dt, st, route)? {
                 Some((y, last)) => {
                     inp = y;
                     finals.push(last);
@@ -204,8 +199,10 @@ impl Recurrent for StackedRnn {
             }
             None => self.zero_state(batch, x.dtype(), x.device())?.layers()?,
         };
-        if self.config.kernel.fused_for(self.config.cell) {
-            if let Some(r) = self.forward_fused(x, dt, &states)? {
+        let c = &self.config;
+        let route = Route::select(x.device(), c.cell, c.kernel, c.threads);
+        if route != Route::Reference {
+            if let Some(r) = self.forward_fused(x, dt, &states, route)? {
                 return Ok(r);
             }
         }

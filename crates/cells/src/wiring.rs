@@ -26,7 +26,7 @@ pub struct Wiring {
     pub sensory: Vec<i8>,
 }
 
-/// How to build a wiring, parsed from `fully-connected[:OUT]`, `random:SPARSITY[:OUT]`,
+/// How to build a wiring, parsed from (and stored in configurations as) `fully-connected[:OUT]`, `random:SPARSITY[:OUT]`,
 /// `auto-ncp:OUT[:SPARSITY]` or `ncp:INTER:COMMAND:MOTOR:SENSORY_FANOUT:INTER_FANOUT:RECURRENT:MOTOR_FANIN`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WiringSpec {
@@ -112,6 +112,38 @@ impl WiringSpec {
             }
         };
         Ok(spec)
+    }
+
+    /// The canonical text of this wiring, which [`WiringSpec::parse`] reads back.
+    pub fn text(&self) -> String {
+        match self {
+            WiringSpec::FullyConnected { output_dim: None } => "fully-connected".into(),
+            WiringSpec::FullyConnected {
+                output_dim: Some(o),
+            } => format!("fully-connected:{o}"),
+            WiringSpec::Random {
+                sparsity,
+                output_dim: None,
+            } => format!("random:{sparsity}"),
+            WiringSpec::Random {
+                sparsity,
+                output_dim: Some(o),
+            } => format!("random:{sparsity}:{o}"),
+            WiringSpec::AutoNcp {
+                output_dim,
+                sparsity,
+            } => format!("auto-ncp:{output_dim}:{sparsity}"),
+            WiringSpec::Ncp(n) => format!(
+                "ncp:{}:{}:{}:{}:{}:{}:{}",
+                n.inter,
+                n.command,
+                n.motor,
+                n.sensory_fanout,
+                n.inter_fanout,
+                n.recurrent_command,
+                n.motor_fanin
+            ),
+        }
     }
 
     /// Number of output (motor) neurons for `units` neurons.
@@ -315,6 +347,32 @@ fn ncp(s: NcpSizes, units: usize, inputs: usize, rng: &mut ChaCha8Rng) -> Result
     Ok(w)
 }
 
+impl std::fmt::Display for WiringSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl std::str::FromStr for WiringSpec {
+    type Err = CellError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl serde::Serialize for WiringSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WiringSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +472,25 @@ mod tests {
         assert!(e.contains("= 9 neurons"), "{e}");
         let e = WiringSpec::parse("mesh").unwrap_err().to_string();
         assert!(e.contains("fully-connected[:OUT]"), "{e}");
+    }
+
+    #[test]
+    fn every_wiring_text_reads_back_as_the_same_wiring() {
+        for text in [
+            "fully-connected",
+            "fully-connected:3",
+            "random:0.25",
+            "random:0.5:2",
+            "auto-ncp:2",
+            "auto-ncp:3:0.75",
+            "ncp:4:3:2:2:2:1:2",
+        ] {
+            let spec = WiringSpec::parse(text).unwrap();
+            assert_eq!(WiringSpec::parse(&spec.text()).unwrap(), spec, "{text}");
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(serde_json::from_str::<WiringSpec>(&json).unwrap(), spec);
+        }
+        let err = serde_json::from_str::<WiringSpec>("\"ring:3\"").unwrap_err();
+        assert!(err.to_string().contains("valid wirings"), "{err}");
     }
 }

@@ -9,9 +9,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::cuda_kernels::{host, DeviceFloat};
-use remanence_cells::fused::Fused;
-use remanence_cells::ltc_fused::{LtcKernel, PackedLayout};
+use remanence_cells::kernels::cpu::ltc::{LtcKernel, PackedLayout};
+use remanence_cells::kernels::cpu::Fused;
+use remanence_cells::kernels::cuda::{host, DeviceFloat};
 use remanence_cells::{
     Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
@@ -99,6 +99,7 @@ fn reference(p: &Problem, dtype: DType) -> (Results, Vec<(String, Tensor)>) {
         num_layers: 1,
         activation: p.act,
         ct: Default::default(),
+        threads: None,
         kernel: Kernel::Reference,
     };
     let store = ParamStore::seeded(p.seed);

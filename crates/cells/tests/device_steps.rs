@@ -6,11 +6,10 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::gru::Gru;
-use remanence_cells::lstm::Lstm;
-use remanence_cells::ltc::Ltc;
-use remanence_cells::srn::Srn;
-use remanence_cells::wiring::WiringSpec;
+use remanence_cells::cells::Gru;
+use remanence_cells::cells::Lstm;
+use remanence_cells::cells::Ltc;
+use remanence_cells::cells::Srn;
 use remanence_cells::{
     Activation, CellKind, CellState, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState,
     StackedRnn,
@@ -52,6 +51,7 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
         num_layers: 1,
         activation: c.act,
         ct: ct.clone(),
+        threads: None,
         kernel: Kernel::Reference,
     };
     let store = ParamStore::seeded(c.seed);
@@ -90,7 +90,7 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
                 .unwrap()
                 .device_sequence(x.as_tensor(), &state),
             CellKind::Ltc => {
-                let motor = WiringSpec::parse(&ct.wiring).unwrap().output_dim(c.h);
+                let motor = ct.wiring.output_dim(c.h);
                 Ltc::new(c.i, c.h, motor, &ct, vb.pp("rnn_cell"))
                     .unwrap()
                     .device_sequence(x.as_tensor(), dt, &state)

@@ -49,6 +49,7 @@ fn check_path(
         num_layers: layers,
         activation,
         ct,
+        threads: None,
         kernel: if reference {
             Kernel::Reference
         } else {
@@ -176,7 +177,7 @@ fn ltc_gradients_match_finite_differences() {
         Activation::Tanh,
         1,
         6,
-        ct(|o| o.wiring = "random:0.5:2".into()),
+        ct(|o| o.wiring = "random:0.5:2".parse().unwrap()),
         false,
     );
     check_ct(
@@ -185,9 +186,9 @@ fn ltc_gradients_match_finite_differences() {
         1,
         7,
         ct(|o| {
-            o.constraint = "clip".into();
-            o.input_mapping = "linear".into();
-            o.output_mapping = "none".into();
+            o.constraint = "clip".parse().unwrap();
+            o.input_mapping = "linear".parse().unwrap();
+            o.output_mapping = "none".parse().unwrap();
             o.ode_unfolds = 3;
         }),
         true,
@@ -202,7 +203,7 @@ fn cfc_gradients_match_finite_differences() {
             Activation::Tanh,
             1,
             10 + k as u64,
-            ct(|o| o.mode = mode.to_string()),
+            ct(|o| o.mode = mode.parse().unwrap()),
             true,
         );
     }
@@ -213,7 +214,7 @@ fn cfc_gradients_match_finite_differences() {
         13,
         ct(|o| {
             o.backbone_layers = 2;
-            o.backbone_activation = "silu".into();
+            o.backbone_activation = "silu".parse().unwrap();
         }),
         false,
     );
@@ -228,7 +229,7 @@ fn ctrnn_and_odernn_gradients_match_finite_differences() {
             2,
             20,
             ct(|o| {
-                o.solver = solver.into();
+                o.solver = solver.parse().unwrap();
                 o.ode_unfolds = 3;
             }),
             true,
@@ -240,7 +241,7 @@ fn ctrnn_and_odernn_gradients_match_finite_differences() {
         1,
         21,
         ct(|o| {
-            o.solver = "rk4".into();
+            o.solver = "rk4".parse().unwrap();
             o.ode_unfolds = 2;
         }),
         true,

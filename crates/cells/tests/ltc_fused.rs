@@ -6,8 +6,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::fused::Fused;
-use remanence_cells::ltc_fused::{LtcKernel, PackedLayout};
+use remanence_cells::kernels::cpu::ltc::{LtcKernel, PackedLayout};
+use remanence_cells::kernels::cpu::Fused;
 use remanence_cells::{
     Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
@@ -39,6 +39,7 @@ fn run(case: &Case, reference: bool, dtype: DType, seed: u64) -> Vec<(String, Te
         num_layers: 1,
         activation: Activation::Tanh,
         ct: case.ct.clone(),
+        threads: None,
         kernel: if reference {
             Kernel::Reference
         } else {
@@ -196,7 +197,7 @@ fn fused_equals_reference_sparse_wirings_mappings_and_clip() {
             t: 6,
             d: 3,
             h: 12,
-            ct: opts(|o| o.wiring = "auto-ncp:3".into()),
+            ct: opts(|o| o.wiring = "auto-ncp:3".parse().unwrap()),
             with_h0: true,
             with_dt: true,
         },
@@ -208,7 +209,7 @@ fn fused_equals_reference_sparse_wirings_mappings_and_clip() {
             t: 3,
             d: 2,
             h: 8,
-            ct: opts(|o| o.wiring = "random:0.7:4".into()),
+            ct: opts(|o| o.wiring = "random:0.7:4".parse().unwrap()),
             with_h0: true,
             with_dt: false,
         },
@@ -221,9 +222,9 @@ fn fused_equals_reference_sparse_wirings_mappings_and_clip() {
             d: 3,
             h: 5,
             ct: opts(|o| {
-                o.constraint = "clip".into();
-                o.input_mapping = "linear".into();
-                o.output_mapping = "none".into();
+                o.constraint = "clip".parse().unwrap();
+                o.input_mapping = "linear".parse().unwrap();
+                o.output_mapping = "none".parse().unwrap();
                 o.ode_unfolds = 3;
             }),
             with_h0: true,

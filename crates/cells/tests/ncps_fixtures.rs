@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use remanence_cells::{
-    tensor_file, Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig,
-    RnnState, StackedRnn,
+    io, Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState,
+    StackedRnn,
 };
 
 struct Fixture {
@@ -21,9 +21,9 @@ impl Fixture {
     fn load(file: &str, dtype: DType) -> Option<Self> {
         let dir = common::shared("fixtures")?;
         let path = dir.join(file);
-        let (all, _) = tensor_file::read(&path, &Device::Cpu).unwrap();
+        let (all, _) = io::read(&path, &Device::Cpu).unwrap();
         Some(Self {
-            all: tensor_file::cast_all(all, dtype).unwrap(),
+            all: io::cast_all(all, dtype).unwrap(),
             path,
         })
     }
@@ -55,6 +55,7 @@ impl Fixture {
             num_layers: 1,
             activation: Activation::Tanh,
             ct,
+            threads: None,
             kernel: if reference {
                 Kernel::Reference
             } else {
@@ -131,14 +132,14 @@ fn check_path(file: &str, cell: CellKind, ct: CtOptions, dtype: DType, tol: f64,
 
 fn ltc(wiring: &str) -> CtOptions {
     CtOptions {
-        wiring: wiring.into(),
+        wiring: wiring.parse().unwrap(),
         ..CtOptions::default()
     }
 }
 
 fn cfc(mode: &str) -> CtOptions {
     CtOptions {
-        mode: mode.into(),
+        mode: mode.parse().unwrap(),
         backbone_units: 16,
         backbone_layers: 1,
         ..CtOptions::default()

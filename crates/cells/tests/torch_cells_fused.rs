@@ -6,10 +6,10 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::fused::{Fused, RowKernel};
-use remanence_cells::gru_fused::GruKernel;
-use remanence_cells::lstm_fused::LstmKernel;
-use remanence_cells::srn_fused::SrnKernel;
+use remanence_cells::kernels::cpu::GruKernel;
+use remanence_cells::kernels::cpu::LstmKernel;
+use remanence_cells::kernels::cpu::SrnKernel;
+use remanence_cells::kernels::cpu::{Fused, RowKernel};
 use remanence_cells::{
     Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
@@ -37,6 +37,7 @@ fn run(
         num_layers: layers,
         activation: act,
         ct: Default::default(),
+        threads: None,
         kernel: if reference {
             Kernel::Reference
         } else {

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use remanence_cells::{
-    tensor_file, Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState,
-    StackedRnn,
+    io, Activation, CellKind, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
 };
 
 /// Both the reference composition and the fused path (where the cell has one) must reproduce
@@ -22,8 +21,8 @@ fn check_path(file: &str, cell: CellKind, dtype: DType, tol: f64, reference: boo
         return;
     };
     let path = dir.join(file);
-    let (all, _) = tensor_file::read(&path, &Device::Cpu).unwrap();
-    let all = tensor_file::cast_all(all, dtype).unwrap();
+    let (all, _) = io::read(&path, &Device::Cpu).unwrap();
+    let all = io::cast_all(all, dtype).unwrap();
     let get = |k: &str| {
         all.get(k)
             .unwrap_or_else(|| panic!("{file} lacks {k}"))
@@ -44,6 +43,7 @@ fn check_path(file: &str, cell: CellKind, dtype: DType, tol: f64, reference: boo
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
         ct: Default::default(),
+        threads: None,
         kernel: if reference {
             Kernel::Reference
         } else {

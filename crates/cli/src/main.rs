@@ -38,6 +38,14 @@ enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
+/// Threads of the fused CPU kernels (`--threads`); `None`: every core.
+pub static KERNEL_THREADS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+
+/// The fused kernels' thread count to put in a model configuration.
+pub fn kernel_threads() -> Option<usize> {
+    KERNEL_THREADS.get().copied().flatten()
+}
+
 /// Where runs go unless `--runs-dir` says otherwise.
 pub fn default_runs_dir() -> PathBuf {
     PathBuf::from("runs")
@@ -65,22 +73,20 @@ fn main() -> ExitCode {
         .map(|t| t.max(1).to_string())
         .or_else(|| std::env::var("RAYON_NUM_THREADS").ok())
         .unwrap_or_else(|| "1".into());
-    let kernel_threads = cli
-        .threads
-        .map(|t| t.max(1).to_string())
-        .or_else(|| std::env::var("REMANENCE_KERNEL_THREADS").ok());
     // Before any Candle call reads them; nothing else runs yet.
     std::env::set_var("RAYON_NUM_THREADS", &threads);
     std::env::set_var("CANDLE_NUM_THREADS", &threads);
-    match kernel_threads {
-        Some(k) => std::env::set_var("REMANENCE_KERNEL_THREADS", k),
-        None => {
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            std::env::set_var("REMANENCE_KERNEL_THREADS", cores.to_string());
-        }
-    }
+    // The fused kernels' threads travel in the model configuration (`RnnConfig::threads`);
+    // REMANENCE_KERNEL_THREADS is read here once, for scripts that set it.
+    let kernel_threads = cli.threads.map(|t| t.max(1)).or_else(|| {
+        std::env::var("REMANENCE_KERNEL_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&n: &usize| n > 0)
+    });
+    KERNEL_THREADS
+        .set(kernel_threads)
+        .expect("set once, at start-up");
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),
         Command::Eval(a) => commands::eval::run(a),

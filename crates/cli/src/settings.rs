@@ -1,128 +1,170 @@
 //! Training settings, given as command-line flags or as keys of a TOML recipe (`models/*.toml`)
 //! with the same names (dashes or underscores). Precedence: built-in defaults < recipe < flags.
 //! The resolved settings become the run's `config.json`.
-use std::path::Path;
+//!
+//! The settings are listed once, in the groups below: clap reads them as flags (`--help` shows
+//! the groups), serde as recipe keys; overlaying and listing what was given go through serde, so
+//! no list of fields is repeated.
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use remanence_cells::{Activation, CellKind, CtOptions, Kernel, ModelConfig, RnnConfig};
+use remanence_cells::{
+    Activation, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel, Mapping,
+    ModelConfig, RnnConfig, SolverKind, WiringSpec,
+};
 use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use toml::Table;
 
 /// Every training setting; `None` means "not given here".
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 pub struct Settings {
+    #[command(flatten, next_help_heading = "Task")]
+    #[serde(flatten)]
+    pub task: TaskSettings,
+    #[command(flatten, next_help_heading = "Model")]
+    #[serde(flatten)]
+    pub model: ModelSettings,
+    #[command(
+        flatten,
+        next_help_heading = "Continuous-time cells (LTC, CfC, CT-RNN, ODE-RNN)"
+    )]
+    #[serde(flatten)]
+    pub ct: CtSettings,
+    #[command(flatten, next_help_heading = "Training")]
+    #[serde(flatten)]
+    pub train: TrainSettings,
+    #[command(flatten, next_help_heading = "Numbers and device")]
+    #[serde(flatten)]
+    pub device: DeviceSettings,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskSettings {
     /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted.
     #[arg(long)]
-    pub task: Option<String>,
+    pub task: Option<TaskKind>,
+    /// Folder of the data set (MNIST: the four IDX .gz files); default datasets/<name>.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training sequences (0: the whole split; default 256 for the grammars).
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
+    pub train_size: Option<usize>,
+    /// Test sequences (0: the whole split; default 256 for the grammars).
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
+    pub test_size: Option<usize>,
+    /// Seed of the data draw (default: --seed).
+    #[arg(long, allow_negative_numbers = true, value_parser = seed)]
+    pub data_seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ModelSettings {
     /// Recurrent cell: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
     #[arg(long)]
-    pub cell: Option<String>,
+    pub cell: Option<CellKind>,
     /// Hidden units per layer (the state size; LTC/CfC units).
-    #[arg(long, alias = "units")]
-    #[serde(alias = "units")]
+    #[arg(long, alias = "units", allow_negative_numbers = true, value_parser = positive)]
     pub hidden: Option<usize>,
-    /// LTC wiring: fully-connected[:OUT], random:SPARSITY[:OUT], auto-ncp:OUT[:SPARSITY],
-    /// ncp:INTER:COMMAND:MOTOR:SENSORY_FANOUT:INTER_FANOUT:RECURRENT:MOTOR_FANIN.
-    #[arg(long)]
-    pub wiring: Option<String>,
-    /// Solver steps per input step (LTC, CT-RNN, ODE-RNN; default 6).
-    #[arg(long)]
-    #[serde(alias = "ode_unfolds")]
-    pub ode_unfolds: Option<usize>,
-    /// CT-RNN / ODE-RNN solver: euler, heun, rk4, dopri5.
-    #[arg(long)]
-    pub solver: Option<String>,
-    /// dopri5 relative and absolute tolerances.
-    #[arg(long)]
-    pub rtol: Option<f64>,
-    #[arg(long)]
-    pub atol: Option<f64>,
-    /// LTC parameter constraint: softplus (at use time) or clip (clamped after each update).
-    #[arg(long)]
-    pub constraint: Option<String>,
-    /// LTC input / output mapping: affine, linear, none.
-    #[arg(long)]
-    #[serde(alias = "input_mapping")]
-    pub input_mapping: Option<String>,
-    #[arg(long)]
-    #[serde(alias = "output_mapping")]
-    pub output_mapping: Option<String>,
-    /// CfC mode: default, no-gate, pure.
-    #[arg(long)]
-    pub mode: Option<String>,
-    /// CfC backbone (ODE-RNN: ODE network) width, depth and activation.
-    #[arg(long)]
-    #[serde(alias = "backbone_units")]
-    pub backbone_units: Option<usize>,
-    #[arg(long)]
-    #[serde(alias = "backbone_layers")]
-    pub backbone_layers: Option<usize>,
-    #[arg(long)]
-    #[serde(alias = "backbone_activation")]
-    pub backbone_activation: Option<String>,
     /// Stacked recurrent layers.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub layers: Option<usize>,
     /// SRN non-linearity: tanh, sigmoid.
     #[arg(long)]
-    pub activation: Option<String>,
-    /// Maximum number of epochs.
+    pub activation: Option<Activation>,
+    /// Implementation: auto (the fastest measured), fused, reference (plain Candle ops).
     #[arg(long)]
+    pub kernel: Option<Kernel>,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CtSettings {
+    /// LTC wiring: fully-connected[:OUT], random:SPARSITY[:OUT], auto-ncp:OUT[:SPARSITY],
+    /// ncp:INTER:COMMAND:MOTOR:SENSORY_FANOUT:INTER_FANOUT:RECURRENT:MOTOR_FANIN.
+    #[arg(long)]
+    pub wiring: Option<WiringSpec>,
+    /// Solver steps per input step (LTC, CT-RNN, ODE-RNN; default 6).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub ode_unfolds: Option<usize>,
+    /// CT-RNN / ODE-RNN solver: euler, heun, rk4, dopri5.
+    #[arg(long)]
+    pub solver: Option<SolverKind>,
+    /// dopri5 relative tolerance.
+    #[arg(long, allow_negative_numbers = true)]
+    pub rtol: Option<f64>,
+    /// dopri5 absolute tolerance.
+    #[arg(long, allow_negative_numbers = true)]
+    pub atol: Option<f64>,
+    /// LTC parameter constraint: softplus (at use time) or clip (clamped after each update).
+    #[arg(long)]
+    pub constraint: Option<Constraint>,
+    /// LTC input mapping: affine, linear, none.
+    #[arg(long)]
+    pub input_mapping: Option<Mapping>,
+    /// LTC output mapping: affine, linear, none.
+    #[arg(long)]
+    pub output_mapping: Option<Mapping>,
+    /// CfC mode: default, no-gate, pure.
+    #[arg(long)]
+    pub mode: Option<CfcMode>,
+    /// CfC backbone (ODE-RNN: ODE network) width.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub backbone_units: Option<usize>,
+    /// CfC backbone (ODE-RNN: ODE network) hidden layers.
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
+    pub backbone_layers: Option<usize>,
+    /// CfC backbone activation: lecun-tanh, tanh, relu, gelu, silu.
+    #[arg(long)]
+    pub backbone_activation: Option<BackboneActivation>,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrainSettings {
+    /// Maximum number of epochs.
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub epochs: Option<usize>,
     /// Sequences per batch.
-    #[arg(long, alias = "batch")]
-    #[serde(alias = "batch_size")]
+    #[arg(long, alias = "batch", allow_negative_numbers = true, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Optimizer: adam, adamw, sgd, rmsprop.
     #[arg(long)]
-    pub optimizer: Option<String>,
+    pub optimizer: Option<OptimizerKind>,
     /// Learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// Momentum (sgd, rmsprop).
-    #[arg(long)]
+    /// Momentum (sgd, rmsprop), in [0, 1).
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Weight decay (L2 for adam/sgd/rmsprop, decoupled for adamw).
-    #[arg(long)]
-    #[serde(alias = "weight_decay")]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Clip gradients to this global L2 norm (0 turns clipping off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f64>,
     /// Learning-rate schedule: constant, cosine[:MIN_FACTOR], step:EVERY:GAMMA.
     #[arg(long)]
-    pub schedule: Option<String>,
+    #[serde(default, with = "as_text")]
+    pub schedule: Option<Schedule>,
     /// Seed of initialisation and batch order (and of the data, unless --data-seed is given).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = seed)]
     pub seed: Option<u64>,
-    /// Seed of the data draw.
-    #[arg(long)]
-    #[serde(alias = "data_seed")]
-    pub data_seed: Option<u64>,
-    /// Folder of the data set (MNIST: the four IDX .gz files); default datasets/<name>.
-    #[arg(long)]
-    pub data: Option<std::path::PathBuf>,
-    /// Training sequences (0: the whole split; default 256 for the grammars).
-    #[arg(long)]
-    #[serde(alias = "train_size")]
-    pub train_size: Option<usize>,
-    /// Test sequences (0: the whole split; default 256 for the grammars).
-    #[arg(long)]
-    #[serde(alias = "test_size")]
-    pub test_size: Option<usize>,
     /// Stop when the task counts as solved or the metric reaches --target (true/false).
     #[arg(long)]
-    #[serde(alias = "early_stop")]
     pub early_stop: Option<bool>,
     /// Stop when the headline metric reaches this value.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub target: Option<f64>,
-    /// Implementation: auto (the fastest measured), fused, reference (plain Candle ops).
-    #[arg(long)]
-    pub kernel: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceSettings {
     /// f32 or f64.
     #[arg(long)]
     pub dtype: Option<String>,
@@ -131,210 +173,347 @@ pub struct Settings {
     pub device: Option<String>,
 }
 
-macro_rules! overlay {
-    ($base:expr, $top:expr; $($f:ident),*) => { Settings { $($f: $top.$f.or($base.$f)),* } };
+/// A whole number ≥ 1, with an error that says so (also for negative numbers).
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!("must be a positive whole number, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
 }
 
-impl Settings {
-    /// `top` wins where it gives a value.
-    pub fn overlay(self, top: Settings) -> Settings {
-        overlay!(self, top; task, cell, hidden, wiring, ode_unfolds, solver, rtol, atol, constraint,
-            input_mapping, output_mapping, mode, backbone_units, backbone_layers, backbone_activation, layers, activation, epochs, batch_size, optimizer,
-            lr, momentum, weight_decay, clip, schedule, seed, data_seed, data, train_size, test_size,
-            early_stop, target, kernel, dtype, device)
+/// A whole number ≥ 0.
+fn whole(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 0 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!("must be a whole number ≥ 0, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// A seed: a whole number from 0 to 2⁶³ − 1 (what a TOML recipe can hold).
+fn seed(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if (0..=i64::MAX as i128).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(format!("must be between 0 and 2^63 - 1, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// Serialises a setting as its text and reads it back with `FromStr` (recipes write
+/// `schedule = "cosine:0.1"`).
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(
+        v: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
     }
 
-    /// Names of the settings that are given.
-    pub fn given(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        macro_rules! check { ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* } }
-        check!(
-            task,
-            cell,
-            hidden,
-            wiring,
-            ode_unfolds,
-            solver,
-            rtol,
-            atol,
-            constraint,
-            input_mapping,
-            output_mapping,
-            mode,
-            backbone_units,
-            backbone_layers,
-            backbone_activation,
-            layers,
-            activation,
-            epochs,
-            batch_size,
-            optimizer,
-            lr,
-            momentum,
-            weight_decay,
-            clip,
-            schedule,
-            seed,
-            data_seed,
-            data,
-            train_size,
-            test_size,
-            early_stop,
-            target,
-            kernel,
-            dtype,
-            device
-        );
-        v
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+        D: Deserializer<'de>,
+    {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Other names a recipe may use for a key.
+const KEY_ALIASES: [(&str, &str); 2] = [("units", "hidden"), ("batch", "batch-size")];
+
+impl Settings {
+    /// The given settings as a table of their recipe keys (a TOML table: unlike JSON it keeps
+    /// NaN and infinities, which the range checks must see).
+    fn to_table(&self) -> Table {
+        Table::try_from(self).expect("settings serialise to a table")
+    }
+
+    fn from_table(table: Table) -> Result<Settings> {
+        Ok(table.try_into()?)
+    }
+
+    /// Every recipe key, which is also the name of its flag (read from the flags themselves).
+    pub fn keys() -> Vec<String> {
+        let cmd = <Settings as Args>::augment_args(clap::Command::new("settings"));
+        cmd.get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect()
+    }
+
+    /// `top` wins where it gives a value.
+    pub fn overlay(self, top: Settings) -> Settings {
+        let mut base = self.to_table();
+        base.extend(top.to_table());
+        Settings::from_table(base).expect("an overlay of valid settings is valid")
+    }
+
+    /// Names of the settings that are given (recipe keys, which are also the flags' names).
+    pub fn given(&self) -> Vec<String> {
+        self.to_table().into_iter().map(|(k, _)| k).collect()
     }
 
     pub fn from_recipe(path: &Path) -> Result<Settings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid recipe {}", path.display()))
+        Self::from_toml(&text).with_context(|| format!("invalid recipe {}", path.display()))
+    }
+
+    /// Reads recipe text: keys with dashes or underscores, unknown keys refused with the
+    /// closest known one.
+    pub fn from_toml(text: &str) -> Result<Settings> {
+        let table: Table = toml::from_str(text)?;
+        let keys = Self::keys();
+        let mut out = Table::new();
+        for (k, v) in table {
+            let mut key = k.replace('_', "-");
+            if let Some((_, to)) = KEY_ALIASES.iter().find(|(from, _)| *from == key) {
+                key = to.to_string();
+            }
+            if !keys.contains(&key) {
+                let near = keys
+                    .iter()
+                    .min_by_key(|c| edit_distance(c, &key))
+                    .expect("settings have keys");
+                bail!(
+                    "unknown key `{k}` (did you mean `{near}`?); valid keys: {}",
+                    keys.join(", ")
+                );
+            }
+            if out.insert(key.clone(), v).is_some() {
+                bail!("key `{key}` is given twice (with dashes and with underscores)");
+            }
+        }
+        Self::from_table(out)
     }
 
     /// The defaults: an LSTM on the embedded Reber grammar.
     pub fn defaults() -> Settings {
         Settings {
-            task: Some("embedded-reber".into()),
-            cell: Some("lstm".into()),
-            hidden: Some(16),
-            wiring: None,
-            ode_unfolds: None,
-            solver: None,
-            rtol: None,
-            atol: None,
-            constraint: None,
-            input_mapping: None,
-            output_mapping: None,
-            mode: None,
-            backbone_units: None,
-            backbone_layers: None,
-            backbone_activation: None,
-            layers: Some(1),
-            activation: Some("tanh".into()),
-            epochs: Some(200),
-            batch_size: Some(16),
-            optimizer: Some("adam".into()),
-            lr: Some(0.01),
-            momentum: Some(0.0),
-            weight_decay: Some(0.0),
-            clip: Some(1.0),
-            schedule: Some("constant".into()),
-            seed: Some(0),
-            data_seed: None,
-            data: None,
-            train_size: None,
-            test_size: None,
-            early_stop: Some(true),
-            target: None,
-            kernel: None,
-            dtype: Some("f32".into()),
-            device: Some("cpu".into()),
+            task: TaskSettings {
+                task: Some(TaskKind::EmbeddedReber),
+                ..Default::default()
+            },
+            model: ModelSettings {
+                cell: Some(CellKind::Lstm),
+                hidden: Some(16),
+                layers: Some(1),
+                ..Default::default()
+            },
+            ct: CtSettings::default(),
+            train: TrainSettings {
+                epochs: Some(200),
+                batch_size: Some(16),
+                optimizer: Some(OptimizerKind::Adam),
+                lr: Some(0.01),
+                clip: Some(1.0),
+                seed: Some(0),
+                early_stop: Some(true),
+                ..Default::default()
+            },
+            device: DeviceSettings {
+                dtype: Some("f32".into()),
+                device: Some("cpu".into()),
+            },
         }
     }
 
-    /// Turns complete settings (defaults overlaid) into a run configuration.
+    /// Refuses settings that the chosen cell or task would ignore. `given` holds what the user
+    /// gave (recipe and flags), not the defaults.
+    pub fn check_applicable(&self, given: &[String]) -> Result<()> {
+        let cell = self.model.cell.context("no cell given")?;
+        let task = self.task.task.context("no task given")?;
+        use CellKind::*;
+        let rules: [(&str, &[CellKind]); 13] = [
+            ("activation", &[Srn]),
+            ("wiring", &[Ltc]),
+            ("constraint", &[Ltc]),
+            ("input-mapping", &[Ltc]),
+            ("output-mapping", &[Ltc]),
+            ("ode-unfolds", &[Ltc, Ctrnn, Odernn]),
+            ("solver", &[Ctrnn, Odernn]),
+            ("rtol", &[Ctrnn, Odernn]),
+            ("atol", &[Ctrnn, Odernn]),
+            ("mode", &[Cfc]),
+            ("backbone-units", &[Cfc, Odernn]),
+            ("backbone-layers", &[Cfc, Odernn]),
+            ("backbone-activation", &[Cfc]),
+        ];
+        for (key, cells) in rules {
+            if given.iter().any(|g| g == key) && !cells.contains(&cell) {
+                let names: Vec<_> = cells.iter().map(|c| c.name()).collect();
+                bail!(
+                    "--{key} applies to {} only, and the cell is {cell}; remove it or choose \
+                     another --cell",
+                    names.join(", ")
+                );
+            }
+        }
+        if given.iter().any(|g| g == "data") && task.mnist_view().is_none() {
+            bail!("--data names a data folder, and task {task} generates its data; remove --data");
+        }
+        Ok(())
+    }
+
+    /// Turns complete settings (defaults overlaid) into a run configuration, checking every
+    /// number for finiteness and range and naming the flag of the first that is not.
     pub fn resolve(&self) -> Result<RunConfig> {
-        let s = self;
-        let need =
-            |o: &Option<String>, what: &str| o.clone().with_context(|| format!("no {what} given"));
-        let kind: TaskKind = need(&s.task, "task")?.parse().context("--task")?;
-        let cell: CellKind = need(&s.cell, "cell")?.parse().context("--cell")?;
-        let activation: Activation = need(&s.activation, "activation")?
-            .parse()
-            .context("--activation")?;
-        let optimizer: OptimizerKind = need(&s.optimizer, "optimizer")?
-            .parse()
-            .context("--optimizer")?;
-        let schedule = Schedule::parse(&need(&s.schedule, "schedule")?).context("--schedule")?;
-        let dtype = need(&s.dtype, "dtype")?;
+        let (t, m, c, tr, d) = (&self.task, &self.model, &self.ct, &self.train, &self.device);
+        let kind = t.task.context("no task given")?;
+        let cell = m.cell.context("no cell given")?;
+        let optimizer = tr.optimizer.context("no optimizer given")?;
+        let dtype = d.dtype.clone().context("no dtype given")?;
         if dtype != "f32" && dtype != "f64" {
             bail!("--dtype: unknown dtype `{dtype}`; valid dtypes: f32, f64");
         }
-        let seed = s.seed.unwrap_or(0);
+        let seed = tr.seed.unwrap_or(0);
         let (input, output) = kind.sizes();
         let (train_size, test_size) = kind.default_sizes();
-        let clip = s.clip.unwrap_or(0.0);
-        if clip < 0.0 || !clip.is_finite() {
-            bail!("--clip must be a non-negative number, got {clip}");
+        let lr = tr.lr.context("no learning rate given")?;
+        let clip = tr.clip.unwrap_or(0.0);
+        let defaults = CtOptions::default();
+        let checks: [(&str, Option<f64>, fn(f64) -> bool, &str); 8] = [
+            (
+                "lr",
+                Some(lr),
+                |v| v > 0.0 && v.is_finite(),
+                "a finite number > 0",
+            ),
+            (
+                "momentum",
+                tr.momentum,
+                |v| (0.0..1.0).contains(&v),
+                "in [0, 1)",
+            ),
+            (
+                "weight-decay",
+                tr.weight_decay,
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "clip",
+                Some(clip),
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0 (0: off)",
+            ),
+            ("target", tr.target, f64::is_finite, "a finite number"),
+            (
+                "rtol",
+                c.rtol,
+                |v| v > 0.0 && v.is_finite(),
+                "a finite number > 0",
+            ),
+            (
+                "atol",
+                c.atol,
+                |v| v > 0.0 && v.is_finite(),
+                "a finite number > 0",
+            ),
+            ("lr", Some(lr), |v| v < 1e6, "below 10^6"),
+        ];
+        for (flag, value, ok, what) in checks {
+            if let Some(v) = value {
+                if !ok(v) {
+                    bail!("--{flag} must be {what}, got {v}");
+                }
+            }
         }
+        let data_dir = match &t.data {
+            Some(p) => Some(absolute(p)?),
+            None => None,
+        };
         let cfg = RunConfig {
-            model: ModelConfig {
-                rnn: RnnConfig {
+            model: ModelConfig::new(
+                RnnConfig {
                     cell,
                     input_size: input,
-                    hidden_size: s.hidden.context("no hidden size")?,
-                    num_layers: s.layers.unwrap_or(1),
-                    activation,
-                    ct: {
-                        let d = CtOptions::default();
-                        CtOptions {
-                            wiring: s.wiring.clone().unwrap_or(d.wiring),
-                            wiring_seed: seed,
-                            ode_unfolds: s.ode_unfolds.unwrap_or(d.ode_unfolds),
-                            solver: s.solver.clone().unwrap_or(d.solver),
-                            rtol: s.rtol.unwrap_or(d.rtol),
-                            atol: s.atol.unwrap_or(d.atol),
-                            constraint: s.constraint.clone().unwrap_or(d.constraint),
-                            input_mapping: s.input_mapping.clone().unwrap_or(d.input_mapping),
-                            output_mapping: s.output_mapping.clone().unwrap_or(d.output_mapping),
-                            mode: s.mode.clone().unwrap_or(d.mode),
-                            backbone_units: s.backbone_units.unwrap_or(d.backbone_units),
-                            backbone_layers: s.backbone_layers.unwrap_or(d.backbone_layers),
-                            backbone_activation: s
-                                .backbone_activation
-                                .clone()
-                                .unwrap_or(d.backbone_activation),
-                            ..d
-                        }
+                    hidden_size: m.hidden.context("no hidden size given")?,
+                    num_layers: m.layers.unwrap_or(1),
+                    activation: m.activation.unwrap_or_default(),
+                    ct: CtOptions {
+                        wiring: c.wiring.clone().unwrap_or(defaults.wiring.clone()),
+                        wiring_seed: seed,
+                        ode_unfolds: c.ode_unfolds.unwrap_or(defaults.ode_unfolds),
+                        solver: c.solver.unwrap_or(defaults.solver),
+                        rtol: c.rtol.unwrap_or(defaults.rtol),
+                        atol: c.atol.unwrap_or(defaults.atol),
+                        constraint: c.constraint.unwrap_or(defaults.constraint),
+                        input_mapping: c.input_mapping.unwrap_or(defaults.input_mapping),
+                        output_mapping: c.output_mapping.unwrap_or(defaults.output_mapping),
+                        mode: c.mode.unwrap_or(defaults.mode),
+                        backbone_units: c.backbone_units.unwrap_or(defaults.backbone_units),
+                        backbone_layers: c.backbone_layers.unwrap_or(defaults.backbone_layers),
+                        backbone_activation: c
+                            .backbone_activation
+                            .unwrap_or(defaults.backbone_activation),
+                        ..defaults
                     },
-                    kernel: match &s.kernel {
-                        Some(k) => k.parse().context("--kernel")?,
-                        None => Kernel::Auto,
-                    },
+                    kernel: m.kernel.unwrap_or_default(),
+                    threads: None,
                 },
-                output_size: output,
-            },
+                output,
+            ),
             task: TaskConfig {
                 kind,
-                train_size: s.train_size.unwrap_or(train_size),
-                test_size: s.test_size.unwrap_or(test_size),
-                data_seed: s.data_seed.unwrap_or(seed),
-                data_dir: s.data.clone(),
+                train_size: t.train_size.unwrap_or(train_size),
+                test_size: t.test_size.unwrap_or(test_size),
+                data_seed: t.data_seed.unwrap_or(seed),
+                data_dir,
             },
             train: TrainConfig {
-                epochs: s.epochs.context("no epoch count")?,
-                batch_size: s.batch_size.context("no batch size")?,
+                epochs: tr.epochs.context("no epoch count given")?,
+                batch_size: tr.batch_size.context("no batch size given")?,
                 optimizer: OptimizerConfig {
-                    momentum: s.momentum.unwrap_or(0.0),
-                    weight_decay: s.weight_decay.unwrap_or(0.0),
-                    ..OptimizerConfig::new(optimizer, s.lr.context("no learning rate")?)
+                    momentum: tr.momentum.unwrap_or(0.0),
+                    weight_decay: tr.weight_decay.unwrap_or(0.0),
+                    ..OptimizerConfig::new(optimizer, lr)
                 },
-                schedule,
+                schedule: tr.schedule.unwrap_or_default(),
                 clip_norm: (clip > 0.0).then_some(clip),
                 seed,
-                early_stop: s.early_stop.unwrap_or(true),
-                target: s.target,
+                early_stop: tr.early_stop.unwrap_or(true),
+                target: tr.target,
                 eval_batch_size: 256,
             },
             dtype,
-            device: need(&s.device, "device")?,
+            device: d.device.clone().context("no device given")?,
         };
         cfg.model.validate()?;
         cfg.train.validate()?;
-        // Build the model once on the CPU so a bad wiring, solver, mode or mapping fails here,
-        // before any run folder exists.
-        remanence_cells::SequenceModel::init(
-            &cfg.model,
-            0,
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-        .context("the model configuration")?;
         Ok(cfg)
     }
+}
+
+/// `p` made absolute against the working directory (without resolving links), so a run folder
+/// finds its data from any directory.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot resolve the path {}", p.display()))
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The default run name: `<task>-<cell>-h<hidden>-s<seed>`.
@@ -348,14 +527,15 @@ pub fn run_name(cfg: &RunConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     #[test]
     fn flags_override_recipe_which_overrides_defaults() {
-        let recipe: Settings =
-            toml::from_str("cell = \"gru\"\nhidden = 9\nbatch_size = 4").unwrap();
+        let recipe = Settings::from_toml("cell = \"gru\"\nhidden = 9\nbatch_size = 4").unwrap();
         let flags = Settings {
-            hidden: Some(5),
+            model: ModelSettings {
+                hidden: Some(5),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let s = Settings::defaults().overlay(recipe).overlay(flags);
@@ -369,33 +549,86 @@ mod tests {
 
     #[test]
     fn unknown_values_and_keys_are_reported_with_the_choices() {
-        let bad = Settings {
-            cell: Some("tcn".into()),
-            ..Settings::defaults()
-        };
-        let err = format!("{:#}", bad.resolve().unwrap_err());
-        assert!(err.contains("srn, lstm, gru"), "{err}");
-        let bad = Settings {
-            optimizer: Some("lion".into()),
-            ..Settings::defaults()
-        };
-        assert!(format!("{:#}", bad.resolve().unwrap_err()).contains("adam, adamw, sgd, rmsprop"));
-        let err = toml::from_str::<Settings>("hiden = 3")
-            .unwrap_err()
-            .to_string();
+        let err = format!("{:#}", Settings::from_toml("cell = \"tcn\"").unwrap_err());
+        assert!(
+            err.contains("tcn") && err.contains("`srn`, `lstm`, `gru`"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Settings::from_toml("optimizer = \"lion\"").unwrap_err()
+        );
+        assert!(err.contains("`adam`, `adamw`, `sgd`"), "{err}");
+        assert!(Settings::from_toml("optimizer = \"rmsprop\"").is_ok());
+        let err = Settings::from_toml("hiden = 3").unwrap_err().to_string();
         assert!(err.contains("hiden") && err.contains("hidden"), "{err}");
+        let err = Settings::from_toml("schedule = \"linear\"").unwrap_err();
+        assert!(format!("{err:#}").contains("constant, cosine"), "{err:#}");
     }
 
     #[test]
-    fn every_shipped_recipe_resolves() {
+    fn recipe_keys_take_dashes_underscores_and_aliases() {
+        let s = Settings::from_toml(
+            "units = 7\nbatch = 3\nweight_decay = 0.5\nschedule = \"step:2:0.5\"\nwiring = \"auto-ncp:2\"",
+        )
+        .unwrap();
+        assert_eq!(s.model.hidden, Some(7));
+        assert_eq!(s.train.batch_size, Some(3));
+        assert_eq!(s.train.weight_decay, Some(0.5));
+        assert_eq!(
+            s.train.schedule,
+            Some(Schedule::parse("step:2:0.5").unwrap())
+        );
+        let mut given = s.given();
+        given.sort();
+        assert_eq!(
+            given,
+            ["batch-size", "hidden", "schedule", "weight-decay", "wiring"]
+        );
+        assert!(Settings::from_toml("batch_size = 3\nbatch-size = 4").is_err());
+    }
+
+    #[test]
+    fn every_number_is_checked_and_the_flag_named() {
+        // Before these checks NaN momentum and weight decay reached config.json as `null`.
+        for (key, value, flag) in [
+            ("momentum", f64::NAN, "--momentum"),
+            ("momentum", 1.5, "--momentum"),
+            ("weight_decay", f64::NAN, "--weight-decay"),
+            ("weight_decay", -1.0, "--weight-decay"),
+            ("lr", f64::INFINITY, "--lr"),
+            ("clip", f64::NAN, "--clip"),
+            ("target", f64::NAN, "--target"),
+            ("rtol", 0.0, "--rtol"),
+        ] {
+            let recipe = format!("{key} = {}", toml::Value::Float(value));
+            let s = Settings::defaults().overlay(Settings::from_toml(&recipe).unwrap());
+            let err = format!("{:#}", s.resolve().unwrap_err());
+            assert!(err.contains(flag), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_shipped_recipe_resolves_and_builds() {
         let mut n = 0;
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
-                let s = Settings::defaults().overlay(Settings::from_recipe(&p).unwrap());
-                s.resolve()
+                let recipe = Settings::from_recipe(&p).unwrap();
+                let s = Settings::defaults().overlay(recipe.clone());
+                s.check_applicable(&recipe.given())
                     .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                let cfg = s
+                    .resolve()
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                remanence_cells::SequenceModel::init(
+                    &cfg.model,
+                    0,
+                    candle_core::DType::F32,
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
                 n += 1;
             }
         }

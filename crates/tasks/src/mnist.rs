@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
 use crate::idx;
-use crate::task::{shuffled_chunks, Batch, Evaluation, Objective, Predict, SequenceTask};
+use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask, Split};
 
 /// The four files, with the sizes their headers must announce.
 pub const MNIST_FILES: [(&str, usize); 4] = [
@@ -164,20 +164,59 @@ impl MnistTask {
         })
     }
 
+    fn split(&self, split: Split) -> &MnistSplit {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
     fn steps_features(&self) -> (usize, usize) {
         match self.view {
             MnistView::Rows => (28, 28),
             _ => (784, 1),
         }
     }
+}
 
+/// The class of the largest logit; `None` when a logit is not finite (never a right answer).
+pub fn predicted_class(logits: &[f32]) -> Option<usize> {
+    if logits.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let mut best = 0;
+    for (k, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = k;
+        }
+    }
+    Some(best)
+}
+
+impl SequenceTask for MnistTask {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn input_size(&self) -> usize {
+        self.steps_features().1
+    }
+    fn output_size(&self) -> usize {
+        10
+    }
+    fn objective(&self) -> Objective {
+        Objective::ClassLastStep
+    }
+    fn len(&self, split: Split) -> usize {
+        self.split(split).len()
+    }
     fn batch(
         &self,
-        split: &MnistSplit,
+        split: Split,
         indices: &[usize],
         dtype: DType,
         device: &Device,
     ) -> Result<Batch> {
+        let split = self.split(split);
         let (t, f) = self.steps_features();
         let mut x = Vec::with_capacity(indices.len() * 784);
         for &i in indices {
@@ -195,36 +234,6 @@ impl MnistTask {
             lengths: vec![t; b],
         })
     }
-}
-
-impl SequenceTask for MnistTask {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn input_size(&self) -> usize {
-        self.steps_features().1
-    }
-    fn output_size(&self) -> usize {
-        10
-    }
-    fn objective(&self) -> Objective {
-        Objective::ClassLastStep
-    }
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-    fn train_batches(
-        &self,
-        batch_size: usize,
-        rng: &mut ChaCha8Rng,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Vec<Batch>> {
-        shuffled_chunks(self.train.len(), batch_size, rng)
-            .iter()
-            .map(|c| self.batch(&self.train, c, dtype, device))
-            .collect()
-    }
     fn evaluate(
         &self,
         batch_size: usize,
@@ -235,14 +244,18 @@ impl SequenceTask for MnistTask {
         let order: Vec<usize> = (0..self.test.len()).collect();
         let mut right = 0usize;
         for chunk in order.chunks(batch_size.max(1)) {
-            let batch = self.batch(&self.test, chunk, dtype, device)?;
+            let batch = self.batch(Split::Test, chunk, dtype, device)?;
             let y = predict(&batch)?;
             let t = y.dim(1)?;
-            let pred: Vec<u32> = y.narrow(1, t - 1, 1)?.squeeze(1)?.argmax(1)?.to_vec1()?;
+            let logits: Vec<Vec<f32>> = y
+                .narrow(1, t - 1, 1)?
+                .squeeze(1)?
+                .to_dtype(DType::F32)?
+                .to_vec2()?;
             right += chunk
                 .iter()
-                .zip(&pred)
-                .filter(|(&i, &p)| self.test.labels[i] as u32 == p)
+                .zip(&logits)
+                .filter(|(&i, l)| predicted_class(l) == Some(self.test.labels[i] as usize))
                 .count();
         }
         let acc = right as f64 / self.test.len() as f64;
@@ -257,5 +270,17 @@ impl SequenceTask for MnistTask {
                 self.test.len()
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::predicted_class;
+
+    #[test]
+    fn a_non_finite_logit_is_never_a_prediction() {
+        assert_eq!(predicted_class(&[0.1, 2.0, -1.0]), Some(1));
+        assert_eq!(predicted_class(&[f32::NAN, f32::NAN, f32::NAN]), None);
+        assert_eq!(predicted_class(&[0.1, f32::INFINITY, -1.0]), None);
     }
 }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
 use crate::grammar::{Grammar, B, E};
-use crate::task::{shuffled_chunks, Batch, Evaluation, Objective, Predict, SequenceTask, Split};
+use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask, Split};
 
 pub const NUM_SYMBOLS: usize = 7;
 
@@ -80,8 +80,75 @@ impl ReberTask {
         }
     }
 
-    /// Builds the padded batch of the strings at `indices` of `split`.
-    pub fn batch(
+    /// Per string of `split`: (whether every step was right, steps right, steps).
+    fn score_split(
+        &self,
+        split: Split,
+        batch_size: usize,
+        dtype: DType,
+        device: &Device,
+        predict: &mut Predict<'_>,
+    ) -> Result<(usize, usize, usize)> {
+        let strings = self.strings(split);
+        let (mut good_strings, mut good_steps, mut steps) = (0, 0, 0);
+        let order: Vec<usize> = (0..strings.len()).collect();
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch = self.batch(split, chunk, dtype, device)?;
+            let out = predict(&batch)?;
+            let out: Vec<Vec<Vec<f32>>> = out.to_dtype(DType::F32)?.to_vec3()?;
+            for (row, &i) in chunk.iter().enumerate() {
+                let s = &strings[i];
+                let sets = self.grammar.next_sets(s).expect("grammatical");
+                let mut all = true;
+                for (step, set) in sets.iter().enumerate() {
+                    let ok = valid_are_most_active(&out[row][step], *set);
+                    good_steps += ok as usize;
+                    all &= ok;
+                }
+                steps += sets.len();
+                good_strings += all as usize;
+            }
+        }
+        Ok((good_strings, good_steps, steps))
+    }
+}
+
+/// Whether the outputs of the symbols in `set` are all above every other output. A step with a
+/// non-finite output (NaN, ±∞) is never right.
+pub fn valid_are_most_active(out: &[f32], set: u8) -> bool {
+    if out.iter().take(NUM_SYMBOLS).any(|v| !v.is_finite()) {
+        return false;
+    }
+    let mut lo_valid = f32::INFINITY;
+    let mut hi_other = f32::NEG_INFINITY;
+    for (k, &v) in out.iter().enumerate().take(NUM_SYMBOLS) {
+        if set & (1 << k) != 0 {
+            lo_valid = lo_valid.min(v);
+        } else {
+            hi_other = hi_other.max(v);
+        }
+    }
+    lo_valid > hi_other
+}
+
+impl SequenceTask for ReberTask {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn input_size(&self) -> usize {
+        NUM_SYMBOLS
+    }
+    fn output_size(&self) -> usize {
+        NUM_SYMBOLS
+    }
+    fn objective(&self) -> Objective {
+        Objective::MultiLabelPerStep
+    }
+    fn len(&self, split: Split) -> usize {
+        self.strings(split).len()
+    }
+
+    fn batch(
         &self,
         split: Split,
         indices: &[usize],
@@ -123,83 +190,6 @@ impl ReberTask {
             indices: indices.to_vec(),
             lengths,
         })
-    }
-
-    /// Per string of `split`: (whether every step was right, steps right, steps).
-    fn score_split(
-        &self,
-        split: Split,
-        batch_size: usize,
-        dtype: DType,
-        device: &Device,
-        predict: &mut Predict<'_>,
-    ) -> Result<(usize, usize, usize)> {
-        let strings = self.strings(split);
-        let (mut good_strings, mut good_steps, mut steps) = (0, 0, 0);
-        let order: Vec<usize> = (0..strings.len()).collect();
-        for chunk in order.chunks(batch_size.max(1)) {
-            let batch = self.batch(split, chunk, dtype, device)?;
-            let out = predict(&batch)?;
-            let out: Vec<Vec<Vec<f32>>> = out.to_dtype(DType::F32)?.to_vec3()?;
-            for (row, &i) in chunk.iter().enumerate() {
-                let s = &strings[i];
-                let sets = self.grammar.next_sets(s).expect("grammatical");
-                let mut all = true;
-                for (step, set) in sets.iter().enumerate() {
-                    let ok = valid_are_most_active(&out[row][step], *set);
-                    good_steps += ok as usize;
-                    all &= ok;
-                }
-                steps += sets.len();
-                good_strings += all as usize;
-            }
-        }
-        Ok((good_strings, good_steps, steps))
-    }
-}
-
-/// Whether the outputs of the symbols in `set` are all above every other output.
-pub fn valid_are_most_active(out: &[f32], set: u8) -> bool {
-    let mut lo_valid = f32::INFINITY;
-    let mut hi_other = f32::NEG_INFINITY;
-    for (k, &v) in out.iter().enumerate().take(NUM_SYMBOLS) {
-        if set & (1 << k) != 0 {
-            lo_valid = lo_valid.min(v);
-        } else {
-            hi_other = hi_other.max(v);
-        }
-    }
-    lo_valid > hi_other
-}
-
-impl SequenceTask for ReberTask {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn input_size(&self) -> usize {
-        NUM_SYMBOLS
-    }
-    fn output_size(&self) -> usize {
-        NUM_SYMBOLS
-    }
-    fn objective(&self) -> Objective {
-        Objective::MultiLabelPerStep
-    }
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-
-    fn train_batches(
-        &self,
-        batch_size: usize,
-        rng: &mut ChaCha8Rng,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Vec<Batch>> {
-        shuffled_chunks(self.train.len(), batch_size, rng)
-            .iter()
-            .map(|c| self.batch(Split::Train, c, dtype, device))
-            .collect()
     }
 
     fn evaluate(
@@ -344,6 +334,22 @@ mod tests {
                 assert_eq!(x[row][t].iter().sum::<f32>(), 0.0, "padding is zero");
             }
         }
+    }
+
+    #[test]
+    fn non_finite_outputs_are_never_right() {
+        // Before this check, all-NaN outputs passed (NaN is ignored by min and max).
+        let set = 0b0000_0110;
+        assert!(valid_are_most_active(&[0., 1., 1., 0., 0., 0., 0.], set));
+        assert!(!valid_are_most_active(&[f32::NAN; 7], set));
+        assert!(!valid_are_most_active(
+            &[0., 1., 1., 0., f32::NAN, 0., 0.],
+            set
+        ));
+        assert!(!valid_are_most_active(
+            &[0., f32::INFINITY, 1., 0., 0., 0., 0.],
+            set
+        ));
     }
 
     #[test]

@@ -72,21 +72,25 @@ pub fn shuffled_chunks(n: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec
 /// The model's read-out for a batch: (batch, time, outputs).
 pub type Predict<'a> = dyn FnMut(&Batch) -> Result<Tensor> + 'a;
 
+/// A sequence task: its data, cut into batches by index, its objective and its metric.
 pub trait SequenceTask: Send + Sync {
     fn name(&self) -> &str;
+    /// Features per step of `Batch::x`.
     fn input_size(&self) -> usize;
+    /// Read-out size the objective expects.
     fn output_size(&self) -> usize;
     fn objective(&self) -> Objective;
-    /// Number of training sequences (an epoch).
-    fn train_len(&self) -> usize;
-    /// The training split in batches of at most `batch_size`, in an order drawn from `rng`.
-    fn train_batches(
+    /// Number of sequences in `split`.
+    fn len(&self, split: Split) -> usize;
+    /// The padded batch of the sequences at `indices` of `split` (each below `len(split)`), in
+    /// that order: `x` (B, T, input_size), the target and mask as the [`Objective`] says.
+    fn batch(
         &self,
-        batch_size: usize,
-        rng: &mut ChaCha8Rng,
+        split: Split,
+        indices: &[usize],
         dtype: DType,
         device: &Device,
-    ) -> Result<Vec<Batch>>;
+    ) -> Result<Batch>;
     /// Scores the model on the task's splits.
     fn evaluate(
         &self,
@@ -95,4 +99,29 @@ pub trait SequenceTask: Send + Sync {
         device: &Device,
         predict: &mut Predict<'_>,
     ) -> Result<Evaluation>;
+
+    /// Number of training sequences (an epoch).
+    fn train_len(&self) -> usize {
+        self.len(Split::Train)
+    }
+
+    /// The batch order of one training epoch: the training indices in an order drawn from
+    /// `rng`, cut into chunks of at most `batch_size`.
+    fn epoch_order(&self, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+        shuffled_chunks(self.train_len(), batch_size, rng)
+    }
+
+    /// The training split in batches of at most `batch_size`, in an order drawn from `rng`.
+    fn train_batches(
+        &self,
+        batch_size: usize,
+        rng: &mut ChaCha8Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Vec<Batch>> {
+        self.epoch_order(batch_size, rng)
+            .iter()
+            .map(|c| self.batch(Split::Train, c, dtype, device))
+            .collect()
+    }
 }

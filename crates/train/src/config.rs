@@ -56,6 +56,41 @@ impl TrainConfig {
                 return bad(format!("clip norm must be positive, got {c}"));
             }
         }
+        let o = &self.optimizer;
+        // `!(in range)` so that NaN fails every check.
+        let checks: [(&str, f64, bool, &str); 6] = [
+            (
+                "momentum",
+                o.momentum,
+                (0.0..1.0).contains(&o.momentum),
+                "in [0, 1)",
+            ),
+            (
+                "weight decay",
+                o.weight_decay,
+                o.weight_decay >= 0.0 && o.weight_decay.is_finite(),
+                "finite and ≥ 0",
+            ),
+            ("beta1", o.beta1, (0.0..1.0).contains(&o.beta1), "in [0, 1)"),
+            ("beta2", o.beta2, (0.0..1.0).contains(&o.beta2), "in [0, 1)"),
+            ("alpha", o.alpha, (0.0..1.0).contains(&o.alpha), "in [0, 1)"),
+            (
+                "eps",
+                o.eps,
+                o.eps > 0.0 && o.eps.is_finite(),
+                "finite and > 0",
+            ),
+        ];
+        for (name, value, ok, range) in checks {
+            if !ok {
+                return bad(format!("{name} must be {range}, got {value}"));
+            }
+        }
+        if let Some(t) = self.target {
+            if !t.is_finite() {
+                return bad(format!("target must be a finite number, got {t}"));
+            }
+        }
         self.schedule.validate()
     }
 }

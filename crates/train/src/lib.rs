@@ -8,12 +8,16 @@
 //! - [`schedule`]: learning-rate schedules.
 //! - [`run_dir`]: the run folder (`config.json`, `model.safetensors`, `checkpoint.safetensors`,
 //!   `metrics.jsonl`), every file written atomically.
-//! - [`trainer`]: the loop itself, with early stopping and a NaN guard.
+//! - [`learner`]: one step (`batch → loss → gradients → update`) behind the [`Learner`] trait,
+//!   with [`GradientLearner`] (backpropagation through time) and its [`Plugin`] hooks.
+//! - [`trainer`]: epochs, evaluation, checkpoints and resume around a learner, with early
+//!   stopping and a NaN guard.
 //! - [`stack`]: runs a closure on a thread with a deep stack (Candle's backward recurses).
 
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod learner;
 pub mod loss;
 pub mod optim;
 pub mod run_dir;
@@ -23,6 +27,7 @@ pub mod trainer;
 
 pub use config::{RunConfig, TrainConfig};
 pub use error::{Result, TrainError};
+pub use learner::{GradientLearner, Learner, Plugin, StepContext, StepReport};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 pub use run_dir::RunDir;
 pub use schedule::Schedule;

@@ -6,25 +6,36 @@
 //! | `model.safetensors` | the weights after the last completed epoch: `rnn.*` with PyTorch names, `head.weight`, `head.bias` |
 //! | `checkpoint.safetensors` | weights (`model.*`), optimizer state (`optim.*`) and trainer state (metadata), in one file |
 //! | `metrics.jsonl` | one JSON object per completed epoch |
+//! | `run.lock` | the pid of the process training in the folder, which holds an advisory lock on it |
 //!
 //! Every file is written to a temporary name and renamed; the checkpoint is a single file, so the
-//! weights and the optimizer state it holds always belong to the same epoch.
+//! weights and the optimizer state it holds always belong to the same epoch. One process at a time
+//! trains in a folder ([`RunDir::lock`]).
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use remanence_cells::{tensor_file, ParamStore, SequenceModel};
+use remanence_cells::{io, ParamStore, SequenceModel};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::optim::Optimizer;
+use crate::learner::Learner;
 
 pub const CONFIG: &str = "config.json";
 pub const MODEL: &str = "model.safetensors";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
+/// The advisory lock a training process holds on its run folder.
+pub const LOCK: &str = "run.lock";
+
+/// The lock on a run folder, held while one process trains in it; released when dropped or when
+/// the process dies (an advisory `flock`, so a killed process never leaves a stale lock).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
 
 /// Where a run stands; stored in the checkpoint's metadata.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -99,13 +110,70 @@ impl RunDir {
         &self.path
     }
 
+    /// Takes the folder's lock, or says which process holds it. Then removes the temporary
+    /// files (`*.tmp`) of writers that died mid-write: with the lock held, no other writer is
+    /// alive.
+    pub fn lock(&self) -> Result<RunLock> {
+        let p = self.file(LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| run_err(&p, format!("cannot open the lock file: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&p).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(run_err(
+                    &self.path,
+                    format!(
+                        "another process is training in this run folder (pid {}); wait for \
+                         it to finish or stop it",
+                        if holder.is_empty() { "unknown" } else { holder }
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(run_err(&p, format!("cannot lock: {e}")))
+            }
+        }
+        use std::io::{Seek, SeekFrom};
+        file.set_len(0)
+            .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .and_then(|_| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| run_err(&p, format!("cannot write the lock file: {e}")))?;
+        self.remove_stale_temporaries()?;
+        Ok(RunLock { _file: file })
+    }
+
+    /// Removes `*.tmp` files left by writers killed mid-write. Call it with the lock held.
+    fn remove_stale_temporaries(&self) -> Result<()> {
+        let entries = std::fs::read_dir(&self.path)
+            .map_err(|e| run_err(&self.path, format!("cannot list: {e}")))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with(".tmp") {
+                std::fs::remove_file(e.path()).map_err(|err| {
+                    run_err(
+                        &e.path(),
+                        format!("cannot remove a stale temporary file: {err}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
     pub fn write_config(&self, cfg: &RunConfig) -> Result<()> {
         let json = serde_json::to_string_pretty(cfg).expect("config serialises");
-        tensor_file::write_atomic(&self.file(CONFIG), format!("{json}\n").as_bytes())?;
+        io::write_atomic(&self.file(CONFIG), format!("{json}\n").as_bytes())?;
         Ok(())
     }
 
@@ -127,7 +195,7 @@ impl RunDir {
             "remanence_config".to_string(),
             serde_json::to_string(cfg).expect("config serialises"),
         )]);
-        tensor_file::write(&self.file(MODEL), &store.tensors(), Some(meta))?;
+        io::write(&self.file(MODEL), &store.tensors(), Some(meta))?;
         Ok(())
     }
 
@@ -139,8 +207,8 @@ impl RunDir {
     ) -> Result<(SequenceModel, ParamStore)> {
         let p = self.file(MODEL);
         let dtype = cfg.dtype()?;
-        let (tensors, _) = tensor_file::read(&p, device)?;
-        let store = ParamStore::from_tensors(tensor_file::cast_all(tensors, dtype)?, &p)?;
+        let (tensors, _) = io::read(&p, device)?;
+        let store = ParamStore::from_tensors(io::cast_all(tensors, dtype)?, &p)?;
         let model = SequenceModel::from_store(&cfg.model, &store, dtype, device)?;
         Ok((model, store))
     }
@@ -148,7 +216,7 @@ impl RunDir {
     pub fn write_checkpoint(
         &self,
         store: &ParamStore,
-        optimizer: &dyn Optimizer,
+        learner: &dyn Learner,
         state: &TrainerState,
     ) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = store
@@ -157,7 +225,7 @@ impl RunDir {
             .map(|(k, v)| (format!("model.{k}"), v))
             .collect();
         tensors.extend(
-            optimizer
+            learner
                 .state()
                 .into_iter()
                 .map(|(k, v)| (format!("optim.{k}"), v)),
@@ -166,7 +234,7 @@ impl RunDir {
             "trainer_state".to_string(),
             serde_json::to_string(state).expect("state serialises"),
         )]);
-        tensor_file::write(&self.file(CHECKPOINT), &tensors, Some(meta))?;
+        io::write(&self.file(CHECKPOINT), &tensors, Some(meta))?;
         Ok(())
     }
 
@@ -176,7 +244,7 @@ impl RunDir {
         if !p.exists() {
             return Ok(None);
         }
-        let (tensors, meta) = tensor_file::read(&p, device)?;
+        let (tensors, meta) = io::read(&p, device)?;
         let state: TrainerState = meta
             .get("trainer_state")
             .ok_or_else(|| run_err(&p, "checkpoint has no trainer_state metadata"))
@@ -184,7 +252,7 @@ impl RunDir {
                 serde_json::from_str(s).map_err(|e| run_err(&p, format!("bad trainer_state: {e}")))
             })?;
         let (mut params, mut optimizer) = (HashMap::new(), HashMap::new());
-        for (k, v) in tensor_file::cast_all(tensors, dtype)? {
+        for (k, v) in io::cast_all(tensors, dtype)? {
             if let Some(n) = k.strip_prefix("model.") {
                 params.insert(n.to_string(), v);
             } else if let Some(n) = k.strip_prefix("optim.") {
@@ -237,7 +305,7 @@ impl RunDir {
         if !out.is_empty() {
             out.push('\n');
         }
-        tensor_file::write_atomic(&p, out.as_bytes())?;
+        io::write_atomic(&p, out.as_bytes())?;
         Ok(())
     }
 }

@@ -71,6 +71,24 @@ impl Schedule {
     }
 }
 
+impl std::str::FromStr for Schedule {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    /// The text [`Schedule::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Constant => write!(f, "constant"),
+            Schedule::Cosine { min_factor } => write!(f, "cosine:{min_factor}"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +109,9 @@ mod tests {
             .to_string()
             .contains("valid schedules"));
         assert!(Schedule::parse("step:0:0.5").is_err());
+        for text in ["constant", "cosine:0.1", "step:3:0.5"] {
+            assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
+        }
+        assert!(Schedule::parse("cosine:nan").is_err());
     }
 }

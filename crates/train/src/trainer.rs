@@ -1,4 +1,5 @@
-//! The training loop.
+//! The training loop: epochs, evaluation, checkpoints and resume around a [`Learner`], which
+//! does each batch's step.
 //!
 //! Each epoch draws its batch order from a generator seeded by (seed, epoch), so a run resumed
 //! from the checkpoint of epoch k continues with exactly the batches an uninterrupted run sees.
@@ -11,14 +12,12 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use remanence_cells::{ParamStore, SequenceModel};
-use remanence_tasks::{Evaluation, SequenceTask, TaskError};
+use remanence_tasks::{Evaluation, SequenceTask, Split, TaskError};
 use serde::{Deserialize, Serialize};
 
-use crate::clip::{clip_global_norm, global_norm};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
-use crate::loss::loss;
-use crate::optim::Optimizer;
+use crate::learner::{GradientLearner, Learner, StepContext};
 use crate::run_dir::{RunDir, TrainerState};
 
 /// One line of `metrics.jsonl`.
@@ -52,7 +51,11 @@ impl Observer for Silent {}
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
     pub state: TrainerState,
+    /// The record of the last epoch run in this call (`None` if none ran).
     pub last: Option<EpochRecord>,
+    /// The model's evaluation after the last epoch run, or of the model as it stands when no
+    /// epoch ran (a finished run resumed).
+    pub evaluation: Evaluation,
 }
 
 pub struct Trainer<'t> {
@@ -60,13 +63,15 @@ pub struct Trainer<'t> {
     task: &'t dyn SequenceTask,
     model: SequenceModel,
     store: ParamStore,
-    optimizer: Box<dyn Optimizer>,
+    learner: Box<dyn Learner>,
     state: TrainerState,
     run: RunDir,
     device: Device,
 }
 
-/// Runs the model on every batch of the task's evaluation.
+/// Runs the model on every batch of the task's evaluation. A prediction with a non-finite value
+/// is never right (every task's metric says so); how many sequences gave one is reported as
+/// `non_finite_sequences`, the task is then not solved, and the summary says so.
 pub fn evaluate(
     model: &SequenceModel,
     task: &dyn SequenceTask,
@@ -74,28 +79,65 @@ pub fn evaluate(
     device: &Device,
     dtype: candle_core::DType,
 ) -> Result<Evaluation> {
+    let mut non_finite = 0usize;
     let mut predict = |b: &remanence_tasks::Batch| -> remanence_tasks::Result<Tensor> {
         let (y, _) = model
             .forward(&b.x, None, b.dt.as_ref())
             .map_err(|e| TaskError::Model(Box::new(e)))?;
-        Ok(y.detach())
+        let y = y.detach();
+        non_finite += count_non_finite_rows(&y)?;
+        Ok(y)
     };
-    Ok(task.evaluate(batch_size, dtype, device, &mut predict)?)
+    let mut eval = task.evaluate(batch_size, dtype, device, &mut predict)?;
+    if non_finite > 0 {
+        eval.values
+            .insert("non_finite_sequences".into(), non_finite as f64);
+        if eval.solved.is_some() {
+            eval.solved = Some(false);
+        }
+        eval.summary = format!(
+            "WARNING: the model produced non-finite outputs (NaN or ±inf) on {non_finite} \
+             evaluated sequences; none of them counts as right. {}",
+            eval.summary
+        );
+    }
+    Ok(eval)
+}
+
+/// Rows (sequences) of `y` (batch, …) holding a NaN or an infinity.
+pub fn count_non_finite_rows(y: &Tensor) -> candle_core::Result<usize> {
+    let b = y.dim(0)?;
+    let rows: Vec<Vec<f64>> = y
+        .reshape((b, ()))?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2()?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.iter().any(|v| !v.is_finite()))
+        .count())
 }
 
 fn check_task_fits(cfg: &RunConfig, task: &dyn SequenceTask) -> Result<()> {
-    if cfg.model.rnn.input_size != task.input_size() || cfg.model.output_size != task.output_size()
-    {
+    let m = &cfg.model;
+    if m.input_size() != task.input_size() || m.output_size != task.output_size() {
         return Err(TrainError::Config(format!(
             "the model maps {} inputs to {} outputs but task {} has {} and {}",
-            cfg.model.rnn.input_size,
-            cfg.model.output_size,
+            m.input_size(),
+            m.output_size,
             task.name(),
             task.input_size(),
             task.output_size()
         )));
     }
     Ok(())
+}
+
+/// The learner a configuration asks for: gradient descent with its optimizer and clipping.
+pub fn default_learner(cfg: &RunConfig) -> Box<dyn Learner> {
+    Box::new(GradientLearner::new(
+        cfg.train.optimizer.build(),
+        cfg.train.clip_norm,
+    ))
 }
 
 impl<'t> Trainer<'t> {
@@ -106,18 +148,31 @@ impl<'t> Trainer<'t> {
         run: RunDir,
         device: Device,
     ) -> Result<Self> {
-        cfg.train.validate()?;
-        check_task_fits(&cfg, task)?;
         let (model, store) =
             SequenceModel::init(&cfg.model, cfg.train.seed, cfg.dtype()?, &device)?;
-        let optimizer = cfg.train.optimizer.build();
+        Self::from_model(cfg, task, run, device, model, store)
+    }
+
+    /// A fresh run from a given model and its parameters (built by the caller, for instance
+    /// before the run folder existed, or trained on an earlier task); writes `config.json`.
+    pub fn from_model(
+        cfg: RunConfig,
+        task: &'t dyn SequenceTask,
+        run: RunDir,
+        device: Device,
+        model: SequenceModel,
+        store: ParamStore,
+    ) -> Result<Self> {
+        cfg.train.validate()?;
+        check_task_fits(&cfg, task)?;
+        let learner = default_learner(&cfg);
         run.write_config(&cfg)?;
         Ok(Self {
             cfg,
             task,
             model,
             store,
-            optimizer,
+            learner,
             state: TrainerState::default(),
             run,
             device,
@@ -142,8 +197,8 @@ impl<'t> Trainer<'t> {
         let ckpt_path = run.file(crate::run_dir::CHECKPOINT);
         let store = ParamStore::from_tensors(ck.params, &ckpt_path)?;
         let model = SequenceModel::from_store(&cfg.model, &store, dtype, &device)?;
-        let mut optimizer = cfg.train.optimizer.build();
-        optimizer.load_state(ck.optimizer, ck.state.optimizer_steps)?;
+        let mut learner = default_learner(&cfg);
+        learner.load_state(ck.optimizer, ck.state.optimizer_steps)?;
         let mut state = ck.state;
         // A run that spent its epoch budget continues when the budget is raised; one that met
         // its early-stop criterion stays finished.
@@ -155,11 +210,19 @@ impl<'t> Trainer<'t> {
             task,
             model,
             store,
-            optimizer,
+            learner,
             state,
             run,
             device,
         })
+    }
+
+    /// Replaces the learner (a continual-learning method, backward tuning, a distributed
+    /// wrapper). Call it before [`Trainer::run`]; a resumed run's learner state is not carried
+    /// over to the new one.
+    pub fn with_learner(mut self, learner: Box<dyn Learner>) -> Self {
+        self.learner = learner;
+        self
     }
 
     pub fn model(&self) -> &SequenceModel {
@@ -180,9 +243,8 @@ impl<'t> Trainer<'t> {
         let tc = self.cfg.train.clone();
         let dtype = self.cfg.dtype()?;
         let vars = self.store.vars();
-        // LTC in clip mode: these parameters are projected to ≥ 0 after every update.
-        let nonnegative = self.model.nonnegative_parameters();
         let mut last = None;
+        let mut evaluation = None;
         while !self.state.finished && self.state.epochs_completed < tc.epochs {
             let epoch = self.state.epochs_completed; // 0-based
             let start = Instant::now();
@@ -190,47 +252,37 @@ impl<'t> Trainer<'t> {
             let mut rng = ChaCha8Rng::seed_from_u64(
                 tc.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64,
             );
-            let batches = self
-                .task
-                .train_batches(tc.batch_size, &mut rng, dtype, &self.device)?;
-            observer.epoch_start(epoch + 1, tc.epochs, batches.len());
+            let order = self.task.epoch_order(tc.batch_size, &mut rng);
+            observer.epoch_start(epoch + 1, tc.epochs, order.len());
             let (mut loss_sum, mut norm_sum, mut seqs) = (0.0, 0.0, 0u64);
-            for (bi, batch) in batches.iter().enumerate() {
-                let (y, _) = self.model.forward(&batch.x, None, batch.dt.as_ref())?;
-                let l = loss(self.task.objective(), &y, batch)?;
-                let lv = l.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-                let last_good = self.state.epochs_completed;
-                let non_finite = |value: f64| TrainError::NonFiniteLoss {
-                    epoch: epoch + 1,
-                    batch: bi + 1,
-                    value,
-                    last_good,
+            for (bi, indices) in order.iter().enumerate() {
+                let batch = self
+                    .task
+                    .batch(Split::Train, indices, dtype, &self.device)?;
+                let ctx = StepContext {
+                    model: &self.model,
+                    store: &self.store,
+                    vars: &vars,
+                    objective: self.task.objective(),
+                    lr,
+                    epoch,
+                    batch: bi,
                 };
-                if !lv.is_finite() {
-                    return Err(non_finite(lv));
-                }
-                let grads = l.backward()?;
-                let mut g: Vec<Option<Tensor>> = vars
-                    .iter()
-                    .map(|(_, v)| grads.get(v.as_tensor()).cloned())
-                    .collect();
-                let norm = match tc.clip_norm {
-                    Some(c) => clip_global_norm(&mut g, c)?,
-                    None => global_norm(&g)?,
-                };
-                // A finite loss can still give infinite or NaN gradients.
-                if !norm.is_finite() {
-                    return Err(non_finite(norm));
-                }
-                self.optimizer.step(&vars, &g, lr)?;
-                if !nonnegative.is_empty() {
-                    self.store.clamp_nonnegative(&nonnegative)?;
-                }
-                let n = batch.indices.len();
-                loss_sum += lv * n as f64;
-                norm_sum += norm;
+                let report = self.learner.step(&ctx, &batch).map_err(|e| match e {
+                    TrainError::NonFinite { what, value } => TrainError::NonFiniteLoss {
+                        what,
+                        epoch: epoch + 1,
+                        batch: bi + 1,
+                        value,
+                        last_good: self.state.epochs_completed,
+                    },
+                    e => e,
+                })?;
+                let n = report.sequences;
+                loss_sum += report.loss * n as f64;
+                norm_sum += report.grad_norm;
                 seqs += n as u64;
-                observer.batch_end(lv, n);
+                observer.batch_end(report.loss, n);
             }
             let eval = evaluate(
                 &self.model,
@@ -241,7 +293,7 @@ impl<'t> Trainer<'t> {
             )?;
             self.state.epochs_completed = epoch + 1;
             self.state.sequences_seen += seqs;
-            self.state.optimizer_steps = self.optimizer.steps();
+            self.state.optimizer_steps = self.learner.steps();
             let solved = eval.solved == Some(true);
             if solved && self.state.solved_at_sequences.is_none() {
                 self.state.solved_at_sequences = Some(self.state.sequences_seen);
@@ -256,7 +308,7 @@ impl<'t> Trainer<'t> {
                 epoch: epoch + 1,
                 loss: loss_sum / seqs.max(1) as f64,
                 lr,
-                grad_norm: norm_sum / batches.len().max(1) as f64,
+                grad_norm: norm_sum / order.len().max(1) as f64,
                 sequences_seen: self.state.sequences_seen,
                 seconds: start.elapsed().as_secs_f64(),
                 metric_name: eval.metric_name.clone(),
@@ -266,14 +318,26 @@ impl<'t> Trainer<'t> {
             };
             self.run.append_metrics(&record)?;
             self.run
-                .write_checkpoint(&self.store, self.optimizer.as_ref(), &self.state)?;
+                .write_checkpoint(&self.store, self.learner.as_ref(), &self.state)?;
             self.run.write_model(&self.store, &self.cfg)?;
             observer.epoch_end(&record);
             last = Some(record);
+            evaluation = Some(eval);
         }
+        let evaluation = match evaluation {
+            Some(e) => e,
+            None => evaluate(
+                &self.model,
+                self.task,
+                tc.eval_batch_size,
+                &self.device,
+                dtype,
+            )?,
+        };
         Ok(TrainOutcome {
             state: self.state.clone(),
             last,
+            evaluation,
         })
     }
 }

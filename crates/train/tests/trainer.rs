@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_tasks::{
-    build_task, Batch, Evaluation, Objective, SequenceTask, TaskConfig, TaskKind,
+    build_task, Batch, Evaluation, Objective, SequenceTask, Split, TaskConfig, TaskKind,
 };
 use remanence_train::stack::with_deep_stack;
 use remanence_train::trainer::Silent;
@@ -22,18 +22,19 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig {
     RunConfig {
-        model: ModelConfig {
-            rnn: RnnConfig {
+        model: ModelConfig::new(
+            RnnConfig {
                 cell,
                 input_size: 7,
                 hidden_size: hidden,
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
+                threads: None,
                 kernel: Kernel::Auto,
             },
-            output_size: 7,
-        },
+            7,
+        ),
         task: TaskConfig {
             kind: TaskKind::Reber,
             train_size: 64,
@@ -73,8 +74,7 @@ fn metrics(path: &std::path::Path) -> Vec<serde_json::Value> {
 }
 
 fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
-    let (t, _) =
-        remanence_cells::tensor_file::read(&path.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (t, _) = remanence_cells::io::read(&path.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut v: Vec<_> = t
         .into_iter()
         .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
@@ -131,11 +131,24 @@ fn resume_continues_exactly() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// Wraps a task and poisons its inputs with NaN from the given epoch on.
+/// Wraps a task and poisons the inputs of the second batch of each epoch with NaN from the
+/// given epoch on.
 struct Poisoned {
     inner: Box<dyn SequenceTask>,
-    calls: AtomicUsize,
+    epochs: AtomicUsize,
+    batches: AtomicUsize,
     from_epoch: usize,
+}
+
+impl Poisoned {
+    fn new(inner: Box<dyn SequenceTask>, from_epoch: usize) -> Self {
+        Self {
+            inner,
+            epochs: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
+            from_epoch,
+        }
+    }
 }
 
 impl SequenceTask for Poisoned {
@@ -151,19 +164,25 @@ impl SequenceTask for Poisoned {
     fn objective(&self) -> Objective {
         self.inner.objective()
     }
-    fn train_len(&self) -> usize {
-        self.inner.train_len()
+    fn len(&self, split: Split) -> usize {
+        self.inner.len(split)
     }
-    fn train_batches(
+    fn epoch_order(&self, bs: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+        self.epochs.fetch_add(1, Ordering::SeqCst);
+        self.batches.store(0, Ordering::SeqCst);
+        self.inner.epoch_order(bs, rng)
+    }
+    fn batch(
         &self,
-        bs: usize,
-        rng: &mut ChaCha8Rng,
+        split: Split,
+        indices: &[usize],
         dt: DType,
         dev: &Device,
-    ) -> remanence_tasks::Result<Vec<Batch>> {
-        let mut b = self.inner.train_batches(bs, rng, dt, dev)?;
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.from_epoch {
-            b[1].x = (b[1].x.clone() * f64::NAN)?;
+    ) -> remanence_tasks::Result<Batch> {
+        let mut b = self.inner.batch(split, indices, dt, dev)?;
+        let nth = self.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.epochs.load(Ordering::SeqCst) >= self.from_epoch && nth == 2 {
+            b.x = (b.x.clone() * f64::NAN)?;
         }
         Ok(b)
     }
@@ -182,11 +201,7 @@ impl SequenceTask for Poisoned {
 fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let root = tmp("nan");
     let cfg = config(CellKind::Gru, 8, 5, 6);
-    let task = Poisoned {
-        inner: build_task(&cfg.task).unwrap(),
-        calls: AtomicUsize::new(0),
-        from_epoch: 3,
-    };
+    let task = Poisoned::new(build_task(&cfg.task).unwrap(), 3);
     let run = RunDir::create_new(&root, "run").unwrap();
     let mut t = Trainer::new(cfg.clone(), &task, run, Device::Cpu).unwrap();
     let err = t.run(&mut Silent).unwrap_err();
@@ -200,7 +215,8 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         e => panic!("unexpected error {e}"),
     }
     assert!(
-        err.to_string().contains("last good checkpoint (epoch 2)"),
+        err.to_string()
+            .contains("checkpoint and model of epoch 2 are kept unchanged"),
         "{err}"
     );
     let dir = RunDir::open(&root.join("run")).unwrap();
@@ -213,6 +229,26 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     assert!(weights(dir.path())
         .iter()
         .all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn nan_loss_in_the_first_epoch_says_that_only_the_configuration_exists() {
+    // Before the fix the message promised "the last good checkpoint (epoch 0)", which the
+    // folder never held.
+    let root = tmp("nan-first");
+    let cfg = config(CellKind::Gru, 8, 5, 6);
+    let task = Poisoned::new(build_task(&cfg.task).unwrap(), 1);
+    let run = RunDir::create_new(&root, "run").unwrap();
+    let mut t = Trainer::new(cfg, &task, run, Device::Cpu).unwrap();
+    let err = t.run(&mut Silent).unwrap_err().to_string();
+    assert!(err.contains("holds only config.json"), "{err}");
+    assert!(!err.contains("epoch 0"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(root.join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["config.json"]);
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -234,29 +270,32 @@ impl SequenceTask for LongTask {
     fn objective(&self) -> Objective {
         Objective::MultiLabelPerStep
     }
-    fn train_len(&self) -> usize {
+    fn len(&self, _: Split) -> usize {
         2
     }
-    fn train_batches(
+    fn batch(
         &self,
-        _: usize,
-        _: &mut ChaCha8Rng,
+        _: Split,
+        indices: &[usize],
         dt: DType,
         dev: &Device,
-    ) -> remanence_tasks::Result<Vec<Batch>> {
-        let x: Vec<f32> = (0..2 * self.len * 7)
+    ) -> remanence_tasks::Result<Batch> {
+        let rows = indices.len();
+        let x: Vec<f32> = indices
+            .iter()
+            .flat_map(|&r| r * self.len * 7..(r + 1) * self.len * 7)
             .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5)
             .collect();
-        let x = Tensor::from_vec(x, (2, self.len, 7), dev)?.to_dtype(dt)?;
+        let x = Tensor::from_vec(x, (rows, self.len, 7), dev)?.to_dtype(dt)?;
         let target = x.ge(0.0)?.to_dtype(dt)?;
-        Ok(vec![Batch {
+        Ok(Batch {
             x,
             target,
             mask: None,
             dt: None,
-            indices: vec![0, 1],
-            lengths: vec![self.len; 2],
-        }])
+            indices: indices.to_vec(),
+            lengths: vec![self.len; rows],
+        })
     }
     fn evaluate(
         &self,
@@ -265,9 +304,7 @@ impl SequenceTask for LongTask {
         dev: &Device,
         p: &mut remanence_tasks::task::Predict<'_>,
     ) -> remanence_tasks::Result<Evaluation> {
-        let b = self
-            .train_batches(2, &mut rand::SeedableRng::seed_from_u64(0), dt, dev)?
-            .remove(0);
+        let b = self.batch(Split::Train, &[0, 1], dt, dev)?;
         let y = p(&b)?;
         assert_eq!(y.dims(), &[2, self.len, 7]);
         Ok(Evaluation {

@@ -144,9 +144,10 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: CtOptions {
-                    wiring: a.wiring.clone(),
+                    wiring: a.wiring.parse()?,
                     ..Default::default()
                 },
+                threads: crate::kernel_threads(),
                 kernel: if *path == "reference" {
                     Kernel::Reference
                 } else {
@@ -195,7 +196,11 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
 /// Runs one measurement in a child process.
 fn child(a: &BenchArgs, spec: &str, shape: Shape) -> Result<Measure> {
     let exe = std::env::current_exe().context("locating the remanence binary")?;
-    let out = std::process::Command::new(exe)
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(t) = crate::kernel_threads() {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    let out = cmd
         .args(["bench", "--only", spec])
         .args([
             "--batch",
@@ -235,7 +240,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let threads = format!(
         "{} Candle / {} kernel",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
-        remanence_cells::fused::cpu_threads()
+        crate::kernel_threads().unwrap_or_else(remanence_cells::route::default_threads)
     );
     println!(
         "f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",

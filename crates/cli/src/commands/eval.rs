@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use remanence_tasks::build_task;
 use remanence_train::stack::with_deep_stack;
@@ -14,11 +14,14 @@ pub struct EvalArgs {
     /// Print the evaluation as JSON.
     #[arg(long)]
     json: bool,
+    /// Folder of the data set, replacing the one stored in the run (a run moved elsewhere).
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     with_deep_stack(move || {
-        let r = super::load_run(&args.run)?;
+        let r = super::load_run_with_data(&args.run, args.data.as_deref())?;
         let task = build_task(&r.cfg.task)?;
         let eval = evaluate(
             &r.model,
@@ -35,6 +38,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
             for (k, v) in &eval.values {
                 println!("  {k}: {v:.6}");
             }
+        }
+        if let Some(n) = eval.values.get("non_finite_sequences") {
+            bail!(
+                "the model in {} produces non-finite outputs (NaN or ±inf) on {n} evaluated \
+                 sequences",
+                args.run.display()
+            );
         }
         Ok(())
     })

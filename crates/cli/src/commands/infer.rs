@@ -2,8 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use remanence_cells::{tensor_file, RnnState};
+use remanence_cells::{io, RnnState};
 use remanence_train::stack::with_deep_stack;
+use remanence_train::trainer::count_non_finite_rows;
 
 #[derive(Args)]
 pub struct InferArgs {
@@ -23,10 +24,10 @@ pub fn run(args: InferArgs) -> Result<()> {
     with_deep_stack(move || {
         let r = super::load_run(&args.run)?;
         let dtype = r.cfg.dtype()?;
-        let (mut t, _) = tensor_file::read(&args.input, &r.device)?;
+        let (mut t, _) = io::read(&args.input, &r.device)?;
         let input = args.input.display().to_string();
-        let x = tensor_file::take(&mut t, "x", &args.input)?.to_dtype(dtype)?;
-        let feats = r.cfg.model.rnn.input_size;
+        let x = io::take(&mut t, "x", &args.input)?.to_dtype(dtype)?;
+        let feats = r.cfg.model.input_size();
         if x.rank() != 3 || x.dim(2)? != feats {
             bail!(
                 "{input}: tensor `x` has shape {:?}; the model expects (batch, time, {feats})",
@@ -45,6 +46,16 @@ pub fn run(args: InferArgs) -> Result<()> {
             .model
             .forward_full(&x, state.as_ref(), dt.as_ref())
             .with_context(|| format!("running the model on {input}"))?;
+        let bad = count_non_finite_rows(&y)?;
+        if bad > 0 {
+            bail!(
+                "the model in {} produced non-finite outputs (NaN or ±inf) for {bad} of the {} \
+                 sequences in {input}; nothing was written to {}",
+                args.run.display(),
+                y.dim(0)?,
+                args.output.display()
+            );
+        }
         let mut out = vec![
             ("y".to_string(), y),
             ("hidden".to_string(), hidden),
@@ -53,7 +64,7 @@ pub fn run(args: InferArgs) -> Result<()> {
         if let Some(c) = last.c {
             out.push(("c_n".to_string(), c));
         }
-        tensor_file::write(&args.output, &out, None)?;
+        io::write(&args.output, &out, None)?;
         println!(
             "wrote y {:?}, hidden, h_n{} to {}",
             out[0].1.dims(),

@@ -4,9 +4,11 @@ pub mod infer;
 pub mod sample;
 pub mod train;
 
+mod memory;
+
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use remanence_cells::{device::parse_device, ParamStore, SequenceModel};
 use remanence_train::{RunConfig, RunDir};
@@ -20,10 +22,26 @@ pub struct LoadedRun {
 }
 
 pub fn load_run(path: &Path) -> Result<LoadedRun> {
+    load_run_with_data(path, None)
+}
+
+/// Loads a run; `data` replaces the folder of its data set (a run moved to another machine).
+pub fn load_run_with_data(path: &Path, data: Option<&Path>) -> Result<LoadedRun> {
     let dir = RunDir::open(path)?;
-    let cfg = dir.read_config()?;
+    let mut cfg = dir.read_config()?;
+    if let Some(d) = data {
+        if cfg.task.kind.mnist_view().is_none() {
+            bail!(
+                "--data names a data folder, and task {} generates its data; remove --data",
+                cfg.task.kind
+            );
+        }
+        cfg.task.data_dir = Some(crate::settings::absolute(d)?);
+    }
+    cfg.model.rnn.threads = crate::kernel_threads();
     let device =
         parse_device(&cfg.device).with_context(|| format!("device of run {}", path.display()))?;
+    check_memory(&cfg)?;
     let (model, store) = dir.load_model(&cfg, &device)?;
     Ok(LoadedRun {
         cfg,
@@ -33,6 +51,24 @@ pub fn load_run(path: &Path) -> Result<LoadedRun> {
     })
 }
 
+/// Refuses a configuration whose model and training batch would not fit in this machine's
+/// available memory, with the estimate (before anything is allocated: an allocation that fails
+/// aborts the process).
+pub fn check_memory(cfg: &RunConfig) -> Result<()> {
+    let need = memory::training_bytes(cfg);
+    if let Some(avail) = memory::available_bytes() {
+        if need > avail {
+            bail!(
+                "the model ({} parameters) and a training batch need about {} of memory, and this \
+                 machine has {} available; choose a smaller --hidden, --layers or --batch-size",
+                memory::parameters(&cfg.model),
+                memory::human(need),
+                memory::human(avail)
+            );
+        }
+    }
+    Ok(())
+}
 /// One line describing a model.
 pub fn describe(cfg: &RunConfig, params: usize) -> String {
     let r = &cfg.model.rnn;

@@ -3,20 +3,21 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use remanence_cells::device::parse_device;
+use remanence_cells::SequenceModel;
 use remanence_tasks::build_task;
 use remanence_train::stack::with_deep_stack;
-use remanence_train::trainer::evaluate;
 use remanence_train::{RunConfig, RunDir, Trainer};
 
 use crate::progress::Progress;
-use crate::settings::{run_name, Settings};
+use crate::settings::{absolute, run_name, Settings};
 
 #[derive(Args)]
 pub struct TrainArgs {
     /// A TOML recipe (see models/); flags given here override its keys.
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// Continue an interrupted run from its last checkpoint (only --epochs may change).
+    /// Continue an interrupted run from its last checkpoint (only --epochs and --data may
+    /// change).
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Folder that holds run folders.
@@ -30,7 +31,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (cfg, target) = match &args.resume {
+    let threads = crate::kernel_threads();
+    let (mut cfg, target) = match &args.resume {
         Some(path) => {
             if args.recipe.is_some() || args.name.is_some() {
                 bail!("--resume continues a run with its own configuration; --recipe and --name cannot be given");
@@ -39,37 +41,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .settings
                 .given()
                 .into_iter()
-                .filter(|s| *s != "epochs")
+                .filter(|s| s != "epochs" && s != "data")
                 .collect();
             if !changed.is_empty() {
                 bail!(
-                    "--resume keeps the run's configuration; only --epochs may be given (got --{})",
-                    changed.join(", --").replace('_', "-")
+                    "--resume keeps the run's configuration; only --epochs and --data may be given (got --{})",
+                    changed.join(", --")
                 );
             }
             let dir = RunDir::open(path)?;
             let mut cfg = dir.read_config()?;
-            if let Some(e) = args.settings.epochs {
+            if let Some(e) = args.settings.train.epochs {
                 cfg.train.epochs = e;
+            }
+            if let Some(d) = &args.settings.task.data {
+                cfg.task.data_dir = Some(absolute(d)?);
             }
             (cfg, Target::Resume(dir))
         }
         None => {
-            let mut s = Settings::defaults();
+            let mut given = Settings::default();
             if let Some(r) = &args.recipe {
-                s = s.overlay(Settings::from_recipe(r)?);
+                given = given.overlay(Settings::from_recipe(r)?);
             }
-            let cfg = s.overlay(args.settings.clone()).resolve()?;
+            given = given.overlay(args.settings.clone());
+            let s = Settings::defaults().overlay(given.clone());
+            s.check_applicable(&given.given())?;
+            let cfg = s.resolve()?;
             parse_device(&cfg.device).context("--device")?;
             let name = args.name.clone().unwrap_or_else(|| run_name(&cfg));
             (cfg, Target::New(args.runs_dir.clone(), name))
         }
     };
+    cfg.model.rnn.threads = threads;
     with_deep_stack(move || train(cfg, target))
 }
 
-/// Where the run goes: a new folder (created once the task's data is known to be good) or an
-/// existing one.
+/// Where the run goes: a new folder (created once the task's data and the model are known to be
+/// good) or an existing one.
 enum Target {
     New(PathBuf, String),
     Resume(RunDir),
@@ -78,27 +87,42 @@ enum Target {
 fn train(cfg: RunConfig, target: Target) -> Result<()> {
     let device = parse_device(&cfg.device)?;
     let task = build_task(&cfg.task).context("building the task")?;
-    let (dir, resuming) = match target {
-        Target::New(root, name) => (RunDir::create_new(&root, &name)?, false),
-        Target::Resume(dir) => (dir, true),
+    super::check_memory(&cfg)?;
+    let (dir, _lock, mut trainer) = match target {
+        Target::New(root, name) => {
+            // The model is built once, before its folder exists, so a bad configuration leaves
+            // nothing behind.
+            let (model, store) =
+                SequenceModel::init(&cfg.model, cfg.train.seed, cfg.dtype()?, &device)
+                    .context("the model configuration")?;
+            let dir = RunDir::create_new(&root, &name)?;
+            let lock = dir.lock()?;
+            let t = Trainer::from_model(
+                cfg.clone(),
+                task.as_ref(),
+                dir.clone(),
+                device.clone(),
+                model,
+                store,
+            )?;
+            (dir, lock, t)
+        }
+        Target::Resume(dir) => {
+            let lock = dir.lock()?;
+            let t = Trainer::resume(cfg.clone(), task.as_ref(), dir.clone(), device.clone())?;
+            println!(
+                "resuming {} after epoch {}",
+                dir.path().display(),
+                t.state().epochs_completed
+            );
+            (dir, lock, t)
+        }
     };
     let path = dir.path().to_path_buf();
-    let mut trainer = if resuming {
-        Trainer::resume(cfg.clone(), task.as_ref(), dir, device.clone())?
-    } else {
-        Trainer::new(cfg.clone(), task.as_ref(), dir, device.clone())?
-    };
     println!(
         "{}",
         super::describe(&cfg, trainer.store().num_parameters())
     );
-    if resuming {
-        println!(
-            "resuming {} after epoch {}",
-            path.display(),
-            trainer.state().epochs_completed
-        );
-    }
     let total = (cfg
         .train
         .epochs
@@ -109,13 +133,6 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
     progress.finish();
     let outcome = outcome.with_context(|| format!("training run {}", path.display()))?;
     let st = &outcome.state;
-    let eval = evaluate(
-        trainer.model(),
-        task.as_ref(),
-        cfg.train.eval_batch_size,
-        &device,
-        cfg.dtype()?,
-    )?;
     match st.solved_at_sequences {
         Some(n) => println!(
             "solved after {n} training sequences ({} epochs run)",
@@ -126,7 +143,7 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
             st.epochs_completed, st.sequences_seen
         ),
     }
-    println!("{}", eval.summary);
+    println!("{}", outcome.evaluation.summary);
     println!("run folder: {}", path.display());
     Ok(())
 }

@@ -26,6 +26,7 @@ pub enum OptimizerKind {
     Adamw,
     /// SGD with (heavy-ball) momentum.
     Sgd,
+    #[serde(alias = "rmsprop")]
     RmsProp,
 }
 

@@ -5,10 +5,8 @@
 //! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
 //! `db` and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{
-    matmul, project, project_backward, sample_major, time_major, transpose, View,
-};
-use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
+use super::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (H×I) | W_hh (H×H) | b (H)]`, state `h0` (B, H) →
 /// `h` per step.

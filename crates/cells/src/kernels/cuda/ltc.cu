@@ -1,6 +1,6 @@
-// LTC kernels (ncps semantics, crates/cells/src/ltc.rs and ltc_fused.rs): the sensory synapses
+// LTC kernels (ncps semantics, crates/cells/src/cells/ltc.rs and kernels/cpu/ltc.rs): the sensory synapses
 // of one step, one ODE unfold, and their backward passes. Parameters are the *effective* ones
-// (softplus and wiring masks applied), laid out as in ltc_fused.rs's PackedLayout: sigma, mu,
+// (softplus and wiring masks applied), laid out as in cells/ltc.rs's PackedLayout: sigma, mu,
 // w, erev (H×H, row = presynaptic i), sensory sigma, mu, w, erev (D×H), cm, gleak, vleak (H).
 // Forward of a step: ltc_sensory once, then ltc_unfold L times (v → v'), with
 //   v'_j = (cm_t v_j + gleak vleak + ns_j + Σ_i a_ij E_ij) / (cm_t + gleak + ds_j + Σ_i a_ij + ε),

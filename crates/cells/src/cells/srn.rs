@@ -3,12 +3,13 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+use super::torch_layer::{pack, torch_layer_params};
 use crate::cell::RecurrentCell;
 use crate::config::Activation;
-use crate::device_steps::SrnStep;
 use crate::error::Result;
-use crate::fused::{cpu_threads, Fused};
-use crate::srn_fused::SrnKernel;
+use crate::kernels::cpu::{Fused, SrnKernel};
+use crate::kernels::cuda::SrnStep;
+use crate::route::Route;
 use crate::state::CellState;
 
 /// One SRN layer. Parameters (PyTorch names, for layer `k`): `weight_ih_l{k}` (H, I),
@@ -23,41 +24,6 @@ pub struct Srn {
     activation: Activation,
     input_size: usize,
     hidden_size: usize,
-}
-
-/// PyTorch's initialisation of every recurrent parameter: U(-1/√H, 1/√H).
-pub(crate) fn torch_uniform(hidden: usize) -> candle_nn::Init {
-    let b = 1.0 / (hidden as f64).sqrt();
-    candle_nn::Init::Uniform { lo: -b, up: b }
-}
-
-/// Fetches the four PyTorch-named tensors of layer `layer` with `gates` rows per unit.
-pub(crate) fn torch_layer_params(
-    vb: &VarBuilder,
-    layer: usize,
-    gates: usize,
-    input: usize,
-    hidden: usize,
-) -> Result<[Tensor; 4]> {
-    let init = torch_uniform(hidden);
-    let g = gates * hidden;
-    Ok([
-        vb.get_with_hints((g, input), &format!("weight_ih_l{layer}"), init)?,
-        vb.get_with_hints((g, hidden), &format!("weight_hh_l{layer}"), init)?,
-        vb.get_with_hints(g, &format!("bias_ih_l{layer}"), init)?,
-        vb.get_with_hints(g, &format!("bias_hh_l{layer}"), init)?,
-    ])
-}
-
-/// The input projection of every step in one product: `x` (B, T, I) → `x W_ihᵀ + bias`
-/// (B, T, rows of W_ih), ready for a fused recurrence kernel.
-/// Weight tensors flattened and concatenated in order: the packed weights of a fused layer.
-pub(crate) fn pack(parts: &[&Tensor]) -> Result<Tensor> {
-    let flat = parts
-        .iter()
-        .map(|t| t.flatten_all())
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 0)?)
 }
 
 impl Srn {
@@ -132,13 +98,13 @@ impl RecurrentCell for Srn {
         x: &Tensor,
         _dt: Option<&Tensor>,
         state: &CellState,
+        route: Route,
     ) -> Result<Option<(Tensor, CellState)>> {
-        if x.device().is_cuda() {
-            return self.device_sequence(x, state).map(Some);
-        }
-        if !x.device().is_cpu() {
-            return Ok(None);
-        }
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps => return self.device_sequence(x, state).map(Some),
+            Route::Reference => return Ok(None),
+        };
         let t = x.dim(1)?;
         let h = self.hidden_size;
         let kernel = SrnKernel {
@@ -147,7 +113,7 @@ impl RecurrentCell for Srn {
             logistic: self.activation == Activation::Sigmoid,
         };
         let w = pack(&[&self.w_ih, &self.w_hh, &(&self.b_ih + &self.b_hh)?])?;
-        let (hs, _) = Fused::new(kernel, cpu_threads()).apply(x, &w, &state.h)?;
+        let (hs, _) = Fused::new(kernel, threads).apply(x, &w, &state.h)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(Some((hs, CellState { h: h_n, c: None })))
     }

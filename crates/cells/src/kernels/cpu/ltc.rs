@@ -21,23 +21,10 @@
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
 //! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
 
-use crate::fused::{lane_sum, sigmoid, KernelFloat, Parts, RowKernel};
-
-/// Offsets of the packed parameter vector: sigma, mu, w, erev (H×H each), sensory sigma, mu, w,
-/// erev (D×H each), cm, gleak, vleak (H each).
-#[derive(Debug, Clone, Copy)]
-pub struct PackedLayout {
-    pub h: usize,
-    pub d: usize,
-}
+use super::{lane_sum, sigmoid, KernelFloat, Parts, RowKernel};
+pub use crate::cells::ltc::PackedLayout;
 
 impl PackedLayout {
-    pub fn len(&self) -> usize {
-        4 * self.h * self.h + 4 * self.d * self.h + 3 * self.h
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     fn split<'a, T>(&self, p: &'a [T]) -> Params<'a, T> {
         let (hh, dh, h) = (self.h * self.h, self.d * self.h, self.h);
         let (sigma, r) = p.split_at(hh);

@@ -22,33 +22,15 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
 use crate::cell::RecurrentCell;
-use crate::config::CtOptions;
-use crate::device_steps::LtcStep;
+use crate::config::{Constraint, CtOptions, Mapping};
 use crate::error::{CellError, Result};
-use crate::fused::{cpu_threads, Fused};
-use crate::ltc_fused::{LtcKernel, PackedLayout};
+use crate::kernels::cpu::{Fused, LtcKernel};
+use crate::kernels::cuda::LtcStep;
 use crate::ops::softplus;
 use crate::params::ParamStore;
+use crate::route::Route;
 use crate::state::CellState;
-use crate::wiring::{Wiring, WiringSpec};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mapping {
-    Affine,
-    Linear,
-    None,
-}
-
-fn mapping(s: &str) -> Result<Mapping> {
-    match s {
-        "affine" => Ok(Mapping::Affine),
-        "linear" => Ok(Mapping::Linear),
-        "none" => Ok(Mapping::None),
-        _ => Err(CellError::Config(format!(
-            "unknown mapping `{s}`; valid mappings: affine, linear, none"
-        ))),
-    }
-}
+use crate::wiring::Wiring;
 
 pub struct Ltc {
     gleak: Tensor,
@@ -114,7 +96,7 @@ impl Ltc {
 
     /// The wiring a configuration asks for.
     pub fn wiring(input_size: usize, units: usize, opts: &CtOptions) -> Result<Wiring> {
-        WiringSpec::parse(&opts.wiring)?.build(units, input_size, opts.wiring_seed)
+        opts.wiring.build(units, input_size, opts.wiring_seed)
     }
 
     /// Builds the cell from `vb` (whose masks fix the wiring). `motor` is the number of output
@@ -131,19 +113,8 @@ impl Ltc {
                 "LTC output size {motor} must be between 1 and the {units} units"
             )));
         }
-        let softplus = match opts.constraint.as_str() {
-            "softplus" => true,
-            "clip" => false,
-            c => {
-                return Err(CellError::Config(format!(
-                    "unknown constraint `{c}`; valid constraints: softplus, clip"
-                )))
-            }
-        };
-        let (imap, omap) = (
-            mapping(&opts.input_mapping)?,
-            mapping(&opts.output_mapping)?,
-        );
+        let softplus = opts.constraint == Constraint::Softplus;
+        let (imap, omap) = (opts.input_mapping, opts.output_mapping);
         let (h, d) = (units, input_size);
         let zero = Init::Const(0.0);
         let one = Init::Const(1.0);
@@ -341,13 +312,13 @@ impl RecurrentCell for Ltc {
         x: &Tensor,
         dt: Option<&Tensor>,
         state: &CellState,
+        route: Route,
     ) -> Result<Option<(Tensor, CellState)>> {
-        if x.device().is_cuda() {
-            return self.device_sequence(x, dt, state).map(Some);
-        }
-        if !x.device().is_cpu() {
-            return Ok(None); // Metal: the reference composition.
-        }
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps => return self.device_sequence(x, dt, state).map(Some),
+            Route::Reference => return Ok(None),
+        };
         let (_, steps, _) = x.dims3()?;
         let op = Fused::new(
             LtcKernel {
@@ -361,7 +332,7 @@ impl RecurrentCell for Ltc {
                     .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
                     .transpose()?,
             },
-            cpu_threads(),
+            threads,
         );
         let xin = self.map_inputs(x)?.contiguous()?;
         let (v, _) = op.apply(&xin, &self.packed()?, &state.h)?; // (B, T, H)
@@ -376,5 +347,22 @@ impl RecurrentCell for Ltc {
         } else {
             self.nonnegative.clone()
         }
+    }
+}
+
+/// Offsets of the packed parameter vector that both kernel paths (CPU and CUDA) read: sigma, mu,
+/// w, erev (H×H each), sensory sigma, mu, w, erev (D×H each), cm, gleak, vleak (H each).
+#[derive(Debug, Clone, Copy)]
+pub struct PackedLayout {
+    pub h: usize,
+    pub d: usize,
+}
+
+impl PackedLayout {
+    pub fn len(&self) -> usize {
+        4 * self.h * self.h + 4 * self.d * self.h + 3 * self.h
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

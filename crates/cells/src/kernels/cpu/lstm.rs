@@ -9,10 +9,8 @@
 //! forms `dW_ih`, `dW_hh`, `db` and `dx` as single products over all steps. The batch is split
 //! over threads for the whole sequence.
 
-use crate::cpu_gemm::{
-    matmul, project, project_backward, sample_major, time_major, transpose, View,
-};
-use crate::fused::{lane_blocks, lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel, LANES};
+use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
+use super::{lane_blocks, lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel, LANES};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
 /// (B, 2H) → `h` per step and the last `c`.

@@ -5,12 +5,12 @@ use candle_core::Tensor;
 use candle_nn::ops::sigmoid;
 use candle_nn::VarBuilder;
 
+use super::torch_layer::{pack, torch_layer_params};
 use crate::cell::RecurrentCell;
-use crate::device_steps::GruStep;
 use crate::error::Result;
-use crate::fused::{cpu_threads, Fused};
-use crate::gru_fused::GruKernel;
-use crate::srn::{pack, torch_layer_params};
+use crate::kernels::cpu::{Fused, GruKernel};
+use crate::kernels::cuda::GruStep;
+use crate::route::Route;
 use crate::state::CellState;
 
 /// One GRU layer. Parameters for layer `k`: `weight_ih_l{k}` (3H, I), `weight_hh_l{k}` (3H, H),
@@ -94,13 +94,13 @@ impl RecurrentCell for Gru {
         x: &Tensor,
         _dt: Option<&Tensor>,
         state: &CellState,
+        route: Route,
     ) -> Result<Option<(Tensor, CellState)>> {
-        if x.device().is_cuda() {
-            return self.device_sequence(x, state).map(Some);
-        }
-        if !x.device().is_cpu() {
-            return Ok(None);
-        }
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps => return self.device_sequence(x, state).map(Some),
+            Route::Reference => return Ok(None),
+        };
         let t = x.dim(1)?;
         let h = self.hidden_size;
         let kernel = GruKernel {
@@ -108,7 +108,7 @@ impl RecurrentCell for Gru {
             hidden: h,
         };
         let w = pack(&[&self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh])?;
-        let (hs, _) = Fused::new(kernel, cpu_threads()).apply(x, &w, &state.h)?;
+        let (hs, _) = Fused::new(kernel, threads).apply(x, &w, &state.h)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
         Ok(Some((hs, CellState { h: h_n, c: None })))
     }

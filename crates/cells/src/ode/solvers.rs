@@ -6,6 +6,7 @@
 //! Candle's autograd differentiates through the solver (discretise-then-optimise).
 use candle_core::{Device, Tensor};
 
+use crate::config::SolverKind;
 use crate::error::{CellError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,14 +26,13 @@ pub enum Solver {
 }
 
 impl Solver {
-    pub const NAMES: &'static str = "euler, heun, rk4, dopri5";
-
-    pub fn parse(name: &str, rtol: f64, atol: f64, max_steps: usize) -> Result<Self> {
-        Ok(match name {
-            "euler" => Solver::Euler,
-            "heun" => Solver::Heun,
-            "rk4" => Solver::Rk4,
-            "dopri5" => {
+    /// The solver of a configuration; the adaptive one with its tolerances and step budget.
+    pub fn new(kind: SolverKind, rtol: f64, atol: f64, max_steps: usize) -> Result<Self> {
+        Ok(match kind {
+            SolverKind::Euler => Solver::Euler,
+            SolverKind::Heun => Solver::Heun,
+            SolverKind::Rk4 => Solver::Rk4,
+            SolverKind::Dopri5 => {
                 if !(rtol > 0.0 && atol > 0.0) || max_steps == 0 {
                     return Err(CellError::Config(
                         "dopri5 needs rtol > 0, atol > 0 and max_steps ≥ 1".into(),
@@ -43,12 +43,6 @@ impl Solver {
                     atol,
                     max_steps,
                 }
-            }
-            _ => {
-                return Err(CellError::Config(format!(
-                    "unknown solver `{name}`; valid solvers: {}",
-                    Self::NAMES
-                )))
             }
         })
     }

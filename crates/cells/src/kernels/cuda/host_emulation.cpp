@@ -1,6 +1,6 @@
 // The host build of every kernel, behind one entry point with CUDA's launch convention: a kernel
 // name, grid and block sizes, and an array of pointers to the arguments (cuLaunchKernel's
-// kernelParams). Rust calls it from crates/cells/src/cuda_kernels.rs.
+// kernelParams). Rust calls it from crates/cells/src/kernels/cuda/host.rs.
 #include "host_emulation.h"
 
 #include <cstring>

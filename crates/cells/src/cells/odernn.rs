@@ -9,12 +9,12 @@
 use candle_core::{Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
+use super::ctrnn::spans;
+use super::gru::Gru;
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
-use crate::ctrnn::spans;
 use crate::error::Result;
-use crate::gru::Gru;
-use crate::solvers::{integrate, Solver};
+use crate::ode::{integrate, Solver};
 use crate::state::CellState;
 
 pub struct OdeRnn {
@@ -56,7 +56,7 @@ impl OdeRnn {
         Ok(Self {
             gru,
             ode,
-            solver: Solver::parse(&opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
+            solver: Solver::new(opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
             unfolds: opts.ode_unfolds,
             units,
         })

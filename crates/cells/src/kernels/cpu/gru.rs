@@ -7,10 +7,8 @@
 //! `[r | z | n | g_n]` (4H) per step. Backward: one product `dg · W_hh` per step, then `dW_ih`,
 //! `dW_hh`, both biases and `dx` as single products over all steps.
 
-use crate::cpu_gemm::{
-    matmul, project, project_backward, sample_major, time_major, transpose, View,
-};
-use crate::fused::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
+use super::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H)]`, state
 /// `h0` (B, H) → `h` per step.

@@ -5,12 +5,12 @@ use candle_core::Tensor;
 use candle_nn::ops::sigmoid;
 use candle_nn::VarBuilder;
 
+use super::torch_layer::{pack, torch_layer_params};
 use crate::cell::RecurrentCell;
-use crate::device_steps::LstmStep;
 use crate::error::{CellError, Result};
-use crate::fused::{cpu_threads, Fused};
-use crate::lstm_fused::LstmKernel;
-use crate::srn::{pack, torch_layer_params};
+use crate::kernels::cpu::{Fused, LstmKernel};
+use crate::kernels::cuda::LstmStep;
+use crate::route::Route;
 use crate::state::CellState;
 
 /// One LSTM layer. Parameters for layer `k`: `weight_ih_l{k}` (4H, I), `weight_hh_l{k}` (4H, H),
@@ -122,13 +122,13 @@ impl RecurrentCell for Lstm {
         x: &Tensor,
         _dt: Option<&Tensor>,
         state: &CellState,
+        route: Route,
     ) -> Result<Option<(Tensor, CellState)>> {
-        if x.device().is_cuda() {
-            return self.device_sequence(x, state).map(Some);
-        }
-        if !x.device().is_cpu() {
-            return Ok(None);
-        }
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps => return self.device_sequence(x, state).map(Some),
+            Route::Reference => return Ok(None),
+        };
         let c = state
             .c
             .as_ref()
@@ -141,7 +141,7 @@ impl RecurrentCell for Lstm {
                 input: x.dim(2)?,
                 hidden: h,
             },
-            cpu_threads(),
+            threads,
         );
         let (hs, c_n) = op.apply(x, &self.packed_weights()?, &s0)?;
         let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;

@@ -4,7 +4,7 @@
 //! backward pass is a second op that recomputes the step's activations from its inputs (nothing
 //! is stored between the passes) and launches the backward kernel.
 //!
-//! On the CPU the same ops run the host build of the kernels ([`crate::cuda_kernels::host`]),
+//! On the CPU the same ops run the host build of the kernels ([`super::host`]),
 //! so the whole GPU path (per-step composition, autograd, kernel formulas and indexing) is
 //! tested against the reference here; only the launch calls differ on a GPU.
 
@@ -12,9 +12,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 
 use num_traits::Zero;
 
-use crate::cuda_kernels::{host, DeviceFloat};
-use crate::fused::slice;
-use crate::ltc_fused::PackedLayout;
+use super::host;
+use super::DeviceFloat;
+use crate::cells::ltc::PackedLayout;
+use crate::kernels::cpu::runner::slice;
 
 type Res<T> = candle_core::Result<T>;
 
@@ -583,4 +584,4 @@ impl CustomOp3 for LtcStepGrad {
 }
 
 #[cfg(feature = "cuda")]
-mod gpu;
+use super::launch as gpu;

@@ -6,11 +6,12 @@
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
+use super::torch_layer::torch_uniform;
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
 use crate::error::Result;
+use crate::ode::{integrate, Solver};
 use crate::ops::softplus;
-use crate::solvers::{integrate, Solver};
 use crate::state::CellState;
 
 pub struct CtRnn {
@@ -32,7 +33,7 @@ impl CtRnn {
         opts: &CtOptions,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let init = crate::srn::torch_uniform(units);
+        let init = torch_uniform(units);
         let w_ih = vb.get_with_hints((units, input_size), &format!("weight_ih_l{layer}"), init)?;
         let w_hh = vb.get_with_hints((units, units), &format!("weight_hh_l{layer}"), init)?;
         let bias = vb.get_with_hints(units, &format!("bias_l{layer}"), init)?;
@@ -47,7 +48,7 @@ impl CtRnn {
             w_hh_t: w_hh.t()?,
             bias,
             tau,
-            solver: Solver::parse(&opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
+            solver: Solver::new(opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
             unfolds: opts.ode_unfolds,
             inputs: input_size,
             units,

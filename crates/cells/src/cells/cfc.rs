@@ -14,42 +14,12 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use crate::cell::RecurrentCell;
-use crate::config::CtOptions;
-use crate::error::{CellError, Result};
+use crate::config::{BackboneActivation, CfcMode, CtOptions};
+use crate::error::Result;
 use crate::ops::lecun_tanh;
 use crate::state::CellState;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CfcMode {
-    Default,
-    NoGate,
-    Pure,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackboneActivation {
-    LecunTanh,
-    Tanh,
-    Relu,
-    Gelu,
-    Silu,
-}
-
 impl BackboneActivation {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "lecun-tanh" | "lecun_tanh" => Self::LecunTanh,
-            "tanh" => Self::Tanh,
-            "relu" => Self::Relu,
-            "gelu" => Self::Gelu,
-            "silu" => Self::Silu,
-            _ => {
-                return Err(CellError::Config(format!(
-                    "unknown backbone activation `{s}`; valid: lecun-tanh, tanh, relu, gelu, silu"
-                )))
-            }
-        })
-    }
     pub fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::LecunTanh => lecun_tanh(x),
@@ -91,17 +61,7 @@ pub struct Cfc {
 
 impl Cfc {
     pub fn new(input_size: usize, units: usize, opts: &CtOptions, vb: VarBuilder) -> Result<Self> {
-        let mode = match opts.mode.as_str() {
-            "default" => CfcMode::Default,
-            "no-gate" | "no_gate" => CfcMode::NoGate,
-            "pure" => CfcMode::Pure,
-            m => {
-                return Err(CellError::Config(format!(
-                    "unknown CfC mode `{m}`; valid modes: default, no-gate, pure"
-                )))
-            }
-        };
-        let activation = BackboneActivation::parse(&opts.backbone_activation)?;
+        let (mode, activation) = (opts.mode, opts.backbone_activation);
         let mut backbone = Vec::new();
         let mut width = input_size + units;
         for k in 0..opts.backbone_layers {

@@ -1,6 +1,6 @@
-//! The CUDA launches of the step ops: the PTX of `kernels/` (compiled by `build.rs`) loaded
+//! The CUDA launches of the step ops: the PTX of this folder (compiled by `build.rs`) loaded
 //! through Candle's CUDA device and launched on its stream with the same arguments the host
-//! build receives in `cuda_kernels::host`.
+//! build receives in `super::host`.
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
@@ -8,8 +8,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, CudaDevice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
-use super::LtcStep;
-use crate::cuda_kernels::{grid, ptx, DeviceFloat, BLOCK};
+use super::steps::LtcStep;
+use super::{grid, ptx, DeviceFloat, BLOCK};
 
 /// Floats with both a CUDA storage and kernels.
 trait GpuFloat: DeviceFloat + CudaDType + DeviceRepr + ValidAsZeroBits {}
@@ -96,7 +96,7 @@ fn lstm_forward_into<T: GpuFloat>(
     Ok(())
 }
 
-pub(super) fn lstm_forward(
+pub(crate) fn lstm_forward(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -116,7 +116,7 @@ pub(super) fn lstm_forward(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn lstm_backward(
+pub(crate) fn lstm_backward(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -175,7 +175,7 @@ fn gru_forward_into<T: GpuFloat>(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gru_forward(
+pub(crate) fn gru_forward(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -197,7 +197,7 @@ pub(super) fn gru_forward(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gru_backward(
+pub(crate) fn gru_backward(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -225,7 +225,7 @@ pub(super) fn gru_backward(
     }))
 }
 
-pub(super) fn srn_forward(s: &CudaStorage, l: &Layout, logistic: bool) -> Result<CudaStorage> {
+pub(crate) fn srn_forward(s: &CudaStorage, l: &Layout, logistic: bool) -> Result<CudaStorage> {
     let n = l.shape().elem_count();
     Ok(per_float!(s, T => {
         let dev = &s.device;
@@ -238,7 +238,7 @@ pub(super) fn srn_forward(s: &CudaStorage, l: &Layout, logistic: bool) -> Result
     }))
 }
 
-pub(super) fn srn_backward(
+pub(crate) fn srn_backward(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
@@ -343,7 +343,7 @@ fn ltc_states<T: GpuFloat>(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn ltc_forward(
+pub(crate) fn ltc_forward(
     st: &LtcStep,
     s1: &CudaStorage,
     l1: &Layout,
@@ -367,7 +367,7 @@ pub(super) fn ltc_forward(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn ltc_backward(
+pub(crate) fn ltc_backward(
     st: &LtcStep,
     s1: &CudaStorage,
     l1: &Layout,

@@ -1,0 +1,431 @@
+//! What a demanding user tried and found broken, each with a test that failed before its fix,
+//! plus the run folders written by earlier versions, which must keep loading, and a catalogue of
+//! bad inputs per command (input, exit code, words of the message).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+use remanence_cells::io;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_remanence"))
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("remanence-rel-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/run-folders-v1")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn small_run(root: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec![
+        "train",
+        "--task",
+        "reber",
+        "--cell",
+        "srn",
+        "--hidden",
+        "6",
+        "--epochs",
+        "1",
+        "--train-size",
+        "16",
+        "--test-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--early-stop",
+        "false",
+        "--runs-dir",
+        root.to_str().unwrap(),
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    root.join(name)
+}
+
+/// Run folders written by the code before the restructuring (LSTM; LTC with an NCP wiring and
+/// the clip constraint; CfC in no-gate mode) evaluate to the same numbers, infer the same
+/// outputs and resume.
+#[test]
+fn run_folders_of_the_previous_layout_still_load() {
+    let root = tmp("v1");
+    for name in ["lstm-v1", "ltc-v1", "cfc-v1"] {
+        let dir = root.join(name);
+        copy_dir(&data(name), &dir);
+        let d = dir.to_str().unwrap();
+        let o = run(&["eval", "--run", d, "--json"]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let now: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let then: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(data(&format!("{name}.eval.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(now, then, "{name}");
+
+        let y_path = root.join(format!("{name}.y.safetensors"));
+        let o = run(&[
+            "--threads",
+            "1",
+            "infer",
+            "--run",
+            d,
+            "--input",
+            data("x.safetensors").to_str().unwrap(),
+            "--output",
+            y_path.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let (now, _) = io::read(&y_path, &Device::Cpu).unwrap();
+        let (then, _) = io::read(&data(&format!("{name}.y.safetensors")), &Device::Cpu).unwrap();
+        assert_eq!(now.len(), then.len());
+        for (k, t) in &then {
+            let diff: f32 = (&now[k] - t)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-6, "{name} {k}: {diff}");
+        }
+
+        let epochs = if name == "lstm-v1" { "3" } else { "2" };
+        let o = run(&["train", "--resume", d, "--epochs", epochs]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count().to_string(), epochs, "{name}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A model whose weights are NaN is never reported as solved; eval and infer fail and say why.
+#[test]
+fn a_broken_model_is_never_reported_as_solved() {
+    let root = tmp("nan-model");
+    let dir = small_run(&root, "r", &[]);
+    let model = dir.join("model.safetensors");
+    let (mut t, meta) = io::read(&model, &Device::Cpu).unwrap();
+    let w = t["rnn.weight_hh_l0"].clone();
+    t.insert(
+        "rnn.weight_hh_l0".into(),
+        (w.ones_like().unwrap() * f64::NAN).unwrap(),
+    );
+    let mut named: Vec<(String, Tensor)> = t.into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    io::write(&model, &named, Some(meta)).unwrap();
+
+    let d = dir.to_str().unwrap();
+    let o = run(&["eval", "--run", d]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("non-finite"), "{out}");
+    assert!(!out.contains("; solved ("), "{out}");
+    assert!(out.contains("0/16 test strings"), "{out}");
+
+    let x = Tensor::ones((2, 3, 7), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let xin = root.join("x.safetensors");
+    io::write(&xin, &[("x".to_string(), x)], None).unwrap();
+    let yout = root.join("y.safetensors");
+    let o = run(&[
+        "infer",
+        "--run",
+        d,
+        "--input",
+        xin.to_str().unwrap(),
+        "--output",
+        yout.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("non-finite"), "{}", text(&o));
+    assert!(!yout.exists(), "nothing is written");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A relative `--data` is stored resolved, so `eval` and `--resume` work from anywhere, and both
+/// take `--data` to point a moved run at its data.
+#[test]
+fn relative_data_paths_are_stored_resolved_and_can_be_overridden() {
+    let Some(mnist) = shared_mnist() else { return };
+    let root = tmp("data-path");
+    let parent = mnist.parent().unwrap();
+    let runs = root.to_str().unwrap();
+    let o = run_in(
+        parent,
+        &[
+            "train",
+            "--task",
+            "mnist-rows",
+            "--cell",
+            "srn",
+            "--hidden",
+            "4",
+            "--epochs",
+            "1",
+            "--train-size",
+            "32",
+            "--test-size",
+            "32",
+            "--data",
+            mnist.file_name().unwrap().to_str().unwrap(),
+            "--runs-dir",
+            runs,
+            "--name",
+            "m",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = root.join("m");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let stored = PathBuf::from(cfg["task"]["data_dir"].as_str().unwrap());
+    assert!(stored.is_absolute(), "{stored:?}");
+    let d = dir.to_str().unwrap();
+    let o = run_in(&root, &["eval", "--run", d]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["eval", "--run", d, "--data", root.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(runs), "{}", text(&o));
+    let o = run(&[
+        "train",
+        "--resume",
+        d,
+        "--epochs",
+        "2",
+        "--data",
+        mnist.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn shared_mnist() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/mnist");
+    if p.is_dir() {
+        return Some(p.canonicalize().unwrap());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs ../shared/datasets/mnist beside the repository"
+    );
+    eprintln!("skipped: no ../shared/datasets/mnist");
+    None
+}
+
+/// One process trains in a run folder at a time; the lock names the holder and dies with it;
+/// temporary files of dead writers are removed.
+#[test]
+fn one_writer_per_run_folder_and_no_litter() {
+    let root = tmp("lock");
+    let dir = small_run(&root, "r", &[]);
+    let d = dir.to_str().unwrap();
+    // A writer killed mid-write left this behind.
+    let litter = dir.join("checkpoint.safetensors.999999.tmp");
+    std::fs::write(&litter, b"partial").unwrap();
+    // Hold the lock from this process, as a second trainer would.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("run.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let o = run(&["train", "--resume", d, "--epochs", "2"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("another process is training"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    drop(lock);
+    let o = run(&["train", "--resume", d, "--epochs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !litter.exists(),
+        "the dead writer's temporary file is removed"
+    );
+    let pid = std::fs::read_to_string(dir.join("run.lock")).unwrap();
+    assert!(pid.trim().parse::<u32>().is_ok(), "{pid}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The catalogue: for each command, bad inputs with the exit code and the words the message
+/// must hold. Every case also leaves no run folder behind.
+#[test]
+fn catalogue_of_bad_inputs() {
+    let root = tmp("catalogue");
+    let runs = root.join("runs");
+    let r = runs.to_str().unwrap();
+    let good = small_run(&root, "good", &[]);
+    let g = good.to_str().unwrap();
+    let missing = root.join("missing.safetensors");
+    let m = missing.to_str().unwrap();
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "--task", "reber", "--runs-dir", r]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
+        // Numbers: finiteness and range, naming the flag.
+        (
+            train(&["--weight-decay", "nan"]),
+            1,
+            vec!["--weight-decay", "NaN"],
+        ),
+        (train(&["--momentum", "nan"]), 1, vec!["--momentum"]),
+        (
+            train(&["--momentum", "1.5"]),
+            1,
+            vec!["--momentum", "[0, 1)"],
+        ),
+        (train(&["--lr", "-0.1"]), 1, vec!["--lr"]),
+        (train(&["--clip", "inf"]), 1, vec!["--clip"]),
+        (train(&["--target", "nan"]), 1, vec!["--target"]),
+        (train(&["--hidden", "-4"]), 2, vec!["--hidden", "positive"]),
+        (train(&["--epochs", "0"]), 2, vec!["--epochs", "positive"]),
+        (train(&["--batch-size", "-1"]), 2, vec!["positive"]),
+        (train(&["--seed", "-3"]), 2, vec!["--seed"]),
+        // Sizes that would not fit.
+        (
+            train(&["--hidden", "100000"]),
+            1,
+            vec!["need about", "available", "--hidden"],
+        ),
+        // Settings the chosen cell or task would ignore.
+        (
+            train(&["--cell", "lstm", "--activation", "sigmoid"]),
+            1,
+            vec!["--activation", "srn"],
+        ),
+        (
+            train(&["--cell", "gru", "--wiring", "auto-ncp:2"]),
+            1,
+            vec!["--wiring", "ltc"],
+        ),
+        (
+            train(&["--cell", "lstm", "--solver", "rk4"]),
+            1,
+            vec!["--solver", "ctrnn"],
+        ),
+        (
+            train(&["--data", "/nowhere"]),
+            1,
+            vec!["--data", "generates"],
+        ),
+        // Unknown choices and flags.
+        (train(&["--cell", "tcn"]), 2, vec!["srn, lstm, gru"]),
+        (
+            train(&["--kernel", "turbo"]),
+            2,
+            vec!["auto, fused, reference"],
+        ),
+        (train(&["--hiden", "3"]), 2, vec!["--hidden"]),
+        // Resume: only --epochs and --data may change.
+        (
+            vec![
+                "train".into(),
+                "--resume".into(),
+                g.into(),
+                "--lr".into(),
+                "0.1".into(),
+            ],
+            1,
+            vec!["--lr", "only --epochs"],
+        ),
+        // Eval and infer.
+        (
+            vec![
+                "eval".into(),
+                "--run".into(),
+                root.join("nope").to_str().unwrap().into(),
+            ],
+            1,
+            vec!["no such run folder"],
+        ),
+        (
+            vec![
+                "eval".into(),
+                "--run".into(),
+                g.into(),
+                "--data".into(),
+                "/nowhere".into(),
+            ],
+            1,
+            vec!["--data", "generates"],
+        ),
+        (
+            vec![
+                "infer".into(),
+                "--run".into(),
+                g.into(),
+                "--input".into(),
+                m.into(),
+                "--output".into(),
+                root.join("y.safetensors").to_str().unwrap().into(),
+            ],
+            1,
+            vec!["missing.safetensors"],
+        ),
+    ];
+    for (args, code, words) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run(&a);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(code), "{a:?}: {out}");
+        for w in words {
+            assert!(out.contains(w), "{a:?}: `{w}` missing in: {out}");
+        }
+        assert!(
+            !runs.exists() || std::fs::read_dir(&runs).unwrap().count() == 0,
+            "{a:?} left a run folder"
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
