@@ -138,31 +138,23 @@ pub fn sample_major<T: Copy>(src: &[T], n: usize, steps: usize, w: usize, dst: &
     }
 }
 
-/// The input projection of a layer: `out (m × rows) = a (m × k) · Wᵀ [+ bias]`, with `W`
-/// (rows × k) row-major. Kernels that add the bias in their element-wise pass pass `None` and
-/// save writing it into every row.
-#[allow(clippy::too_many_arguments)]
+/// The input projection of a layer: `out (m × rows) = a (m × k) · Wᵀ`, with `W` (rows × k)
+/// row-major. The kernels add the biases in their element-wise pass.
 pub fn project<T: Float + 'static>(
     m: usize,
     k: usize,
     rows: usize,
     a: &[T],
     w: &[T],
-    bias: Option<&[T]>,
     out: &mut [T],
 ) {
-    if let Some(bias) = bias {
-        for o in out[..m * rows].chunks_exact_mut(rows) {
-            o.copy_from_slice(&bias[..rows]);
-        }
-    }
     matmul(
         m,
         rows,
         k,
         out,
         rows,
-        bias.is_some(),
+        false,
         View::rows(a, k),
         View::transposed(w, k),
     );

@@ -1,7 +1,8 @@
 //! The fused GRU layer on the CPU, with its own backward pass.
 //!
-//! One op runs a whole layer over a sequence: `x W_ihᵀ + b_ih` for every step as one product
-//! before the recurrence; per step one product `h W_hhᵀ` and one fused pass
+//! One op runs a whole layer over a sequence: `x W_ihᵀ` for every step as one product before the
+//! recurrence (`b_ih` is added in the element-wise pass); per step one product `h W_hhᵀ` and one
+//! fused pass
 //! `r = σ(x_r + g_r)`, `z = σ(x_z + g_z)`, `n = tanh(x_n + r ⊙ g_n)`, `h' = n + z ⊙ (h − n)`
 //! (the `g` include `b_hh`, which must stay inside `r ⊙ (·)`), returning `h'` and keeping
 //! `[r | z | n | g_n]` (4H) per step. Backward: one product `dg · W_hh` per step, then `dW_ih`,
@@ -66,7 +67,7 @@ impl RowKernel for GruKernel {
         // Input projections of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut xp = vec![T::zero(); n * steps * g3];
-        project(n * steps, i, g3, &xt, w_ih, None, &mut xp);
+        project(n * steps, i, g3, &xt, w_ih, &mut xp);
         let mut gh = vec![T::zero(); n * g3];
         for t in 0..steps {
             matmul(

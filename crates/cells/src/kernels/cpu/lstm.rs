@@ -1,9 +1,9 @@
 //! The fused LSTM layer on the CPU, with its own backward pass.
 //!
-//! One op runs a whole layer over a sequence. The input projection of every step,
-//! `x W_ihᵀ + b` with `b = b_ih + b_hh`, is one matrix product before the recurrence; then each
-//! step is one product `h W_hhᵀ` added in place and one fused element-wise pass (gates i, f, g,
-//! o, cell and hidden state). The op returns the hidden states (B, T, H) and the last cell state
+//! One op runs a whole layer over a sequence. The input projection of every step, `x W_ihᵀ`, is
+//! one matrix product before the recurrence; then each step is one product `h W_hhᵀ` added in
+//! place and one fused element-wise pass that adds `b = b_ih + b_hh` and forms the gates i, f, g,
+//! o, the cell and the hidden state. The op returns the hidden states (B, T, H) and the last cell state
 //! (B, H), and keeps per step `c` and the gate activations `i, f, g, o` (5H) for the backward
 //! pass. Backward walks the steps in reverse with one product `dgates · W_hh` per step, then
 //! forms `dW_ih`, `dW_hh`, `db` and `dx` as single products over all steps. The batch is split
@@ -76,7 +76,7 @@ impl RowKernel for LstmKernel {
         // Pre-activations of every step of these rows, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut gates = vec![T::zero(); n * steps * g4];
-        project(n * steps, i, g4, &xt, w_ih, None, &mut gates);
+        project(n * steps, i, g4, &xt, w_ih, &mut gates);
         for t in 0..steps {
             let gt = &mut gates[t * n * g4..(t + 1) * n * g4];
             matmul(

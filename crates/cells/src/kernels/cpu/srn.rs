@@ -1,7 +1,8 @@
 //! The fused Elman layer on the CPU, with its own backward pass.
 //!
-//! One op runs a whole layer over a sequence: `x W_ihᵀ + b` (b = b_ih + b_hh) for every step
-//! as one product, then per step one product `h W_hhᵀ` added in place and the activation,
+//! One op runs a whole layer over a sequence: `x W_ihᵀ` for every step as one product, then per
+//! step one product `h W_hhᵀ` added in place and one pass adding `b = b_ih + b_hh` and applying
+//! the activation,
 //! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
 //! `db` and `dx` as single products over all steps.
 
@@ -64,7 +65,7 @@ impl RowKernel for SrnKernel {
         // Pre-activations of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut pre = vec![T::zero(); n * steps * h];
-        project(n * steps, i, h, &xt, w_ih, None, &mut pre);
+        project(n * steps, i, h, &xt, w_ih, &mut pre);
         for t in 0..steps {
             let pt = &mut pre[t * n * h..(t + 1) * n * h];
             matmul(
