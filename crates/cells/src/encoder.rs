@@ -97,3 +97,101 @@ impl Encoder for Dense {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+    use crate::{CellKind, ModelConfig, Recurrent, RnnConfig, SequenceModel};
+
+    fn config(encoder: Option<EncoderConfig>, input: Option<usize>) -> ModelConfig {
+        let rnn = RnnConfig {
+            cell: CellKind::Gru,
+            input_size: 5,
+            hidden_size: 4,
+            num_layers: 1,
+            activation: Default::default(),
+            ct: Default::default(),
+            kernel: Default::default(),
+            threads: Some(1),
+        };
+        ModelConfig {
+            encoder,
+            encoder_input: input,
+            ..ModelConfig::new(rnn, 3)
+        }
+    }
+
+    #[test]
+    fn a_dense_encoder_feeds_the_stack_and_learns() {
+        let enc = EncoderConfig::Dense {
+            size: 5,
+            activation: DenseActivation::Tanh,
+        };
+        let cfg = config(Some(enc), Some(9));
+        assert_eq!(cfg.input_size(), 9);
+        let (model, store) = SequenceModel::init(&cfg, 3, DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f64, 1.0, (2, 6, 9), &Device::Cpu).unwrap();
+        let (y, _) = model.forward(&x, None, None).unwrap();
+        assert_eq!(y.dims(), &[2, 6, 3]);
+        // The encoder is a tanh dense layer: the stack sees exactly tanh(x Wᵀ + b).
+        let t = store.tensors();
+        let get = |n: &str| t.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let (w, b) = (get("encoder.weight"), get("encoder.bias"));
+        assert_eq!(w.dims(), &[5, 9]);
+        let xe = x
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap()
+            .tanh()
+            .unwrap();
+        let (hs, _) = model.rnn().forward(&xe, None, None).unwrap();
+        let (_, hs_model, _) = model.forward_full(&x, None, None).unwrap();
+        let d: f64 = (hs - hs_model)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-12, "{d}");
+        // Gradients reach the encoder's parameters.
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let vars = store.vars();
+        let wv = &vars.iter().find(|(n, _)| n == "encoder.weight").unwrap().1;
+        let g = grads.get(wv.as_tensor()).expect("encoder gradient");
+        let norm: f64 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(norm > 0.0);
+        // One step through the model equals the first step of the sequence.
+        let st = model.rnn_zero_state(2, DType::F64, &Device::Cpu).unwrap();
+        let (y0, _) = model
+            .step(&x.narrow(1, 0, 1).unwrap().squeeze(1).unwrap(), &st)
+            .unwrap();
+        let d: f64 = (y0 - y.narrow(1, 0, 1).unwrap().squeeze(1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-12, "{d}");
+    }
+
+    #[test]
+    fn an_encoder_that_does_not_fit_the_stack_is_refused() {
+        let enc = EncoderConfig::Dense {
+            size: 6,
+            activation: DenseActivation::Relu,
+        };
+        let err = config(Some(enc.clone()), Some(9)).validate().unwrap_err();
+        assert!(err.to_string().contains("reads 5"), "{err}");
+        assert!(config(Some(enc), None).validate().is_err());
+        assert!(config(None, Some(9)).validate().is_err());
+        let json = serde_json::to_string(&config(None, None)).unwrap();
+        assert!(!json.contains("encoder"), "{json}");
+    }
+}
