@@ -1,6 +1,6 @@
 //! The element-wise passes of the fused kernels, in blocks of [`LANES`] values that the compiler
 //! vectorizes whatever the slices alias.
-use super::math::KernelFloat;
+use crate::kernels::math::KernelFloat;
 
 /// Lanes of the element-wise passes: 8 f32 fill an AVX2 register (f64 takes two).
 pub const LANES: usize = 8;

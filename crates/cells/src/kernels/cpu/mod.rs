@@ -4,8 +4,8 @@
 //!   of batch rows) and [`Fused`], which makes a Candle op of it: batch shards per thread for the
 //!   whole sequence, f32/f64 dispatch, an AVX2+FMA build chosen at run time, saved values kept
 //!   inside the op;
-//! - `lanes`: element-wise passes in vectorizable blocks; [`math`]: the kernel floats and their
-//!   exponential, logistic function and tanh; `gemm`: the products;
+//! - `lanes`: element-wise passes in vectorizable blocks; `gemm`: the products (the scalar
+//!   functions are in [`crate::kernels::math`], shared with the CUDA host build);
 //! - one file per cell: [`srn`], [`lstm`], [`gru`], [`ltc`], each tested against its reference
 //!   cell in `crates/cells/tests`.
 pub(crate) mod gemm;
@@ -13,14 +13,13 @@ pub mod gru;
 pub(crate) mod lanes;
 pub mod lstm;
 pub mod ltc;
-pub mod math;
 pub mod runner;
 pub mod srn;
 
+pub use super::math::{sigmoid, tanh, KernelFloat};
 pub use gru::GruKernel;
 pub(crate) use lanes::{lane_blocks, lane_sum, lanes, LANES};
 pub use lstm::LstmKernel;
 pub use ltc::LtcKernel;
-pub use math::{sigmoid, tanh, KernelFloat};
 pub use runner::{Fused, Parts, RowKernel};
 pub use srn::SrnKernel;

@@ -11,7 +11,8 @@
 //! hands Candle's autograd the gradients of all three inputs.
 use std::sync::{Arc, Mutex};
 
-use super::math::KernelFloat;
+use crate::kernels::math::KernelFloat;
+use crate::kernels::slice;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 /// A recurrence over a batch, row range by row range.
@@ -308,17 +309,6 @@ unsafe fn backward_avx2<K: RowKernel, T: KernelFloat>(
     ds0: &mut [T],
 ) -> Vec<T> {
     k.backward_rows(x, w, s0, fwd, grad, steps, b0, dx, ds0)
-}
-
-pub(crate) fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    name: &str,
-) -> candle_core::Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: non-contiguous input")))?;
-    Ok(&s.as_slice::<T>()?[a..b])
 }
 
 impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {

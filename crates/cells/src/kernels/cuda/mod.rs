@@ -13,7 +13,7 @@
 //!   against the reference on machines without a GPU;
 //! - [`ptx`]: the PTX nvcc made of them (`build.rs`, `cuda` feature) and the launch geometry;
 //! - `launch` (`cuda` feature): the launches through Candle's CUDA device.
-use super::cpu::KernelFloat;
+use super::math::KernelFloat;
 
 pub mod host;
 #[cfg(feature = "cuda")]

@@ -15,7 +15,7 @@ use num_traits::Zero;
 use super::host;
 use super::DeviceFloat;
 use crate::cells::ltc::PackedLayout;
-use crate::kernels::cpu::runner::slice;
+use crate::kernels::slice;
 
 type Res<T> = candle_core::Result<T>;
 
