@@ -228,9 +228,6 @@ mod as_text {
     }
 }
 
-/// Other names a recipe may use for a key.
-const KEY_ALIASES: [(&str, &str); 2] = [("units", "hidden"), ("batch", "batch-size")];
-
 impl Settings {
     /// The given settings as a table of their recipe keys (a TOML table: unlike JSON it keeps
     /// NaN and infinities, which the range checks must see).
@@ -244,10 +241,22 @@ impl Settings {
 
     /// Every recipe key, which is also the name of its flag (read from the flags themselves).
     pub fn keys() -> Vec<String> {
-        let cmd = <Settings as Args>::augment_args(clap::Command::new("settings"));
-        cmd.get_arguments()
-            .filter_map(|a| a.get_long().map(str::to_string))
+        Self::flags()
+            .map(|a| a.get_long().map(str::to_string))
+            .flatten()
             .collect()
+    }
+
+    /// The key a flag alias stands for (`units` → `hidden`), read from the flags' aliases.
+    fn unalias(key: &str) -> Option<String> {
+        Self::flags()
+            .find(|a| a.get_all_aliases().is_some_and(|al| al.contains(&key)))
+            .and_then(|a| a.get_long().map(str::to_string))
+    }
+
+    fn flags() -> impl Iterator<Item = clap::Arg> {
+        let cmd = <Settings as Args>::augment_args(clap::Command::new("settings"));
+        cmd.get_arguments().cloned().collect::<Vec<_>>().into_iter()
     }
 
     /// `top` wins where it gives a value.
@@ -276,8 +285,8 @@ impl Settings {
         let mut out = Table::new();
         for (k, v) in table {
             let mut key = k.replace('_', "-");
-            if let Some((_, to)) = KEY_ALIASES.iter().find(|(from, _)| *from == key) {
-                key = to.to_string();
+            if let Some(to) = Self::unalias(&key) {
+                key = to;
             }
             if !keys.contains(&key) {
                 let near = keys
@@ -358,8 +367,13 @@ impl Settings {
                 );
             }
         }
-        if given.iter().any(|g| g == "data") && task.mnist_view().is_none() {
-            bail!("--data names a data folder, and task {task} generates its data; remove --data");
+        if let Some(d) = self
+            .task
+            .data
+            .as_deref()
+            .filter(|_| given.iter().any(|g| g == "data"))
+        {
+            data_dir_for(task, d)?;
         }
         Ok(())
     }
@@ -381,7 +395,7 @@ impl Settings {
         let lr = tr.lr.context("no learning rate given")?;
         let clip = tr.clip.unwrap_or(0.0);
         let defaults = CtOptions::default();
-        let checks: [(&str, Option<f64>, fn(f64) -> bool, &str); 8] = [
+        let checks: [(&str, Option<f64>, fn(f64) -> bool, &str); 7] = [
             (
                 "lr",
                 Some(lr),
@@ -419,7 +433,6 @@ impl Settings {
                 |v| v > 0.0 && v.is_finite(),
                 "a finite number > 0",
             ),
-            ("lr", Some(lr), |v| v < 1e6, "below 10^6"),
         ];
         for (flag, value, ok, what) in checks {
             if let Some(v) = value {
@@ -429,7 +442,7 @@ impl Settings {
             }
         }
         let data_dir = match &t.data {
-            Some(p) => Some(absolute(p)?),
+            Some(p) => Some(data_dir_for(kind, p)?),
             None => None,
         };
         let cfg = RunConfig {
@@ -492,6 +505,15 @@ impl Settings {
         cfg.train.validate()?;
         Ok(cfg)
     }
+}
+
+/// The folder `--data` names for `task`, made absolute; refused for tasks that generate their
+/// data.
+pub fn data_dir_for(task: TaskKind, data: &Path) -> Result<PathBuf> {
+    if task.mnist_view().is_none() {
+        bail!("--data names a data folder, and task {task} generates its data; remove --data");
+    }
+    absolute(data)
 }
 
 /// `p` made absolute against the working directory (without resolving links), so a run folder

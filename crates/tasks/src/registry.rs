@@ -47,6 +47,16 @@ impl TaskKind {
         }
     }
 
+    /// A bound on the steps of one sequence, known without reading any data (for memory
+    /// estimates): 784 pixels, 28 rows, and the grammars' strings, which are rarely above 64.
+    pub fn max_steps(self) -> usize {
+        match self {
+            TaskKind::Reber | TaskKind::EmbeddedReber => 64,
+            TaskKind::MnistRows => 28,
+            TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => 784,
+        }
+    }
+
     /// Default (train, test) sizes; 0 means the whole split.
     pub fn default_sizes(self) -> (usize, usize) {
         match self {

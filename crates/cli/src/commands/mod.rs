@@ -30,13 +30,7 @@ pub fn load_run_with_data(path: &Path, data: Option<&Path>) -> Result<LoadedRun>
     let dir = RunDir::open(path)?;
     let mut cfg = dir.read_config()?;
     if let Some(d) = data {
-        if cfg.task.kind.mnist_view().is_none() {
-            bail!(
-                "--data names a data folder, and task {} generates its data; remove --data",
-                cfg.task.kind
-            );
-        }
-        cfg.task.data_dir = Some(crate::settings::absolute(d)?);
+        cfg.task.data_dir = Some(crate::settings::data_dir_for(cfg.task.kind, d)?);
     }
     cfg.model.rnn.threads = crate::kernel_threads();
     let device =

@@ -9,7 +9,7 @@ use remanence_train::stack::with_deep_stack;
 use remanence_train::{RunConfig, RunDir, Trainer};
 
 use crate::progress::Progress;
-use crate::settings::{absolute, run_name, Settings};
+use crate::settings::{data_dir_for, run_name, Settings};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -55,7 +55,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 cfg.train.epochs = e;
             }
             if let Some(d) = &args.settings.task.data {
-                cfg.task.data_dir = Some(absolute(d)?);
+                cfg.task.data_dir = Some(data_dir_for(cfg.task.kind, d)?);
             }
             (cfg, Target::Resume(dir))
         }
