@@ -22,9 +22,18 @@ pub fn read(
     device: &Device,
 ) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    decode(&bytes, path, device)
+}
+
+/// Decodes the bytes of a safetensors file (`path` only names it in errors).
+pub fn decode(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| file_err(path, format!("not a valid safetensors file ({e})")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| file_err(path, format!("not a valid safetensors file ({e})")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {

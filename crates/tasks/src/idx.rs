@@ -21,16 +21,21 @@ fn data_err(path: &Path, msg: impl std::fmt::Display) -> TaskError {
 /// Reads an unsigned-byte IDX file with `ndim` dimensions; `.gz` files are decompressed.
 pub fn read_u8(path: &Path, ndim: usize) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| data_err(path, format!("cannot read: {e}")))?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| data_err(path, format!("corrupt gzip stream ({e})")))?;
-        out
-    } else {
-        raw
-    };
-    parse_u8(&bytes, ndim).map_err(|m| data_err(path, m))
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    decode_u8(&raw, gzip, ndim).map_err(|m| data_err(path, m))
+}
+
+/// Decodes the bytes of an unsigned-byte IDX file (gzip-compressed if `gzip`); the error says
+/// what is wrong, without the file name.
+pub fn decode_u8(raw: &[u8], gzip: bool, ndim: usize) -> std::result::Result<IdxArray, String> {
+    if !gzip {
+        return parse_u8(raw, ndim);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt gzip stream ({e})"))?;
+    parse_u8(&out, ndim)
 }
 
 fn parse_u8(bytes: &[u8], ndim: usize) -> std::result::Result<IdxArray, String> {
@@ -62,7 +67,10 @@ fn parse_u8(bytes: &[u8], ndim: usize) -> std::result::Result<IdxArray, String> 
     let dims: Vec<usize> = (0..ndim)
         .map(|k| u32::from_be_bytes(bytes[4 + 4 * k..8 + 4 * k].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("IDX header announces {dims:?}, more elements than memory holds"))?;
     let have = bytes.len() - header;
     if have != n {
         return Err(format!(
@@ -96,6 +104,9 @@ mod tests {
         assert!(parse_u8(&idx(&[2, 3], &[1, 2, 3]), 2)
             .unwrap_err()
             .contains("holds 3"));
+        assert!(parse_u8(&idx(&[u32::MAX; 3], &[0]), 3)
+            .unwrap_err()
+            .contains("more elements"));
         assert!(parse_u8(&idx(&[6], &[0; 6]), 2)
             .unwrap_err()
             .contains("1 dimensions"));

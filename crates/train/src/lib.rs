@@ -17,6 +17,7 @@
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod learner;
 pub mod loss;
 pub mod optim;

@@ -64,6 +64,66 @@ pub struct RunDir {
     path: PathBuf,
 }
 
+/// Parses and checks the text of a `config.json` (`path` only names it in errors).
+pub fn parse_config(text: &str, path: &Path) -> Result<RunConfig> {
+    let cfg: RunConfig = serde_json::from_str(text)
+        .map_err(|e| run_err(path, format!("invalid run configuration: {e}")))?;
+    cfg.model
+        .validate()
+        .map_err(|e| run_err(path, e.to_string()))?;
+    cfg.dtype().map_err(|e| run_err(path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Builds the model of `cfg` from loaded tensors, which must match it exactly (`path` names
+/// their file in errors).
+pub fn model_from_tensors(
+    cfg: &RunConfig,
+    tensors: HashMap<String, Tensor>,
+    path: &Path,
+    device: &Device,
+) -> Result<(SequenceModel, ParamStore)> {
+    let dtype = cfg.dtype()?;
+    let store = ParamStore::from_tensors(io::cast_all(tensors, dtype)?, path)?;
+    let model = SequenceModel::from_store(&cfg.model, &store, dtype, device)?;
+    Ok((model, store))
+}
+
+/// Decodes the bytes of a `checkpoint.safetensors` (`path` only names it in errors).
+pub fn decode_checkpoint(
+    bytes: &[u8],
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<Checkpoint> {
+    let p = path;
+    let (tensors, meta) = io::decode(bytes, p, device)?;
+    let state: TrainerState = meta
+        .get("trainer_state")
+        .ok_or_else(|| run_err(&p, "checkpoint has no trainer_state metadata"))
+        .and_then(|s| {
+            serde_json::from_str(s).map_err(|e| run_err(&p, format!("bad trainer_state: {e}")))
+        })?;
+    let (mut params, mut optimizer) = (HashMap::new(), HashMap::new());
+    for (k, v) in io::cast_all(tensors, dtype)? {
+        if let Some(n) = k.strip_prefix("model.") {
+            params.insert(n.to_string(), v);
+        } else if let Some(n) = k.strip_prefix("optim.") {
+            optimizer.insert(n.to_string(), v);
+        } else {
+            return Err(run_err(
+                &p,
+                format!("unexpected tensor `{k}` in checkpoint"),
+            ));
+        }
+    }
+    Ok(Checkpoint {
+        params,
+        optimizer,
+        state,
+    })
+}
+
 fn run_err(path: &Path, msg: impl Into<String>) -> TrainError {
     TrainError::Run {
         path: path.to_path_buf(),
@@ -181,12 +241,7 @@ impl RunDir {
         let p = self.file(CONFIG);
         let text =
             std::fs::read_to_string(&p).map_err(|e| run_err(&p, format!("cannot read: {e}")))?;
-        let cfg: RunConfig = serde_json::from_str(&text)
-            .map_err(|e| run_err(&p, format!("invalid run configuration: {e}")))?;
-        cfg.model
-            .validate()
-            .map_err(|e| run_err(&p, e.to_string()))?;
-        Ok(cfg)
+        parse_config(&text, &p)
     }
 
     /// Writes `model.safetensors` with the run configuration in its metadata.
@@ -206,11 +261,8 @@ impl RunDir {
         device: &Device,
     ) -> Result<(SequenceModel, ParamStore)> {
         let p = self.file(MODEL);
-        let dtype = cfg.dtype()?;
         let (tensors, _) = io::read(&p, device)?;
-        let store = ParamStore::from_tensors(io::cast_all(tensors, dtype)?, &p)?;
-        let model = SequenceModel::from_store(&cfg.model, &store, dtype, device)?;
-        Ok((model, store))
+        model_from_tensors(cfg, tensors, &p, device)
     }
 
     pub fn write_checkpoint(
@@ -244,31 +296,8 @@ impl RunDir {
         if !p.exists() {
             return Ok(None);
         }
-        let (tensors, meta) = io::read(&p, device)?;
-        let state: TrainerState = meta
-            .get("trainer_state")
-            .ok_or_else(|| run_err(&p, "checkpoint has no trainer_state metadata"))
-            .and_then(|s| {
-                serde_json::from_str(s).map_err(|e| run_err(&p, format!("bad trainer_state: {e}")))
-            })?;
-        let (mut params, mut optimizer) = (HashMap::new(), HashMap::new());
-        for (k, v) in io::cast_all(tensors, dtype)? {
-            if let Some(n) = k.strip_prefix("model.") {
-                params.insert(n.to_string(), v);
-            } else if let Some(n) = k.strip_prefix("optim.") {
-                optimizer.insert(n.to_string(), v);
-            } else {
-                return Err(run_err(
-                    &p,
-                    format!("unexpected tensor `{k}` in checkpoint"),
-                ));
-            }
-        }
-        Ok(Some(Checkpoint {
-            params,
-            optimizer,
-            state,
-        }))
+        let bytes = std::fs::read(&p).map_err(|e| run_err(&p, format!("cannot read: {e}")))?;
+        decode_checkpoint(&bytes, &p, dtype, device).map(Some)
     }
 
     /// Appends one JSON line to `metrics.jsonl`.
