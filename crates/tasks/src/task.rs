@@ -16,6 +16,12 @@ pub enum Objective {
     /// Softmax cross-entropy on the read-out of the last step against a class index
     /// target (batch,) stored as u32.
     ClassLastStep,
+    /// Softmax cross-entropy at every step against class indices (batch, time) stored as u32,
+    /// averaged over the steps with the weights of `mask` (next-token prediction, labels per step).
+    ClassPerStep,
+    /// Squared error summed over outputs against a target (batch, time, outputs), averaged over
+    /// the steps with the weights of `mask`.
+    RegressionPerStep,
 }
 
 /// A padded batch of sequences.
@@ -25,7 +31,9 @@ pub struct Batch {
     pub x: Tensor,
     /// Shape depends on the [`Objective`].
     pub target: Tensor,
-    /// (batch, time): 1 on real steps, 0 on padding. `None` when every sequence is full length.
+    /// (batch, time): the weight of each step in the loss: 0 on padding, 1 on real steps, or a
+    /// class weight where a task weights its classes. The loss is Σ mask·loss / Σ mask (PyTorch's
+    /// weighted mean). `None` when every step of every sequence counts once.
     pub mask: Option<Tensor>,
     /// (batch, time) elapsed time per step, for continuous-time cells. `None`: one unit per step.
     pub dt: Option<Tensor>,
