@@ -36,6 +36,8 @@ enum Command {
     Infer(commands::infer::InferArgs),
     /// Time training steps and forward passes against candle-nn's LSTM/GRU.
     Bench(commands::bench::BenchArgs),
+    /// List the data sets, where each is looked for and whether it is present; verify one.
+    Data(commands::data::DataArgs),
 }
 
 /// Threads of the fused CPU kernels (`--threads`); `None`: every core.
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => commands::sample::run(a),
         Command::Infer(a) => commands::infer::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Data(a) => commands::data::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -510,7 +510,7 @@ impl Settings {
 /// The folder `--data` names for `task`, made absolute; refused for tasks that generate their
 /// data.
 pub fn data_dir_for(task: TaskKind, data: &Path) -> Result<PathBuf> {
-    if task.mnist_view().is_none() {
+    if task.dataset().is_none() {
         bail!("--data names a data folder, and task {task} generates its data; remove --data");
     }
     absolute(data)

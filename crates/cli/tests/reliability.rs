@@ -312,7 +312,50 @@ fn catalogue_of_bad_inputs() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    let changed = root.join("ozone-changed");
+    std::fs::create_dir_all(&changed).unwrap();
+    std::fs::write(changed.join("eighthr.data"), "1/1/1998,0.0\r\n").unwrap();
+    let owned = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
+        // Data sets: unknown names, missing folders and changed files.
+        (
+            owned(&["data", "verify", "mnist-foo"]),
+            1,
+            vec!["unknown data set", "fsdd"],
+        ),
+        (
+            owned(&[
+                "data",
+                "verify",
+                "ozone",
+                "--data",
+                changed.to_str().unwrap(),
+            ]),
+            1,
+            vec!["differs: eighthr.data", "does not match"],
+        ),
+        (
+            owned(&["data", "verify", "ozone", "--data", "/nowhere"]),
+            1,
+            vec!["/nowhere (no such folder)", "eighthr.data"],
+        ),
+        (
+            owned(&[
+                "train",
+                "--task",
+                "mnist-rows",
+                "--data",
+                "/nowhere",
+                "--runs-dir",
+                r,
+            ]),
+            1,
+            vec![
+                "mnist",
+                "/nowhere (no such folder)",
+                "train-images-idx3-ubyte.gz",
+            ],
+        ),
         // Numbers: finiteness and range, naming the flag.
         (
             train(&["--weight-decay", "nan"]),

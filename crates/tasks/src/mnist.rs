@@ -8,7 +8,7 @@
 //! Pixels are scaled to [0, 1]. The files are the original IDX `.gz` files, looked up in the
 //! given folder (see [`MNIST_FILES`]).
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
@@ -102,23 +102,6 @@ pub fn load(dir: &Path) -> Result<(MnistSplit, MnistSplit)> {
         split(MNIST_FILES[0], MNIST_FILES[1])?,
         split(MNIST_FILES[2], MNIST_FILES[3])?,
     ))
-}
-
-/// Finds the MNIST folder: `data_dir` if given, else `datasets/mnist` under the working folder.
-pub fn locate(data_dir: Option<&Path>) -> Result<PathBuf> {
-    if let Some(d) = data_dir {
-        return Ok(d.to_path_buf());
-    }
-    let default = PathBuf::from("datasets/mnist");
-    if default.is_dir() {
-        return Ok(default);
-    }
-    Err(TaskError::Data(format!(
-        "MNIST not found: pass --data DIR, or place {} in {} (from yann.lecun.com/exdb/mnist or any mirror of the \
-         original files); automatic download is not available in this build",
-        MNIST_FILES.map(|f| f.0).join(", "),
-        default.display()
-    )))
 }
 
 pub struct MnistTask {

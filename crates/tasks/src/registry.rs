@@ -5,7 +5,7 @@ use crate::error::{Result, TaskError};
 use std::path::PathBuf;
 
 use crate::grammar::Grammar;
-use crate::mnist::{self, MnistTask, MnistView};
+use crate::mnist::{MnistTask, MnistView};
 use crate::reber::ReberTask;
 use crate::task::SequenceTask;
 
@@ -62,6 +62,17 @@ impl TaskKind {
         match self {
             TaskKind::Reber | TaskKind::EmbeddedReber => (256, 256),
             _ => (0, 0),
+        }
+    }
+
+    /// The data set a task reads from disk (a name of [`crate::datasets::DATASETS`]); `None`
+    /// for tasks that generate their data.
+    pub fn dataset(self) -> Option<&'static str> {
+        match self {
+            TaskKind::MnistRows | TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => {
+                Some("mnist")
+            }
+            _ => None,
         }
     }
 
@@ -129,7 +140,7 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
             cfg.data_seed,
         )?),
         TaskKind::MnistRows | TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => {
-            let dir = mnist::locate(cfg.data_dir.as_deref())?;
+            let dir = crate::datasets::locate("mnist", cfg.data_dir.as_deref())?;
             Box::new(MnistTask::new(
                 cfg.kind.mnist_view().expect("mnist task"),
                 &dir,

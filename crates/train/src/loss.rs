@@ -21,7 +21,10 @@ pub fn loss(objective: Objective, y: &Tensor, batch: &Batch) -> Result<Tensor> {
         Objective::ClassPerStep => {
             let log_p = candle_nn::ops::log_softmax(y, D::Minus1)?;
             let target = batch.target.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?;
-            let nll = log_p.gather(&target, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+            let nll = log_p
+                .gather(&target, D::Minus1)?
+                .squeeze(D::Minus1)?
+                .neg()?;
             weighted_mean(&nll, batch.mask.as_ref())
         }
         Objective::RegressionPerStep => {
@@ -67,7 +70,10 @@ mod tests {
         // Two sequences of two steps, three classes; weights as PyTorch's
         // cross_entropy(weight=w[class]) with mean reduction would apply them.
         let y = Tensor::new(
-            &[[[1.0f64, 2.0, 0.5], [0.0, -1.0, 3.0]], [[2.0, 2.0, 2.0], [-2.0, 0.0, 1.0]]],
+            &[
+                [[1.0f64, 2.0, 0.5], [0.0, -1.0, 3.0]],
+                [[2.0, 2.0, 2.0], [-2.0, 0.0, 1.0]],
+            ],
             &Device::Cpu,
         )
         .unwrap();
