@@ -225,6 +225,30 @@ pub fn locate(name: &str, data_dir: Option<&Path>) -> Result<PathBuf> {
     find(name)?.locate(data_dir)
 }
 
+/// `../shared/<sub>` beside the repository (or `$REMANENCE_SHARED/<sub>`), where the project's
+/// machines and CI keep the data sets and golden fixtures, for tests. With `$CI` set a missing
+/// folder panics; elsewhere the test is told to skip (`None`, with a message).
+#[doc(hidden)]
+pub fn shared_for_tests(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("REMANENCE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let dir = root.join(sub);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: CI must provide ../shared/{sub}",
+        dir.display()
+    );
+    eprintln!(
+        "skipping: {} not found (set REMANENCE_SHARED)",
+        dir.display()
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

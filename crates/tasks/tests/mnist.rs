@@ -7,21 +7,7 @@ use remanence_tasks::mnist::{load, MnistTask, MnistView, MNIST_FILES};
 use remanence_tasks::SequenceTask;
 
 fn mnist_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("REMANENCE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let d = root.join("datasets/mnist");
-    if d.is_dir() {
-        return Some(d);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing: CI must provide ../shared/datasets/mnist",
-            d.display()
-        );
-    }
-    eprintln!("skipping: {} not found", d.display());
-    None
+    remanence_tasks::datasets::shared_for_tests("datasets/mnist")
 }
 
 #[test]

@@ -1,0 +1,7 @@
+//! Audio: WAV decoding and resampling (`wav`), log-mel and MFCC features matching librosa
+//! (`features`).
+pub mod features;
+pub mod wav;
+
+pub use features::{FeatureConfig, FeatureKind};
+pub use wav::Audio;
