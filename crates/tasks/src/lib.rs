@@ -9,6 +9,7 @@
 //! - [`reber`]: the next-symbol prediction task on those grammars.
 //! - [`registry`]: task names and configuration.
 
+pub mod audio;
 pub mod datasets;
 pub mod error;
 pub mod grammar;
