@@ -13,6 +13,9 @@ use remanence_cells::{
     Activation, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel, Mapping,
     ModelConfig, RnnConfig, SolverKind, WiringSpec,
 };
+use remanence_tasks::audio::{FeatureConfig, FeatureKind};
+use remanence_tasks::fsdd::FsddSplit;
+use remanence_tasks::registry::TaskOptions;
 use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
 use serde::{Deserialize, Serialize};
@@ -59,6 +62,45 @@ pub struct TaskSettings {
     /// Seed of the data draw (default: --seed).
     #[arg(long, allow_negative_numbers = true, value_parser = seed)]
     pub data_seed: Option<u64>,
+    /// Skip unreadable data files (each is reported) instead of stopping at the first.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub skip_bad: Option<bool>,
+    /// fsdd: `official` (index 0–4 test) or `speaker:NAME` (that speaker held out).
+    #[arg(long)]
+    pub split: Option<FsddSplit>,
+    /// fsdd: features per frame: mfcc or log-mel.
+    #[arg(long)]
+    pub features: Option<FeatureKind>,
+    /// fsdd: sample rate the features are computed at (Hz; default 8000).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub sample_rate: Option<usize>,
+    /// fsdd: FFT size (default 256).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub n_fft: Option<usize>,
+    /// fsdd: hop between frames in samples (default 80: 10 ms at 8 kHz).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub hop_length: Option<usize>,
+    /// fsdd: analysis window in samples (default 200: 25 ms at 8 kHz).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub win_length: Option<usize>,
+    /// fsdd: mel bands (default 40).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub n_mels: Option<usize>,
+    /// fsdd: cepstral coefficients kept (default 13).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub n_mfcc: Option<usize>,
+    /// fsdd: lowest mel filter edge in Hz (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub fmin: Option<f64>,
+    /// fsdd: highest mel filter edge in Hz (default: half the sample rate).
+    #[arg(long, allow_negative_numbers = true)]
+    pub fmax: Option<f64>,
+    /// fsdd: classify from the mean read-out over the frames instead of the last frame.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub mean_over_time: Option<bool>,
+    /// fsdd: resample recordings at another rate instead of refusing them.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub resample: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -367,6 +409,30 @@ impl Settings {
                 );
             }
         }
+        let task_rules: [(&str, &[TaskKind]); 13] = [
+            ("split", &[TaskKind::Fsdd]),
+            ("features", &[TaskKind::Fsdd]),
+            ("sample-rate", &[TaskKind::Fsdd]),
+            ("n-fft", &[TaskKind::Fsdd]),
+            ("hop-length", &[TaskKind::Fsdd]),
+            ("win-length", &[TaskKind::Fsdd]),
+            ("n-mels", &[TaskKind::Fsdd]),
+            ("n-mfcc", &[TaskKind::Fsdd]),
+            ("fmin", &[TaskKind::Fsdd]),
+            ("fmax", &[TaskKind::Fsdd]),
+            ("mean-over-time", &[TaskKind::Fsdd]),
+            ("resample", &[TaskKind::Fsdd]),
+            ("skip-bad", &[TaskKind::Fsdd]),
+        ];
+        for (key, tasks) in task_rules {
+            if given.iter().any(|g| g == key) && !tasks.contains(&task) {
+                let names: Vec<_> = tasks.iter().map(|t| t.name()).collect();
+                bail!(
+                    "--{key} applies to the task {} only, and the task is {task}; remove it",
+                    names.join(", ")
+                );
+            }
+        }
         if let Some(d) = self
             .task
             .data
@@ -390,7 +456,46 @@ impl Settings {
             bail!("--dtype: unknown dtype `{dtype}`; valid dtypes: f32, f64");
         }
         let seed = tr.seed.unwrap_or(0);
-        let (input, output) = kind.sizes();
+        let defaults_f = FeatureConfig::default();
+        let sample_rate = t.sample_rate.map_or(defaults_f.sample_rate, |r| r as u32);
+        let options = TaskOptions {
+            split: t.split.clone().unwrap_or_default(),
+            features: FeatureConfig {
+                kind: t.features.unwrap_or_default(),
+                sample_rate,
+                n_fft: t.n_fft.unwrap_or(defaults_f.n_fft),
+                hop_length: t.hop_length.unwrap_or(defaults_f.hop_length),
+                win_length: t.win_length.unwrap_or(defaults_f.win_length),
+                n_mels: t.n_mels.unwrap_or(defaults_f.n_mels),
+                n_mfcc: t.n_mfcc.unwrap_or(defaults_f.n_mfcc),
+                fmin: t.fmin.unwrap_or(defaults_f.fmin),
+                fmax: match (t.fmax, t.sample_rate) {
+                    (Some(f), _) => Some(f),
+                    (None, Some(_)) => None,
+                    (None, None) => defaults_f.fmax,
+                },
+                ..defaults_f
+            },
+            mean_over_time: t.mean_over_time.unwrap_or(false),
+            resample: t.resample.unwrap_or(false),
+            skip_bad: t.skip_bad.unwrap_or(false),
+        };
+        if kind == TaskKind::Fsdd {
+            options.features.validate().map_err(|e| {
+                anyhow::anyhow!(
+                    "--n-fft/--hop-length/--win-length/--n-mels/--n-mfcc/--fmin/--fmax: {e}"
+                )
+            })?;
+        }
+        let sizing = TaskConfig {
+            kind,
+            train_size: 0,
+            test_size: 0,
+            data_seed: 0,
+            data_dir: None,
+            options: options.clone(),
+        };
+        let (input, output) = sizing.sizes();
         let (train_size, test_size) = kind.default_sizes();
         let lr = tr.lr.context("no learning rate given")?;
         let clip = tr.clip.unwrap_or(0.0);
@@ -482,6 +587,7 @@ impl Settings {
                 test_size: t.test_size.unwrap_or(test_size),
                 data_seed: t.data_seed.unwrap_or(seed),
                 data_dir,
+                options,
             },
             train: TrainConfig {
                 epochs: tr.epochs.context("no epoch count given")?,

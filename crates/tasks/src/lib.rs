@@ -12,12 +12,14 @@
 pub mod audio;
 pub mod datasets;
 pub mod error;
+pub mod fsdd;
 pub mod grammar;
 pub mod idx;
 pub mod mnist;
 pub mod reber;
 pub mod registry;
 pub mod task;
+pub mod timeseries;
 
 pub use error::{Result, TaskError};
 pub use registry::{build_task, TaskConfig, TaskKind};

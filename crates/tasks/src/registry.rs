@@ -4,10 +4,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TaskError};
 use std::path::PathBuf;
 
+use crate::audio::FeatureConfig;
+use crate::fsdd::{FsddOptions, FsddSplit, FsddTask};
 use crate::grammar::Grammar;
 use crate::mnist::{MnistTask, MnistView};
 use crate::reber::ReberTask;
 use crate::task::SequenceTask;
+use crate::timeseries::TimeSeriesTask;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -17,15 +20,23 @@ pub enum TaskKind {
     MnistRows,
     MnistPixels,
     MnistPixelsPermuted,
+    Occupancy,
+    Traffic,
+    Ozone,
+    Fsdd,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 5] = [
+    pub const ALL: [TaskKind; 9] = [
         TaskKind::Reber,
         TaskKind::EmbeddedReber,
         TaskKind::MnistRows,
         TaskKind::MnistPixels,
         TaskKind::MnistPixelsPermuted,
+        TaskKind::Occupancy,
+        TaskKind::Traffic,
+        TaskKind::Ozone,
+        TaskKind::Fsdd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +46,10 @@ impl TaskKind {
             TaskKind::MnistRows => "mnist-rows",
             TaskKind::MnistPixels => "mnist-pixels",
             TaskKind::MnistPixelsPermuted => "mnist-pixels-permuted",
+            TaskKind::Occupancy => "occupancy",
+            TaskKind::Traffic => "traffic",
+            TaskKind::Ozone => "ozone",
+            TaskKind::Fsdd => "fsdd",
         }
     }
 
@@ -44,6 +59,11 @@ impl TaskKind {
             TaskKind::Reber | TaskKind::EmbeddedReber => (7, 7),
             TaskKind::MnistRows => (28, 10),
             TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => (1, 10),
+            TaskKind::Occupancy => (5, 2),
+            TaskKind::Traffic => (7, 1),
+            TaskKind::Ozone => (72, 2),
+            // With the default features (13 MFCCs); see `TaskConfig::sizes`.
+            TaskKind::Fsdd => (13, 10),
         }
     }
 
@@ -54,6 +74,11 @@ impl TaskKind {
             TaskKind::Reber | TaskKind::EmbeddedReber => 64,
             TaskKind::MnistRows => 28,
             TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => 784,
+            TaskKind::Occupancy => crate::timeseries::occupancy::STEPS,
+            TaskKind::Traffic => crate::timeseries::traffic::STEPS,
+            TaskKind::Ozone => crate::timeseries::ozone::STEPS,
+            // The longest recording is 2.28 s: 229 frames at the default 10 ms hop.
+            TaskKind::Fsdd => 240,
         }
     }
 
@@ -72,6 +97,10 @@ impl TaskKind {
             TaskKind::MnistRows | TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => {
                 Some("mnist")
             }
+            TaskKind::Occupancy => Some("occupancy"),
+            TaskKind::Traffic => Some("traffic"),
+            TaskKind::Ozone => Some("ozone"),
+            TaskKind::Fsdd => Some("fsdd"),
             _ => None,
         }
     }
@@ -129,6 +158,46 @@ pub struct TaskConfig {
     /// Folder of a data set read from disk (MNIST); `None`: the default location.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Settings of the tasks that have any (absent from older configurations: the defaults).
+    #[serde(default)]
+    pub options: TaskOptions,
+}
+
+/// Settings some tasks take; each says which.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TaskOptions {
+    /// fsdd: `official` or `speaker:NAME`.
+    pub split: FsddSplit,
+    /// fsdd: the features of each frame.
+    pub features: FeatureConfig,
+    /// fsdd: classify from the mean read-out over time instead of the last step.
+    pub mean_over_time: bool,
+    /// fsdd: resample recordings at another rate instead of refusing them.
+    pub resample: bool,
+    /// Skip unreadable files (reported) instead of stopping.
+    pub skip_bad: bool,
+}
+
+impl TaskConfig {
+    /// Input features per step and outputs, with the task's options.
+    pub fn sizes(&self) -> (usize, usize) {
+        match self.kind {
+            TaskKind::Fsdd => (self.options.features.dim(), 10),
+            k => k.sizes(),
+        }
+    }
+
+    /// A bound on the steps of one sequence, with the task's options.
+    pub fn max_steps(&self) -> usize {
+        match self.kind {
+            TaskKind::Fsdd => {
+                let f = &self.options.features;
+                f.frames((2.3 * f.sample_rate as f64) as usize)
+            }
+            k => k.max_steps(),
+        }
+    }
 }
 
 pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
@@ -148,6 +217,32 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
                 cfg.test_size,
                 cfg.data_seed,
             )?)
+        }
+        TaskKind::Fsdd => {
+            let dir = crate::datasets::locate("fsdd", cfg.data_dir.as_deref())?;
+            let o = &cfg.options;
+            Box::new(FsddTask::new(
+                &dir,
+                FsddOptions {
+                    split: o.split.clone(),
+                    features: o.features.clone(),
+                    mean_over_time: o.mean_over_time,
+                    resample: o.resample,
+                    skip_bad: o.skip_bad,
+                },
+                cfg.train_size,
+                cfg.test_size,
+            )?)
+        }
+        TaskKind::Occupancy | TaskKind::Traffic | TaskKind::Ozone => {
+            let set = cfg.kind.dataset().expect("time-series task");
+            let dir = crate::datasets::locate(set, cfg.data_dir.as_deref())?;
+            let task = match cfg.kind {
+                TaskKind::Occupancy => TimeSeriesTask::occupancy(&dir, cfg.data_seed)?,
+                TaskKind::Traffic => TimeSeriesTask::traffic(&dir, cfg.data_seed)?,
+                _ => TimeSeriesTask::ozone(&dir, cfg.data_seed)?,
+            };
+            Box::new(task.with_sizes(cfg.train_size, cfg.test_size))
         }
     })
 }

@@ -13,9 +13,12 @@ pub enum Objective {
     /// Independent sigmoid outputs per step: binary cross-entropy against a multi-hot target
     /// (batch, time, outputs), averaged over the steps where `mask` is 1.
     MultiLabelPerStep,
-    /// Softmax cross-entropy on the read-out of the last step against a class index
-    /// target (batch,) stored as u32.
+    /// Softmax cross-entropy on the read-out of each sequence's last real step
+    /// (`Batch::lengths`) against a class index target (batch,) stored as u32.
     ClassLastStep,
+    /// Softmax cross-entropy on the read-out averaged over each sequence's real steps (the
+    /// class of the mean state, the head being linear) against a class index target (batch,).
+    ClassMeanOverTime,
     /// Softmax cross-entropy at every step against class indices (batch, time) stored as u32,
     /// averaged over the steps with the weights of `mask` (next-token prediction, labels per step).
     ClassPerStep,
@@ -77,6 +80,37 @@ pub fn shuffled_chunks(n: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec
         .collect()
 }
 
+/// The read-out a sequence-level class is read from: (batch, time, outputs) → (batch, outputs),
+/// at each sequence's last real step (`lengths`) or averaged over its real steps. Used by the
+/// loss and by the tasks' metrics, so both read the same step.
+pub fn class_readout(y: &Tensor, lengths: &[usize], objective: Objective) -> Result<Tensor> {
+    let (b, t, o) = y.dims3()?;
+    if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+        return Err(crate::TaskError::Data(format!(
+            "sequence lengths {lengths:?} do not fit a read-out of {t} steps for {b} sequences"
+        )));
+    }
+    match objective {
+        Objective::ClassMeanOverTime => {
+            let mask: Vec<f64> = lengths
+                .iter()
+                .flat_map(|&l| (0..t).map(move |s| if s < l { 1.0 / l as f64 } else { 0.0 }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, t, 1), y.device())?.to_dtype(y.dtype())?;
+            Ok(y.broadcast_mul(&mask)?.sum(1)?)
+        }
+        _ if lengths.iter().all(|&l| l == t) => Ok(y.narrow(1, t - 1, 1)?.squeeze(1)?),
+        _ => {
+            let idx: Vec<u32> = lengths
+                .iter()
+                .flat_map(|&l| std::iter::repeat_n(l as u32 - 1, o))
+                .collect();
+            let idx = Tensor::from_vec(idx, (b, 1, o), y.device())?;
+            Ok(y.gather(&idx, 1)?.squeeze(1)?)
+        }
+    }
+}
+
 /// The model's read-out for a batch: (batch, time, outputs).
 pub type Predict<'a> = dyn FnMut(&Batch) -> Result<Tensor> + 'a;
 
@@ -107,6 +141,17 @@ pub trait SequenceTask: Send + Sync {
         device: &Device,
         predict: &mut Predict<'_>,
     ) -> Result<Evaluation>;
+
+    /// What the user should know about the data as loaded (files skipped at their request…).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Numbers the task fitted on its training split (normalisation statistics), by name; the
+    /// run folder keeps them (`task.json`) beside the model they belong to.
+    fn fitted_statistics(&self) -> Vec<(String, Vec<f64>)> {
+        Vec::new()
+    }
 
     /// Number of training sequences (an epoch).
     fn train_len(&self) -> usize {

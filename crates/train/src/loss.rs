@@ -1,5 +1,6 @@
 //! Losses for each task objective.
 use candle_core::{DType, Tensor, D};
+use remanence_tasks::task::class_readout;
 use remanence_tasks::{Batch, Objective};
 
 use crate::error::Result;
@@ -10,11 +11,10 @@ pub fn loss(objective: Objective, y: &Tensor, batch: &Batch) -> Result<Tensor> {
         Objective::MultiLabelPerStep => {
             masked_bce_with_logits(y, &batch.target, batch.mask.as_ref())
         }
-        Objective::ClassLastStep => {
-            let t = y.dim(1)?;
-            let last = y.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Objective::ClassLastStep | Objective::ClassMeanOverTime => {
+            let logits = class_readout(y, &batch.lengths, objective)?;
             Ok(candle_nn::loss::cross_entropy(
-                &last,
+                &logits,
                 &batch.target.to_dtype(DType::U32)?,
             )?)
         }
@@ -96,6 +96,34 @@ mod tests {
             .to_scalar::<f64>()
             .unwrap();
         let want = (l[0] + 0.5 * l[1] + 2.0 * l[2]) / 3.5;
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    }
+
+    #[test]
+    fn class_objectives_read_each_sequence_at_its_own_length() {
+        // Sequence 0 has 1 real step of 3, sequence 1 all 3.
+        let y = Tensor::new(
+            &[
+                [[1.0f64, 0.0], [9.0, -9.0], [9.0, -9.0]],
+                [[0.0, 1.0], [0.0, 3.0], [2.0, 0.0]],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut b = batch(Tensor::new(&[0u32, 1], &Device::Cpu).unwrap(), None);
+        b.lengths = vec![1, 3];
+        let nll = |z: [f64; 2], k: usize| z.iter().map(|v| v.exp()).sum::<f64>().ln() - z[k];
+        let got = loss(Objective::ClassLastStep, &y, &b)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let want = (nll([1.0, 0.0], 0) + nll([2.0, 0.0], 1)) / 2.0;
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        let got = loss(Objective::ClassMeanOverTime, &y, &b)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let want = (nll([1.0, 0.0], 0) + nll([2.0 / 3.0, 4.0 / 3.0], 1)) / 2.0;
         assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 

@@ -6,6 +6,7 @@
 //! | `model.safetensors` | the weights after the last completed epoch: `rnn.*` with PyTorch names, `head.weight`, `head.bias` |
 //! | `checkpoint.safetensors` | weights (`model.*`), optimizer state (`optim.*`) and trainer state (metadata), in one file |
 //! | `metrics.jsonl` | one JSON object per completed epoch |
+//! | `task.json` | what the task fitted on its training split (feature means and deviations), for tasks that fit any |
 //! | `run.lock` | the pid of the process training in the folder, which holds an advisory lock on it |
 //!
 //! Every file is written to a temporary name and renamed; the checkpoint is a single file, so the
@@ -27,6 +28,8 @@ pub const CONFIG: &str = "config.json";
 pub const MODEL: &str = "model.safetensors";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
+/// Numbers the task fitted on its training split (normalisation statistics), by name.
+pub const TASK_STATISTICS: &str = "task.json";
 /// The advisory lock a training process holds on its run folder.
 pub const LOCK: &str = "run.lock";
 
@@ -298,6 +301,28 @@ impl RunDir {
         }
         let bytes = std::fs::read(&p).map_err(|e| run_err(&p, format!("cannot read: {e}")))?;
         decode_checkpoint(&bytes, &p, dtype, device).map(Some)
+    }
+
+    /// Writes `task.json`: the statistics the task fitted on its training split.
+    pub fn write_task_statistics(&self, stats: &[(String, Vec<f64>)]) -> Result<()> {
+        let map: std::collections::BTreeMap<&str, &Vec<f64>> =
+            stats.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let json = serde_json::to_string_pretty(&map).expect("statistics serialise");
+        io::write_atomic(&self.file(TASK_STATISTICS), format!("{json}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Reads `task.json`, or `None` when the run has none.
+    pub fn read_task_statistics(&self) -> Result<Option<Vec<(String, Vec<f64>)>>> {
+        let p = self.file(TASK_STATISTICS);
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read_to_string(&p).map_err(|e| run_err(&p, format!("cannot read: {e}")))?;
+        let map: std::collections::BTreeMap<String, Vec<f64>> =
+            serde_json::from_str(&text).map_err(|e| run_err(&p, format!("not valid: {e}")))?;
+        Ok(Some(map.into_iter().collect()))
     }
 
     /// Appends one JSON line to `metrics.jsonl`.

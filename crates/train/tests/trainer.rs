@@ -41,6 +41,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
             test_size: 64,
             data_seed: 1,
             data_dir: None,
+            options: Default::default(),
         },
         train: TrainConfig {
             epochs,

@@ -23,6 +23,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     with_deep_stack(move || {
         let r = super::load_run_with_data(&args.run, args.data.as_deref())?;
         let task = build_task(&r.cfg.task)?;
+        for w in task.warnings() {
+            eprintln!("warning: {w}");
+        }
+        super::check_task_statistics(
+            &remanence_train::RunDir::open(&args.run)?,
+            &task.fitted_statistics(),
+        )?;
         let eval = evaluate(
             &r.model,
             task.as_ref(),

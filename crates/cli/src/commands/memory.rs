@@ -30,7 +30,7 @@ pub fn parameters(m: &ModelConfig) -> u128 {
 pub fn training_bytes(cfg: &RunConfig) -> u128 {
     let bytes = if cfg.dtype == "f64" { 8 } else { 4 };
     let r = &cfg.model.rnn;
-    let steps = cfg.task.kind.max_steps() as u128;
+    let steps = cfg.task.max_steps() as u128;
     let batch = cfg.train.batch_size.max(cfg.train.eval_batch_size) as u128;
     let h = r.hidden_size as u128;
     let per_step = match r.cell {

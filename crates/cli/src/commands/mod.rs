@@ -79,3 +79,32 @@ pub fn describe(cfg: &RunConfig, params: usize) -> String {
         cfg.train.seed
     )
 }
+
+/// Compares the statistics a task fitted now with those the run stored when it began (its data
+/// changed if they differ: the model was trained on other inputs). Runs from before `task.json`
+/// existed have none to compare.
+pub fn check_task_statistics(dir: &RunDir, now: &[(String, Vec<f64>)]) -> Result<()> {
+    let Some(stored) = dir.read_task_statistics()? else {
+        return Ok(());
+    };
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + y.abs()))
+    };
+    let same = stored.len() == now.len()
+        && stored
+            .iter()
+            .zip(now)
+            .all(|((ka, a), (kb, b))| ka == kb && close(a, b));
+    if !same {
+        bail!(
+            "{}: the task's data gives other normalisation statistics than when the run began; \
+             the data set changed (check it with `remanence data verify`)",
+            dir.file(remanence_train::run_dir::TASK_STATISTICS)
+                .display()
+        );
+    }
+    Ok(())
+}

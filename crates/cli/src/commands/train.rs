@@ -87,7 +87,11 @@ enum Target {
 fn train(cfg: RunConfig, target: Target) -> Result<()> {
     let device = parse_device(&cfg.device)?;
     let task = build_task(&cfg.task).context("building the task")?;
+    for w in task.warnings() {
+        eprintln!("warning: {w}");
+    }
     super::check_memory(&cfg)?;
+    let stats = task.fitted_statistics();
     let (dir, _lock, mut trainer) = match target {
         Target::New(root, name) => {
             // The model is built once, before its folder exists, so a bad configuration leaves
@@ -97,6 +101,9 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
                     .context("the model configuration")?;
             let dir = RunDir::create_new(&root, &name)?;
             let lock = dir.lock()?;
+            if !stats.is_empty() {
+                dir.write_task_statistics(&stats)?;
+            }
             let t = Trainer::from_model(
                 cfg.clone(),
                 task.as_ref(),
@@ -109,6 +116,7 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
         }
         Target::Resume(dir) => {
             let lock = dir.lock()?;
+            super::check_task_statistics(&dir, &stats)?;
             let t = Trainer::resume(cfg.clone(), task.as_ref(), dir.clone(), device.clone())?;
             println!(
                 "resuming {} after epoch {}",
