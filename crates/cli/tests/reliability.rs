@@ -356,6 +356,43 @@ fn catalogue_of_bad_inputs() {
                 "train-images-idx3-ubyte.gz",
             ],
         ),
+        // Spoken digits: options checked before any file is read, refused on other tasks.
+        (
+            owned(&[
+                "train",
+                "--task",
+                "fsdd",
+                "--data",
+                "/nowhere",
+                "--runs-dir",
+                r,
+            ]),
+            1,
+            vec!["fsdd", "/nowhere (no such folder)", "recordings/"],
+        ),
+        (
+            owned(&["train", "--task", "fsdd", "--n-mfcc", "50", "--runs-dir", r]),
+            1,
+            vec!["n_mfcc"],
+        ),
+        (
+            owned(&[
+                "train",
+                "--task",
+                "fsdd",
+                "--split",
+                "random",
+                "--runs-dir",
+                r,
+            ]),
+            2,
+            vec!["official, speaker:NAME"],
+        ),
+        (
+            train(&["--features", "log-mel"]),
+            1,
+            vec!["--features", "fsdd"],
+        ),
         // Numbers: finiteness and range, naming the flag.
         (
             train(&["--weight-decay", "nan"]),
