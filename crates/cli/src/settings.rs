@@ -47,10 +47,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TaskSettings {
-    /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted.
+    /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted, fsdd,
+    /// occupancy, traffic, ozone.
     #[arg(long)]
     pub task: Option<TaskKind>,
-    /// Folder of the data set (MNIST: the four IDX .gz files); default datasets/<name>.
+    /// Folder of the data set (`remanence data list` says which files); default
+    /// $REMANENCE_DATA/<folder>, then datasets/<folder>.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Training sequences (0: the whole split; default 256 for the grammars).

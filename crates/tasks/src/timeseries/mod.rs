@@ -11,10 +11,16 @@
 //!   [`ozone`]).
 //!
 //! Windows overlap (the paper's strides are 1, 4 or 8 steps) and every window has its full length,
-//! so batches have no padding. Features are standardised with statistics of training rows only.
-//! Each task also holds a validation part (10 % of its training windows, as in the paper), which
-//! [`SequenceTask::batch`] cannot reach (there is no validation [`Split`]) but which
-//! [`SequenceTask::evaluate`] scores and reports as `valid_*` values.
+//! so batches have no padding. A series of n rows gives ⌊(n − steps)/stride⌋ + 1 windows (the
+//! paper's loop stops one window short when the stride divides n − steps). Features are
+//! standardised with statistics of training rows only.
+//!
+//! As in the paper, each task holds a validation part drawn by the data seed: 10 % of the
+//! training file's windows (occupancy) or of all windows (traffic, ozone, whose test part is
+//! another 15 %). [`SequenceTask::batch`] cannot reach it (there is no validation [`Split`]), but
+//! [`SequenceTask::evaluate`] scores it and reports it as `valid_*` values. Where windows of one
+//! series are split at random (traffic, ozone), neighbouring training and test windows share
+//! rows, so test scores are not those of unseen stretches of time; the paper's numbers share this.
 pub mod occupancy;
 pub mod ozone;
 pub mod traffic;

@@ -260,6 +260,10 @@ mod tests {
         assert_eq!((task.input_size(), task.output_size()), (5, 2));
         // Training temperatures are 20..=135: mean 77.5, population std √((116²−1)/12).
         let (mean, std) = (77.5f64, ((116.0f64 * 116.0 - 1.0) / 12.0).sqrt());
+        let fitted = task.fitted_statistics();
+        assert_eq!(fitted[0].0, "feature_mean");
+        assert_eq!(fitted[0].1[0], mean);
+        assert!((fitted[1].1[0] - std).abs() < 1e-9);
         let b = task
             .batch(Split::Test, &[0, 4], DType::F32, &Device::Cpu)
             .unwrap();

@@ -274,6 +274,14 @@ mod tests {
         let (m, sd) = moments(rows.iter().map(|&i| s.y[i] as f64).collect());
         assert!(m.abs() < 1e-5 && (sd - 1.0).abs() < 1e-5, "volume {m} {sd}");
         assert_eq!(s.row(0)[0], 1.0, "the holiday flag stays 0/1");
+        let fitted = task.fitted_statistics();
+        let names: Vec<&str> = fitted.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["feature_mean", "feature_std", "target_mean", "target_std"]
+        );
+        assert_eq!((fitted[0].1[0], fitted[1].1[0]), (0.0, 1.0));
+        assert!(fitted[2].1[0] > 1000.0);
         let b = task
             .batch(Split::Train, &[0, 1], DType::F64, &Device::Cpu)
             .unwrap();
