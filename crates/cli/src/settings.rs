@@ -15,6 +15,7 @@ use remanence_cells::{
 };
 use remanence_tasks::audio::{FeatureConfig, FeatureKind};
 use remanence_tasks::fsdd::FsddSplit;
+use remanence_tasks::jsb::JsbResolution;
 use remanence_tasks::registry::TaskOptions;
 use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
@@ -103,6 +104,9 @@ pub struct TaskSettings {
     /// fsdd: resample recordings at another rate instead of refusing them.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub resample: Option<bool>,
+    /// jsb-chorales: one frame per quarter, 8th or 16th note (default quarter).
+    #[arg(long)]
+    pub resolution: Option<JsbResolution>,
 }
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -411,7 +415,7 @@ impl Settings {
                 );
             }
         }
-        let task_rules: [(&str, &[TaskKind]); 13] = [
+        let task_rules: [(&str, &[TaskKind]); 14] = [
             ("split", &[TaskKind::Fsdd]),
             ("features", &[TaskKind::Fsdd]),
             ("sample-rate", &[TaskKind::Fsdd]),
@@ -425,6 +429,7 @@ impl Settings {
             ("mean-over-time", &[TaskKind::Fsdd]),
             ("resample", &[TaskKind::Fsdd]),
             ("skip-bad", &[TaskKind::Fsdd]),
+            ("resolution", &[TaskKind::JsbChorales]),
         ];
         for (key, tasks) in task_rules {
             if given.iter().any(|g| g == key) && !tasks.contains(&task) {
@@ -481,6 +486,7 @@ impl Settings {
             mean_over_time: t.mean_over_time.unwrap_or(false),
             resample: t.resample.unwrap_or(false),
             skip_bad: t.skip_bad.unwrap_or(false),
+            jsb_resolution: t.resolution.unwrap_or_default(),
         };
         if kind == TaskKind::Fsdd {
             options.features.validate().map_err(|e| {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsdd;
 pub mod grammar;
 pub mod idx;
+pub mod jsb;
 pub mod mnist;
 pub mod reber;
 pub mod registry;

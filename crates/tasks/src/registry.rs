@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::audio::FeatureConfig;
 use crate::fsdd::{FsddOptions, FsddSplit, FsddTask};
 use crate::grammar::Grammar;
+use crate::jsb::{JsbResolution, JsbTask};
 use crate::mnist::{MnistTask, MnistView};
 use crate::reber::ReberTask;
 use crate::task::SequenceTask;
@@ -24,10 +25,11 @@ pub enum TaskKind {
     Traffic,
     Ozone,
     Fsdd,
+    JsbChorales,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 9] = [
+    pub const ALL: [TaskKind; 10] = [
         TaskKind::Reber,
         TaskKind::EmbeddedReber,
         TaskKind::MnistRows,
@@ -37,6 +39,7 @@ impl TaskKind {
         TaskKind::Traffic,
         TaskKind::Ozone,
         TaskKind::Fsdd,
+        TaskKind::JsbChorales,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl TaskKind {
             TaskKind::Traffic => "traffic",
             TaskKind::Ozone => "ozone",
             TaskKind::Fsdd => "fsdd",
+            TaskKind::JsbChorales => "jsb-chorales",
         }
     }
 
@@ -64,6 +68,8 @@ impl TaskKind {
             TaskKind::Ozone => (72, 2),
             // With the default features (13 MFCCs); see `TaskConfig::sizes`.
             TaskKind::Fsdd => (13, 10),
+            // An 88-key piano roll in, one logit per key out.
+            TaskKind::JsbChorales => (88, 88),
         }
     }
 
@@ -79,6 +85,9 @@ impl TaskKind {
             TaskKind::Ozone => crate::timeseries::ozone::STEPS,
             // The longest recording is 2.28 s: 229 frames at the default 10 ms hop.
             TaskKind::Fsdd => 240,
+            // The longest chorale at the finest resolution (16th notes): 640 frames; see
+            // `TaskConfig::max_steps` for the bound of the chosen resolution.
+            TaskKind::JsbChorales => JsbResolution::Sixteenth.max_steps(),
         }
     }
 
@@ -101,6 +110,7 @@ impl TaskKind {
             TaskKind::Traffic => Some("traffic"),
             TaskKind::Ozone => Some("ozone"),
             TaskKind::Fsdd => Some("fsdd"),
+            TaskKind::JsbChorales => Some("jsb-chorales"),
             _ => None,
         }
     }
@@ -177,6 +187,8 @@ pub struct TaskOptions {
     pub resample: bool,
     /// Skip unreadable files (reported) instead of stopping.
     pub skip_bad: bool,
+    /// jsb-chorales: one frame per quarter (default), 8th or 16th note.
+    pub jsb_resolution: JsbResolution,
 }
 
 impl TaskConfig {
@@ -195,6 +207,7 @@ impl TaskConfig {
                 let f = &self.options.features;
                 f.frames((2.3 * f.sample_rate as f64) as usize)
             }
+            TaskKind::JsbChorales => self.options.jsb_resolution.max_steps(),
             k => k.max_steps(),
         }
     }
@@ -230,6 +243,15 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
                     resample: o.resample,
                     skip_bad: o.skip_bad,
                 },
+                cfg.train_size,
+                cfg.test_size,
+            )?)
+        }
+        TaskKind::JsbChorales => {
+            let dir = crate::datasets::locate("jsb-chorales", cfg.data_dir.as_deref())?;
+            Box::new(JsbTask::new(
+                &dir,
+                cfg.options.jsb_resolution,
                 cfg.train_size,
                 cfg.test_size,
             )?)
