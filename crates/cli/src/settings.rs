@@ -49,7 +49,7 @@ pub struct Settings {
 #[serde(rename_all = "kebab-case")]
 pub struct TaskSettings {
     /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted, fsdd,
-    /// occupancy, traffic, ozone.
+    /// jsb-chorales, occupancy, traffic, ozone.
     #[arg(long)]
     pub task: Option<TaskKind>,
     /// Folder of the data set (`remanence data list` says which files); default
