@@ -582,19 +582,9 @@ fn bad_continuous_time_settings_are_explained() {
 /// Every cell trains on row-MNIST from the shared data through the CLI (small subsets).
 #[test]
 fn every_cell_trains_on_row_mnist_from_the_shared_data() {
-    let shared = std::env::var_os("REMANENCE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let data = shared.join("datasets/mnist");
-    if !data.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide {}",
-            data.display()
-        );
-        eprintln!("skipping: {} not found", data.display());
+    let Some(data) = remanence_tasks::datasets::shared_for_tests("datasets/mnist") else {
         return;
-    }
+    };
     let root = tmp("mnist");
     let runs = root.to_str().unwrap();
     for cell in ["ltc", "cfc", "ctrnn", "odernn", "lstm", "gru", "srn"] {

@@ -239,16 +239,8 @@ fn relative_data_paths_are_stored_resolved_and_can_be_overridden() {
 }
 
 fn shared_mnist() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/mnist");
-    if p.is_dir() {
-        return Some(p.canonicalize().unwrap());
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs ../shared/datasets/mnist beside the repository"
-    );
-    eprintln!("skipped: no ../shared/datasets/mnist");
-    None
+    let p = remanence_tasks::datasets::shared_for_tests("datasets/mnist")?;
+    Some(p.canonicalize().unwrap())
 }
 
 /// One process trains in a run folder at a time; the lock names the holder and dies with it;
