@@ -25,6 +25,8 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$//')
 fi
+# Build every target first, so a build error is reported as one and not as a crash.
+(cd fuzz && cargo fuzz build -O) || { echo "the fuzz targets do not build" >&2; exit 1; }
 failed=()
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
@@ -33,6 +35,7 @@ for t in "${targets[@]}"; do
         -max_total_time="$budget" -rss_limit_mb=2048 -timeout=20 -max_len=65536 \
         -print_final_stats=1); then
     failed+=("$t")
+    ls fuzz/artifacts/"$t"/* >/dev/null 2>&1 || echo "$t stopped without a crash input (see above)" >&2
     for a in fuzz/artifacts/"$t"/*; do
       [ -e "$a" ] || continue
       cp "$a" "fuzz/regressions/$t/"

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use remanence_cells::io;
-use remanence_tasks::idx;
+use remanence_tasks::audio::{features, wav, FeatureConfig};
+use remanence_tasks::timeseries::{occupancy, ozone, traffic};
+use remanence_tasks::{idx, jsb};
 
 use crate::run_dir;
 
@@ -101,5 +103,57 @@ pub fn run_folder(data: &[u8]) -> Reached {
             Reached::Ran
         }
         Err(_) => Reached::Loaded,
+    }
+}
+
+/// A WAV file (any encoding hound reads), then its MFCCs at the file's own rate and, for a
+/// plausible rate, resampled to 8 kHz as `--resample` would.
+pub fn wav_file(data: &[u8]) -> Reached {
+    let Ok(audio) = wav::decode(data) else {
+        return Reached::Nothing;
+    };
+    assert!(!audio.samples.is_empty() && audio.samples.iter().all(|v| v.is_finite()));
+    let resampled = match wav::resample(&audio.samples, audio.sample_rate, 8000) {
+        Ok(s) => s,
+        Err(_) => return Reached::Parsed,
+    };
+    let cfg = FeatureConfig::default();
+    let m = features::extract(&resampled, &cfg);
+    assert_eq!((m.rows, m.cols), (cfg.frames(resampled.len()), cfg.dim()));
+    Reached::Loaded
+}
+
+/// A CSV file of the LTC paper's time series: the first byte picks the parser (occupancy,
+/// traffic, ozone), the rest is the file's text.
+pub fn series_csv(data: &[u8]) -> Reached {
+    let Some((&head, rest)) = data.split_first() else {
+        return Reached::Nothing;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let parsed = match head % 3 {
+        0 => occupancy::parse(&text, "fuzz.csv"),
+        1 => traffic::parse(&text, "fuzz.csv"),
+        _ => ozone::parse(&text, "fuzz.csv"),
+    };
+    match parsed {
+        Ok(rows) => {
+            assert_eq!(rows.x.len(), rows.width * rows.len());
+            Reached::Loaded
+        }
+        Err(_) => Reached::Nothing,
+    }
+}
+
+/// A JSB chorales JSON file.
+pub fn chorale_json(data: &[u8]) -> Reached {
+    let text = String::from_utf8_lossy(data);
+    match jsb::parse(&text, "fuzz.json") {
+        Ok(d) => {
+            for c in d.train.iter().chain(&d.valid).chain(&d.test) {
+                assert!(c.frames.len() >= 2);
+            }
+            Reached::Loaded
+        }
+        Err(_) => Reached::Nothing,
     }
 }

@@ -48,3 +48,18 @@ fn idx_file_inputs_do_not_crash() {
 fn run_folder_inputs_do_not_crash() {
     replay("run_folder", fuzzing::run_folder, Reached::Ran);
 }
+
+#[test]
+fn wav_file_inputs_do_not_crash() {
+    replay("wav_file", fuzzing::wav_file, Reached::Loaded);
+}
+
+#[test]
+fn series_csv_inputs_do_not_crash() {
+    replay("series_csv", fuzzing::series_csv, Reached::Loaded);
+}
+
+#[test]
+fn chorale_json_inputs_do_not_crash() {
+    replay("chorale_json", fuzzing::chorale_json, Reached::Loaded);
+}

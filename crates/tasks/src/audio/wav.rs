@@ -77,6 +77,16 @@ pub fn resample(samples: &[f64], from: u32, to: u32) -> Result<Vec<f64>, String>
     if from == to {
         return Ok(samples.to_vec());
     }
+    // A header's rate is any u32: a rate of 1 Hz resampled to 8 kHz would ask for 8000 output
+    // samples per input sample. Audio is recorded between these bounds.
+    const RATES: std::ops::RangeInclusive<u32> = 1000..=768_000;
+    for rate in [from, to] {
+        if !RATES.contains(&rate) {
+            return Err(format!(
+                "a sample rate of {rate} Hz is not an audio rate (resampling takes 1 kHz to 768 kHz)"
+            ));
+        }
+    }
     let chunk = 1024;
     let mut r = FftFixedIn::<f64>::new(from as usize, to as usize, chunk, 2, 1)
         .map_err(|e| format!("cannot resample {from} Hz to {to} Hz: {e}"))?;
@@ -189,5 +199,6 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(err < 1e-3, "{err}");
         assert_eq!(resample(&x, 8000, 8000).unwrap(), x);
+        assert!(resample(&x, 1, 8000).unwrap_err().contains("not an audio rate"));
     }
 }
