@@ -199,6 +199,8 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(err < 1e-3, "{err}");
         assert_eq!(resample(&x, 8000, 8000).unwrap(), x);
-        assert!(resample(&x, 1, 8000).unwrap_err().contains("not an audio rate"));
+        assert!(resample(&x, 1, 8000)
+            .unwrap_err()
+            .contains("not an audio rate"));
     }
 }
