@@ -4,7 +4,7 @@
 //! from a [`ModelConfig`](crate::ModelConfig) with an `encoder` puts one in front of its stack,
 //! its parameters under `encoder.`.
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CellError, Result};
@@ -30,6 +30,78 @@ pub enum EncoderConfig {
         #[serde(default)]
         activation: DenseActivation,
     },
+    /// Convolutions over each step's frame (the features read as a square grey image, row by
+    /// row): one 3×3 convolution of stride 2 and padding 1 per entry of `channels`, each
+    /// followed by a ReLU (a 64×64 frame becomes 32×32, then 16×16, …), then the flattened
+    /// maps through a linear layer to `size` features. Parameters `encoder.conv{k}.weight`
+    /// (out, in, 3, 3) / `.bias` and `encoder.proj.weight` / `.bias`, initialised as
+    /// `torch.nn.Conv2d` and `torch.nn.Linear`.
+    Conv { channels: Vec<usize>, size: usize },
+}
+
+/// Side of a conv layer's output map: 3×3 kernel, stride 2, padding 1.
+fn conv_out(side: usize) -> usize {
+    (side - 1) / 2 + 1
+}
+
+/// Default output size of `conv:` encoders written without one.
+pub const CONV_DEFAULT_SIZE: usize = 256;
+
+impl std::str::FromStr for EncoderConfig {
+    type Err = CellError;
+    /// `dense:SIZE[:tanh|relu|identity]` or `conv:C1,C2,…[:SIZE]` (size default 256).
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            CellError::Config(format!(
+                "encoder `{s}`: {why}; valid: dense:SIZE[:tanh|relu|identity], \
+                 conv:C1,C2,…[:SIZE] (channels of each stride-2 3×3 convolution, then a linear \
+                 layer to SIZE, default {CONV_DEFAULT_SIZE})"
+            ))
+        };
+        let num = |t: &str| -> Result<usize> {
+            t.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(&format!("`{t}` is not a whole number ≥ 1")))
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts.as_slice() {
+            ["dense", size, rest @ ..] if rest.len() <= 1 => Ok(EncoderConfig::Dense {
+                size: num(size)?,
+                activation: match rest.first() {
+                    None | Some(&"tanh") => DenseActivation::Tanh,
+                    Some(&"relu") => DenseActivation::Relu,
+                    Some(&"identity") => DenseActivation::Identity,
+                    Some(a) => return Err(bad(&format!("unknown activation `{a}`"))),
+                },
+            }),
+            ["conv", channels, rest @ ..] if rest.len() <= 1 => Ok(EncoderConfig::Conv {
+                channels: channels.split(',').map(num).collect::<Result<_>>()?,
+                size: rest.first().map_or(Ok(CONV_DEFAULT_SIZE), |t| num(t))?,
+            }),
+            _ => Err(bad("unknown form")),
+        }
+    }
+}
+
+impl std::fmt::Display for EncoderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EncoderConfig::Dense { size, activation } => {
+                let a = match activation {
+                    DenseActivation::Tanh => "tanh",
+                    DenseActivation::Relu => "relu",
+                    DenseActivation::Identity => "identity",
+                };
+                write!(f, "dense:{size}:{a}")
+            }
+            EncoderConfig::Conv { channels, size } => {
+                let c: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+                write!(f, "conv:{}:{size}", c.join(","))
+            }
+        }
+    }
 }
 
 /// Non-linearity of a dense encoder.
@@ -47,13 +119,16 @@ impl EncoderConfig {
     /// Features per step the encoder gives the stack.
     pub fn output_size(&self) -> usize {
         match self {
-            EncoderConfig::Dense { size, .. } => *size,
+            EncoderConfig::Dense { size, .. } | EncoderConfig::Conv { size, .. } => *size,
         }
     }
 
     /// Builds the encoder for `features` input features per step from `vb` (at `encoder.`).
     pub fn build(&self, features: usize, vb: VarBuilder) -> Result<Box<dyn Encoder>> {
         match *self {
+            EncoderConfig::Conv { ref channels, size } => {
+                Ok(Box::new(Conv::new(channels, size, features, vb)?))
+            }
             EncoderConfig::Dense { size, activation } => {
                 if size == 0 {
                     return Err(CellError::Config("a dense encoder needs size ≥ 1".into()));
@@ -95,6 +170,79 @@ impl Encoder for Dense {
             DenseActivation::Relu => y.relu()?,
             DenseActivation::Identity => y,
         })
+    }
+}
+
+/// [`EncoderConfig::Conv`].
+struct Conv {
+    convs: Vec<Conv2d>,
+    proj: Linear,
+    side: usize,
+    size: usize,
+}
+
+impl Conv {
+    fn new(channels: &[usize], size: usize, features: usize, vb: VarBuilder) -> Result<Self> {
+        let side = (features as f64).sqrt().round() as usize;
+        if side * side != features || side < 2 {
+            return Err(CellError::Config(format!(
+                "a conv encoder reads square frames; {features} features per step are not a \
+                 square image"
+            )));
+        }
+        if channels.is_empty() || channels.contains(&0) || size == 0 {
+            return Err(CellError::Config(format!(
+                "a conv encoder needs at least one layer and sizes ≥ 1, got channels \
+                 {channels:?} and size {size}"
+            )));
+        }
+        let cfg = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let (mut c_in, mut s) = (1usize, side);
+        let mut convs = Vec::with_capacity(channels.len());
+        for (k, &c_out) in channels.iter().enumerate() {
+            let b = 1.0 / ((c_in * 9) as f64).sqrt();
+            let init = candle_nn::Init::Uniform { lo: -b, up: b };
+            let v = vb.pp(format!("conv{k}"));
+            let w = v.get_with_hints((c_out, c_in, 3, 3), "weight", init)?;
+            let bias = v.get_with_hints(c_out, "bias", init)?;
+            convs.push(Conv2d::new(w, Some(bias), cfg));
+            c_in = c_out;
+            s = conv_out(s);
+        }
+        let fan_in = c_in * s * s;
+        let b = 1.0 / (fan_in as f64).sqrt();
+        let init = candle_nn::Init::Uniform { lo: -b, up: b };
+        let v = vb.pp("proj");
+        let w = v.get_with_hints((size, fan_in), "weight", init)?;
+        let bias = v.get_with_hints(size, "bias", init)?;
+        Ok(Self {
+            convs,
+            proj: Linear::new(w, Some(bias)),
+            side,
+            size,
+        })
+    }
+}
+
+impl Encoder for Conv {
+    fn input_size(&self) -> usize {
+        self.side * self.side
+    }
+    fn output_size(&self) -> usize {
+        self.size
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let mut h = x.reshape((b * t, 1, self.side, self.side))?;
+        for c in &self.convs {
+            h = c.forward(&h)?.relu()?;
+        }
+        let h = self.proj.forward(&h.flatten_from(1)?)?;
+        Ok(h.reshape((b, t, self.size))?)
     }
 }
 
@@ -179,6 +327,80 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(d < 1e-12, "{d}");
+    }
+
+    #[test]
+    fn a_conv_encoder_maps_frames_and_its_weights_learn() {
+        let enc: EncoderConfig = "conv:3,4:5".parse().unwrap();
+        assert_eq!(
+            enc,
+            EncoderConfig::Conv {
+                channels: vec![3, 4],
+                size: 5
+            }
+        );
+        assert_eq!(enc.to_string().parse::<EncoderConfig>().unwrap(), enc);
+        let json = serde_json::to_string(&enc).unwrap();
+        assert_eq!(serde_json::from_str::<EncoderConfig>(&json).unwrap(), enc);
+        // 8×8 frames: 8 → 4 → 2, so the projection reads 4·2·2 = 16 features.
+        let cfg = config(Some(enc), Some(64));
+        let (model, store) = SequenceModel::init(&cfg, 1, DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f64, 1.0, (2, 3, 64), &Device::Cpu).unwrap();
+        let (y, _) = model.forward(&x, None, None).unwrap();
+        assert_eq!(y.dims(), &[2, 3, 3]);
+        let shapes: Vec<(String, Vec<usize>)> = store
+            .tensors()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("encoder."))
+            .map(|(n, t)| (n, t.dims().to_vec()))
+            .collect();
+        for (name, dims) in [
+            ("encoder.conv0.weight", vec![3, 1, 3, 3]),
+            ("encoder.conv1.weight", vec![4, 3, 3, 3]),
+            ("encoder.conv1.bias", vec![4]),
+            ("encoder.proj.weight", vec![5, 16]),
+        ] {
+            assert!(
+                shapes.iter().any(|(n, d)| n == name && *d == dims),
+                "{name} {dims:?} in {shapes:?}"
+            );
+        }
+        // One step through the model equals the first step of the sequence.
+        let st = model.rnn_zero_state(2, DType::F64, &Device::Cpu).unwrap();
+        let (y0, _) = model
+            .step(&x.narrow(1, 0, 1).unwrap().squeeze(1).unwrap(), &st)
+            .unwrap();
+        let d: f64 = (y0 - y.narrow(1, 0, 1).unwrap().squeeze(1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(d < 1e-12, "{d}");
+        // Gradients reach both convolutions' weights.
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let vars = store.vars();
+        for name in ["encoder.conv0.weight", "encoder.conv1.weight"] {
+            let v = &vars.iter().find(|(n, _)| n == name).unwrap().1;
+            let g = grads.get(v.as_tensor()).expect("conv gradient");
+            let norm: f64 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm > 0.0, "{name}");
+        }
+        // Frames that are not square, and bad specs, are refused.
+        let bad = config(Some("conv:2:5".parse().unwrap()), Some(10));
+        assert!(SequenceModel::init(&bad, 0, DType::F64, &Device::Cpu).is_err());
+        for s in ["conv:", "conv:0,2", "conv:2:x", "pool:2", "dense:4:sine"] {
+            assert!(s.parse::<EncoderConfig>().is_err(), "{s}");
+        }
+        assert_eq!(
+            "dense:4".parse::<EncoderConfig>().unwrap(),
+            EncoderConfig::Dense {
+                size: 4,
+                activation: DenseActivation::Tanh
+            }
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use remanence_cells::encoder::EncoderConfig;
 use remanence_cells::{
     Activation, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel, Mapping,
     ModelConfig, RnnConfig, SolverKind, WiringSpec,
@@ -48,8 +49,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TaskSettings {
-    /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted, fsdd,
-    /// jsb-chorales, occupancy, traffic, ozone.
+    /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted,
+    /// moving-mnist, fsdd, jsb-chorales, bach-soprano, occupancy, traffic, ozone.
     #[arg(long)]
     pub task: Option<TaskKind>,
     /// Folder of the data set (`remanence data list` says which files); default
@@ -107,6 +108,10 @@ pub struct TaskSettings {
     /// jsb-chorales: one frame per quarter, 8th or 16th note (default quarter).
     #[arg(long)]
     pub resolution: Option<JsbResolution>,
+    /// moving-mnist: a `(20, N, 64, 64)` uint8 .npy file (the published test set's layout)
+    /// whose first --test-size sequences (0: all) replace the generated test set.
+    #[arg(long, value_name = "FILE.npy")]
+    pub video: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -127,6 +132,12 @@ pub struct ModelSettings {
     /// Implementation: auto (the fastest measured), fused, reference (plain Candle ops).
     #[arg(long)]
     pub kernel: Option<Kernel>,
+    /// Per-step front end before the recurrent stack: conv:C1,C2,…[:SIZE] (stride-2 3×3
+    /// convolutions over square frames, e.g. moving-mnist, then a linear layer to SIZE,
+    /// default 256) or dense:SIZE[:tanh|relu|identity].
+    #[arg(long)]
+    #[serde(default, with = "as_text")]
+    pub encoder: Option<EncoderConfig>,
 }
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
@@ -415,7 +426,7 @@ impl Settings {
                 );
             }
         }
-        let task_rules: [(&str, &[TaskKind]); 14] = [
+        let task_rules: [(&str, &[TaskKind]); 15] = [
             ("split", &[TaskKind::Fsdd]),
             ("features", &[TaskKind::Fsdd]),
             ("sample-rate", &[TaskKind::Fsdd]),
@@ -430,6 +441,7 @@ impl Settings {
             ("resample", &[TaskKind::Fsdd]),
             ("skip-bad", &[TaskKind::Fsdd]),
             ("resolution", &[TaskKind::JsbChorales]),
+            ("video", &[TaskKind::MovingMnist]),
         ];
         for (key, tasks) in task_rules {
             if given.iter().any(|g| g == key) && !tasks.contains(&task) {
@@ -487,6 +499,7 @@ impl Settings {
             resample: t.resample.unwrap_or(false),
             skip_bad: t.skip_bad.unwrap_or(false),
             jsb_resolution: t.resolution.unwrap_or_default(),
+            video: t.video.as_deref().map(absolute).transpose()?,
         };
         if kind == TaskKind::Fsdd {
             options.features.validate().map_err(|e| {
@@ -558,11 +571,21 @@ impl Settings {
             Some(p) => Some(data_dir_for(kind, p)?),
             None => None,
         };
-        let cfg = RunConfig {
+        let stack_input = m.encoder.as_ref().map_or(input, |e| e.output_size());
+        if let Some(EncoderConfig::Conv { .. }) = &m.encoder {
+            let side = (input as f64).sqrt().round() as usize;
+            if side * side != input {
+                bail!(
+                    "--encoder conv reads square frames, and task {kind} has {input} features \
+                     per step; use a video task (moving-mnist) or a dense encoder"
+                );
+            }
+        }
+        let mut cfg = RunConfig {
             model: ModelConfig::new(
                 RnnConfig {
                     cell,
-                    input_size: input,
+                    input_size: stack_input,
                     hidden_size: m.hidden.context("no hidden size given")?,
                     num_layers: m.layers.unwrap_or(1),
                     activation: m.activation.unwrap_or_default(),
@@ -615,6 +638,10 @@ impl Settings {
             dtype,
             device: d.device.clone().context("no device given")?,
         };
+        if let Some(e) = &m.encoder {
+            cfg.model.encoder = Some(e.clone());
+            cfg.model.encoder_input = Some(input);
+        }
         cfg.model.validate()?;
         cfg.train.validate()?;
         Ok(cfg)
@@ -742,6 +769,43 @@ mod tests {
             let err = format!("{:#}", s.resolve().unwrap_err());
             assert!(err.contains(flag), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn moving_mnist_takes_a_video_and_a_conv_encoder() {
+        let recipe = Settings::from_toml(
+            "task = \"moving-mnist\"\nvideo = \"test.npy\"\nencoder = \"conv:4,8:32\"",
+        )
+        .unwrap();
+        let s = Settings::defaults().overlay(recipe.clone());
+        s.check_applicable(&recipe.given()).unwrap();
+        let cfg = s.resolve().unwrap();
+        assert_eq!(cfg.task.kind, TaskKind::MovingMnist);
+        assert_eq!((cfg.task.train_size, cfg.task.test_size), (10_000, 1_000));
+        assert!(cfg.task.options.video.as_ref().unwrap().is_absolute());
+        assert_eq!(cfg.model.input_size(), 4096);
+        assert_eq!(cfg.model.rnn.input_size, 32);
+        assert_eq!(cfg.model.output_size, 4096);
+        assert_eq!(
+            cfg.model.encoder.as_ref().unwrap().to_string(),
+            "conv:4,8:32"
+        );
+        let other = Settings::from_toml("video = \"test.npy\"").unwrap();
+        let err = Settings::defaults()
+            .overlay(other.clone())
+            .check_applicable(&other.given())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--video") && err.contains("moving-mnist"),
+            "{err}"
+        );
+        let conv = Settings::from_toml("encoder = \"conv:4\"").unwrap();
+        let err = format!(
+            "{:#}",
+            Settings::defaults().overlay(conv).resolve().unwrap_err()
+        );
+        assert!(err.contains("square frames"), "{err}");
     }
 
     #[test]

@@ -42,7 +42,12 @@ pub const DATASETS: &[Dataset] = &[
         folder: "mnist",
         what: "MNIST handwritten digits, the original IDX .gz files",
         required: MNIST_FILES,
-        tasks: &["mnist-rows", "mnist-pixels", "mnist-pixels-permuted"],
+        tasks: &[
+            "mnist-rows",
+            "mnist-pixels",
+            "mnist-pixels-permuted",
+            "moving-mnist",
+        ],
         checksums: include_str!("../../../datasets/checksums/mnist.sha256"),
     },
     Dataset {
@@ -66,7 +71,7 @@ pub const DATASETS: &[Dataset] = &[
         folder: "jsb_chorales",
         what: "JSB chorales, Boulanger-Lewandowski split, Coconet JSON encoding",
         required: &["jsb-chorales-quarter.json"],
-        tasks: &["jsb-chorales"],
+        tasks: &["jsb-chorales", "bach-soprano"],
         checksums: include_str!("../../../datasets/checksums/jsb_chorales.sha256"),
     },
     Dataset {

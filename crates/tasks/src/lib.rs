@@ -17,8 +17,11 @@ pub mod grammar;
 pub mod idx;
 pub mod jsb;
 pub mod mnist;
+pub mod moving_mnist;
+pub mod npy;
 pub mod reber;
 pub mod registry;
+pub mod soprano;
 pub mod task;
 pub mod timeseries;
 

@@ -9,7 +9,9 @@ use crate::fsdd::{FsddOptions, FsddSplit, FsddTask};
 use crate::grammar::Grammar;
 use crate::jsb::{JsbResolution, JsbTask};
 use crate::mnist::{MnistTask, MnistView};
+use crate::moving_mnist::MovingMnistTask;
 use crate::reber::ReberTask;
+use crate::soprano::SopranoTask;
 use crate::task::SequenceTask;
 use crate::timeseries::TimeSeriesTask;
 
@@ -26,10 +28,12 @@ pub enum TaskKind {
     Ozone,
     Fsdd,
     JsbChorales,
+    BachSoprano,
+    MovingMnist,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 10] = [
+    pub const ALL: [TaskKind; 12] = [
         TaskKind::Reber,
         TaskKind::EmbeddedReber,
         TaskKind::MnistRows,
@@ -40,6 +44,8 @@ impl TaskKind {
         TaskKind::Ozone,
         TaskKind::Fsdd,
         TaskKind::JsbChorales,
+        TaskKind::BachSoprano,
+        TaskKind::MovingMnist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +60,8 @@ impl TaskKind {
             TaskKind::Ozone => "ozone",
             TaskKind::Fsdd => "fsdd",
             TaskKind::JsbChorales => "jsb-chorales",
+            TaskKind::BachSoprano => "bach-soprano",
+            TaskKind::MovingMnist => "moving-mnist",
         }
     }
 
@@ -70,6 +78,11 @@ impl TaskKind {
             TaskKind::Fsdd => (13, 10),
             // An 88-key piano roll in, one logit per key out.
             TaskKind::JsbChorales => (88, 88),
+            // A fixed vocabulary (rest, hold, one onset per pitch of 55..=84), one-hot in,
+            // one logit per token out.
+            TaskKind::BachSoprano => (crate::soprano::VOCAB, crate::soprano::VOCAB),
+            // A 64×64 frame in, one logit per pixel of the next frame out.
+            TaskKind::MovingMnist => (crate::moving_mnist::PIXELS, crate::moving_mnist::PIXELS),
         }
     }
 
@@ -88,6 +101,9 @@ impl TaskKind {
             // The longest chorale at the finest resolution (16th notes): 640 frames; see
             // `TaskConfig::max_steps` for the bound of the chosen resolution.
             TaskKind::JsbChorales => JsbResolution::Sixteenth.max_steps(),
+            TaskKind::BachSoprano => crate::soprano::MAX_STEPS,
+            // 20 frames: 19 transitions (the batches' steps).
+            TaskKind::MovingMnist => crate::moving_mnist::FRAMES,
         }
     }
 
@@ -95,6 +111,8 @@ impl TaskKind {
     pub fn default_sizes(self) -> (usize, usize) {
         match self {
             TaskKind::Reber | TaskKind::EmbeddedReber => (256, 256),
+            // Generated on demand: there is no whole split.
+            TaskKind::MovingMnist => crate::moving_mnist::DEFAULT_SIZES,
             _ => (0, 0),
         }
     }
@@ -103,14 +121,15 @@ impl TaskKind {
     /// for tasks that generate their data.
     pub fn dataset(self) -> Option<&'static str> {
         match self {
-            TaskKind::MnistRows | TaskKind::MnistPixels | TaskKind::MnistPixelsPermuted => {
-                Some("mnist")
-            }
+            TaskKind::MnistRows
+            | TaskKind::MnistPixels
+            | TaskKind::MnistPixelsPermuted
+            | TaskKind::MovingMnist => Some("mnist"),
             TaskKind::Occupancy => Some("occupancy"),
             TaskKind::Traffic => Some("traffic"),
             TaskKind::Ozone => Some("ozone"),
             TaskKind::Fsdd => Some("fsdd"),
-            TaskKind::JsbChorales => Some("jsb-chorales"),
+            TaskKind::JsbChorales | TaskKind::BachSoprano => Some("jsb-chorales"),
             _ => None,
         }
     }
@@ -189,6 +208,10 @@ pub struct TaskOptions {
     pub skip_bad: bool,
     /// jsb-chorales: one frame per quarter (default), 8th or 16th note.
     pub jsb_resolution: JsbResolution,
+    /// moving-mnist: a `(20, N, 64, 64)` uint8 `.npy` file whose sequences replace the
+    /// generated test set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<PathBuf>,
 }
 
 impl TaskConfig {
@@ -256,6 +279,20 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
                 cfg.test_size,
             )?)
         }
+        TaskKind::BachSoprano => {
+            let dir = crate::datasets::locate("jsb-chorales", cfg.data_dir.as_deref())?;
+            Box::new(SopranoTask::new(&dir, cfg.train_size, cfg.test_size)?)
+        }
+        TaskKind::MovingMnist => {
+            let dir = crate::datasets::locate("mnist", cfg.data_dir.as_deref())?;
+            Box::new(MovingMnistTask::new(
+                &dir,
+                cfg.train_size,
+                cfg.test_size,
+                cfg.data_seed,
+                cfg.options.video.as_deref(),
+            )?)
+        }
         TaskKind::Occupancy | TaskKind::Traffic | TaskKind::Ozone => {
             let set = cfg.kind.dataset().expect("time-series task");
             let dir = crate::datasets::locate(set, cfg.data_dir.as_deref())?;
@@ -281,5 +318,16 @@ mod tests {
             "embedded-reber".parse::<TaskKind>().unwrap(),
             TaskKind::EmbeddedReber
         );
+    }
+
+    #[test]
+    fn bach_soprano_has_data_independent_sizes() {
+        let k: TaskKind = "bach-soprano".parse().unwrap();
+        assert_eq!(k, TaskKind::BachSoprano);
+        assert_eq!(k.sizes(), (32, 32));
+        assert_eq!(k.dataset(), Some("jsb-chorales"));
+        assert_eq!(k.max_steps(), 639);
+        let set = crate::datasets::find("jsb-chorales").unwrap();
+        assert!(set.tasks.contains(&"bach-soprano"));
     }
 }

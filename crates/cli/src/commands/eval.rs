@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use remanence_tasks::build_task;
+use remanence_tasks::{build_task, moving_mnist, Split, TaskKind};
 use remanence_train::stack::with_deep_stack;
 use remanence_train::trainer::evaluate;
 
@@ -37,6 +37,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &r.device,
             r.cfg.dtype()?,
         )?;
+        if r.cfg.task.kind == TaskKind::MovingMnist {
+            // The first test sequence: true frames 11–20 above the model's forecast.
+            let batch = task.batch(Split::Test, &[0], r.cfg.dtype()?, &r.device)?;
+            let (y, _) = r.model.forward(&batch.x, None, batch.dt.as_ref())?;
+            let (truth, predicted) = moving_mnist::predicted_frames(&batch, &y, 0)?;
+            let path = args.run.join("prediction.png");
+            let png = moving_mnist::strip_png_bytes(&truth, &predicted)?;
+            remanence_cells::io::write_atomic(&path, &png)?;
+            eprintln!("wrote {}", path.display());
+        }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&eval)?);
         } else {

@@ -1,0 +1,313 @@
+//! Reading unsigned-byte arrays from NumPy `.npy` files (format versions 1, 2 and 3), for the
+//! videos users bring (the published Moving MNIST test set, `mnist_test_seq.npy`, is a
+//! `(20, 10000, 64, 64)` uint8 array in C order: frame-major, then sequence, row, column).
+//!
+//! The header (magic, version, the Python dict literal with `descr`, `fortran_order` and
+//! `shape`) is parsed by the `npyz` crate; this module checks what the caller needs (unsigned
+//! bytes, C order, the expected rank and sizes, every data byte present) and reads the data
+//! itself, so a large file is read in a few big slices instead of byte by byte. Every error
+//! names the file and says what was expected.
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use npyz::{DType, NpyFile, Order, TypeChar};
+
+use crate::error::{Result, TaskError};
+
+/// The header of an unsigned-byte `.npy` file, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct U8Header {
+    pub shape: Vec<usize>,
+    /// Offset of the first data byte.
+    pub data_offset: u64,
+}
+
+fn err(path: &Path, msg: impl std::fmt::Display) -> TaskError {
+    TaskError::Data(format!("{}: {msg}", path.display()))
+}
+
+/// Reads the header of `path` and checks that it holds unsigned bytes (`u1`) in C order, with
+/// `rank` dimensions, and that the file holds exactly the data the shape announces.
+pub fn read_u8_header(path: &Path, rank: usize) -> Result<(U8Header, BufReader<File>)> {
+    let file = File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| err(path, format!("cannot read: {e}")))?
+        .len();
+    let mut reader = BufReader::new(file);
+    let npy = NpyFile::new(&mut reader).map_err(|e| {
+        err(
+            path,
+            format!("not a readable NumPy .npy file (version 1, 2 or 3 header): {e}"),
+        )
+    })?;
+    let header = npy.header().clone();
+    drop(npy);
+    let dtype = header.dtype();
+    let is_u8 =
+        matches!(&dtype, DType::Plain(t) if t.type_char() == TypeChar::Uint && t.size_field() == 1);
+    if !is_u8 {
+        return Err(err(
+            path,
+            format!(
+                "array of dtype `{}`, expected unsigned bytes (`|u1`, numpy.uint8)",
+                dtype.descr()
+            ),
+        ));
+    }
+    if header.order() == Order::Fortran {
+        return Err(err(
+            path,
+            "array stored in Fortran order (fortran_order: True), expected C order; save it \
+             with numpy.ascontiguousarray(a) first",
+        ));
+    }
+    let shape: Vec<usize> = header.shape().iter().map(|&d| d as usize).collect();
+    if shape.len() != rank {
+        return Err(err(
+            path,
+            format!(
+                "array of shape {shape:?} ({} dimensions), expected {rank} dimensions",
+                shape.len()
+            ),
+        ));
+    }
+    let data_offset = reader
+        .stream_position()
+        .map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let bytes = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| err(path, format!("shape {shape:?} is larger than any file")))?;
+    let have = file_len.saturating_sub(data_offset);
+    if have != bytes {
+        return Err(err(
+            path,
+            format!(
+                "the header announces shape {shape:?} = {bytes} bytes of data, the file holds \
+                 {have} ({})",
+                if have < bytes {
+                    "truncated"
+                } else {
+                    "trailing bytes"
+                }
+            ),
+        ));
+    }
+    Ok((U8Header { shape, data_offset }, reader))
+}
+
+/// Sequences of a video file laid out `(frames, sequences, height, width)` (the published
+/// Moving MNIST layout), read into sequence-major order `(n, frames, height·width)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Video {
+    /// Sequences kept.
+    pub sequences: usize,
+    /// Sequences in the file.
+    pub in_file: usize,
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `sequences × frames × height × width` bytes, sequence by sequence.
+    pub data: Vec<u8>,
+}
+
+impl Video {
+    /// The frames of sequence `i`, `frames × height × width` bytes.
+    pub fn sequence(&self, i: usize) -> &[u8] {
+        let n = self.frames * self.height * self.width;
+        &self.data[i * n..(i + 1) * n]
+    }
+}
+
+/// Reads a `(frames, sequences, height, width)` uint8 video file, checking the frame count and
+/// size; keeps the first `limit` sequences (0: all).
+pub fn read_video(
+    path: &Path,
+    frames: usize,
+    height: usize,
+    width: usize,
+    limit: usize,
+) -> Result<Video> {
+    let (h, mut reader) = read_u8_header(path, 4)?;
+    let s = &h.shape;
+    if s[0] != frames || s[2] != height || s[3] != width || s[1] == 0 {
+        return Err(err(
+            path,
+            format!(
+                "array of shape {s:?}, expected ({frames}, SEQUENCES, {height}, {width}) with \
+                 SEQUENCES ≥ 1 (the published Moving MNIST layout: frame, sequence, row, column)"
+            ),
+        ));
+    }
+    let in_file = s[1];
+    let n = if limit == 0 {
+        in_file
+    } else {
+        limit.min(in_file)
+    };
+    let pixels = height * width;
+    let mut data = vec![0u8; n * frames * pixels];
+    let mut slab = vec![0u8; n * pixels];
+    for f in 0..frames {
+        let at = h.data_offset + (f * in_file * pixels) as u64;
+        reader
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| reader.read_exact(&mut slab))
+            .map_err(|e| err(path, format!("cannot read frame {f}: {e}")))?;
+        for q in 0..n {
+            let to = (q * frames + f) * pixels;
+            data[to..to + pixels].copy_from_slice(&slab[q * pixels..(q + 1) * pixels]);
+        }
+    }
+    Ok(Video {
+        sequences: n,
+        in_file,
+        frames,
+        height,
+        width,
+        data,
+    })
+}
+
+/// The bytes of a `.npy` file of format `version` (1, 2 or 3) holding `data` with the header dict `dict` (padded as
+/// numpy pads it), for tests and for writing small arrays.
+#[doc(hidden)]
+pub fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
+    let size_len = if version == 1 { 2 } else { 4 };
+    let pre = 6 + 2 + size_len;
+    let mut text = dict.to_string();
+    while (pre + text.len() + 1) % 64 != 0 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend_from_slice(&[version, 0]);
+    if version == 1 {
+        out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn write(tag: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("remanence-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{tag}.npy"));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn dict(descr: &str, fortran: bool, shape: &str) -> String {
+        let f = if fortran { "True" } else { "False" };
+        format!("{{'descr': '{descr}', 'fortran_order': {f}, 'shape': {shape}, }}")
+    }
+
+    /// (frames 2, sequences 3, 2×2 pixels): byte = 16·frame + 4·sequence + pixel.
+    fn tiny() -> Vec<u8> {
+        (0..2u8)
+            .flat_map(|f| (0..3u8).flat_map(move |q| (0..4u8).map(move |p| 16 * f + 4 * q + p)))
+            .collect()
+    }
+
+    #[test]
+    fn reads_videos_in_every_header_version_into_sequence_order() {
+        for version in [1u8, 2, 3] {
+            let p = write(
+                &format!("good-v{version}"),
+                &npy_bytes(version, &dict("|u1", false, "(2, 3, 2, 2)"), &tiny()),
+            );
+            let v = read_video(&p, 2, 2, 2, 0).unwrap();
+            assert_eq!((v.sequences, v.in_file, v.frames), (3, 3, 2));
+            // Sequence 1: frame 0 pixels 4..8, then frame 1 pixels 20..24.
+            assert_eq!(v.sequence(1), &[4, 5, 6, 7, 20, 21, 22, 23]);
+            let v = read_video(&p, 2, 2, 2, 2).unwrap();
+            assert_eq!(v.sequences, 2);
+            assert_eq!(v.sequence(0), &[0, 1, 2, 3, 16, 17, 18, 19]);
+            assert_eq!(v.data.len(), 2 * 2 * 4);
+        }
+        // The published layout's header (little-endian unsigned bytes need no byte order).
+        let p = write(
+            "u1-lt",
+            &npy_bytes(1, &dict("<u1", false, "(2, 3, 2, 2)"), &tiny()),
+        );
+        assert!(read_video(&p, 2, 2, 2, 0).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_files_naming_the_file_and_what_was_expected() {
+        let good = tiny();
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "dtype",
+                npy_bytes(1, &dict("<f4", false, "(2, 3, 2, 2)"), &[0; 96]),
+                "expected unsigned bytes",
+            ),
+            (
+                "fortran",
+                npy_bytes(1, &dict("|u1", true, "(2, 3, 2, 2)"), &good),
+                "Fortran order",
+            ),
+            (
+                "rank",
+                npy_bytes(1, &dict("|u1", false, "(6, 2, 2)"), &good),
+                "expected 4 dimensions",
+            ),
+            (
+                "shape",
+                npy_bytes(1, &dict("|u1", false, "(3, 2, 2, 2)"), &good[..24]),
+                "expected (2, SEQUENCES, 2, 2)",
+            ),
+            (
+                "truncated",
+                npy_bytes(1, &dict("|u1", false, "(2, 3, 2, 2)"), &good[..20]),
+                "the file holds 20 (truncated)",
+            ),
+            (
+                "trailing",
+                npy_bytes(
+                    1,
+                    &dict("|u1", false, "(2, 3, 2, 2)"),
+                    &[good.clone(), vec![0]].concat(),
+                ),
+                "trailing bytes",
+            ),
+            (
+                "magic",
+                b"PK\x03\x04not npy".to_vec(),
+                "not a readable NumPy",
+            ),
+            (
+                "version",
+                {
+                    let mut b = npy_bytes(1, &dict("|u1", false, "(2, 3, 2, 2)"), &good);
+                    b[6] = 9;
+                    b
+                },
+                "not a readable NumPy",
+            ),
+        ];
+        for (tag, bytes, want) in cases {
+            let p = write(tag, &bytes);
+            let e = read_video(&p, 2, 2, 2, 0).unwrap_err().to_string();
+            assert!(e.contains(&p.display().to_string()), "{tag}: {e}");
+            assert!(e.contains(want), "{tag}: {e}");
+        }
+        let e = read_video(Path::new("/no/such/video.npy"), 2, 2, 2, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/no/such/video.npy") && e.contains("cannot open"),
+            "{e}"
+        );
+    }
+}
