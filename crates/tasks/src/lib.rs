@@ -27,4 +27,4 @@ pub mod timeseries;
 
 pub use error::{Result, TaskError};
 pub use registry::{build_task, TaskConfig, TaskKind};
-pub use task::{Batch, Evaluation, Objective, SequenceTask, Split};
+pub use task::{Batch, Evaluation, Objective, Selection, SequenceTask, Split};

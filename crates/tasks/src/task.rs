@@ -68,6 +68,26 @@ pub struct Evaluation {
     pub summary: String,
 }
 
+/// How a task's validation value ranks epochs ([`SequenceTask::selection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    /// A key of [`Evaluation::values`], e.g. `valid_accuracy`.
+    pub value: &'static str,
+    pub higher_is_better: bool,
+}
+
+impl Selection {
+    /// Whether `new` beats `old` (a non-finite value never does).
+    pub fn improves(&self, new: f64, old: Option<f64>) -> bool {
+        new.is_finite()
+            && match old {
+                None => true,
+                Some(o) if self.higher_is_better => new > o,
+                Some(o) => new < o,
+            }
+    }
+}
+
 /// The indices `0..n` in an order drawn from `rng`, cut into chunks of at most `batch_size`: the
 /// batch order of one training epoch.
 pub fn shuffled_chunks(n: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
@@ -141,6 +161,14 @@ pub trait SequenceTask: Send + Sync {
         device: &Device,
         predict: &mut Predict<'_>,
     ) -> Result<Evaluation>;
+
+    /// The value of [`Evaluation::values`] that picks the model to test, for tasks with a
+    /// validation part (the protocol "test on the best-validation checkpoint"): the trainer keeps
+    /// the weights of the epoch where it was best as `best.safetensors`, with that epoch's test
+    /// metric. `None`: no validation part.
+    fn selection(&self) -> Option<Selection> {
+        None
+    }
 
     /// What the user should know about the data as loaded (files skipped at their request…).
     fn warnings(&self) -> Vec<String> {

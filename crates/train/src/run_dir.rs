@@ -5,6 +5,7 @@
 //! | `config.json` | the resolved [`RunConfig`]: everything needed to rebuild model and task |
 //! | `model.safetensors` | the weights after the last completed epoch: `rnn.*` with PyTorch names, `head.weight`, `head.bias` |
 //! | `checkpoint.safetensors` | weights (`model.*`), optimizer state (`optim.*`) and trainer state (metadata), in one file |
+//! | `best.safetensors` | for tasks with a validation part: the weights of the epoch with the best validation value (the checkpoint's trainer state says which) |
 //! | `metrics.jsonl` | one JSON object per completed epoch |
 //! | `task.json` | what the task fitted on its training split (feature means and deviations), for tasks that fit any |
 //! | `run.lock` | the pid of the process training in the folder, which holds an advisory lock on it |
@@ -28,6 +29,8 @@ pub const CONFIG: &str = "config.json";
 pub const MODEL: &str = "model.safetensors";
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
+/// The weights of the epoch with the best validation value (tasks with a validation part).
+pub const BEST: &str = "best.safetensors";
 /// Numbers the task fitted on its training split (normalisation statistics), by name.
 pub const TASK_STATISTICS: &str = "task.json";
 /// The advisory lock a training process holds on its run folder.
@@ -53,6 +56,22 @@ pub struct TrainerState {
     /// The early-stop criterion ended the run (raising the epoch budget does not restart it).
     #[serde(default)]
     pub stopped_early: bool,
+    /// The epoch with the best validation value so far, for tasks that select on one
+    /// (its weights are `best.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestEpoch>,
+}
+
+/// The epoch a task's validation value picked, and its test metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestEpoch {
+    pub epoch: usize,
+    /// The selecting value's name and value, e.g. `valid_accuracy` 0.98.
+    pub selected_by: String,
+    pub value: f64,
+    /// The task's headline metric at that epoch.
+    pub metric_name: String,
+    pub metric: f64,
 }
 
 /// A loaded checkpoint.
@@ -249,11 +268,17 @@ impl RunDir {
 
     /// Writes `model.safetensors` with the run configuration in its metadata.
     pub fn write_model(&self, store: &ParamStore, cfg: &RunConfig) -> Result<()> {
+        self.write_weights(MODEL, store, cfg)
+    }
+
+    /// Writes the weights as `name` (`model.safetensors`, `best.safetensors`), with the run
+    /// configuration in the metadata.
+    pub fn write_weights(&self, name: &str, store: &ParamStore, cfg: &RunConfig) -> Result<()> {
         let meta = HashMap::from([(
             "remanence_config".to_string(),
             serde_json::to_string(cfg).expect("config serialises"),
         )]);
-        io::write(&self.file(MODEL), &store.tensors(), Some(meta))?;
+        io::write(&self.file(name), &store.tensors(), Some(meta))?;
         Ok(())
     }
 
@@ -263,7 +288,18 @@ impl RunDir {
         cfg: &RunConfig,
         device: &Device,
     ) -> Result<(SequenceModel, ParamStore)> {
-        let p = self.file(MODEL);
+        self.load_weights(MODEL, cfg, device)
+    }
+
+    /// Loads the model from the weights file `name` of this run (`model.safetensors`,
+    /// `best.safetensors`).
+    pub fn load_weights(
+        &self,
+        name: &str,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> Result<(SequenceModel, ParamStore)> {
+        let p = self.file(name);
         let (tensors, _) = io::read(&p, device)?;
         model_from_tensors(cfg, tensors, &p, device)
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::learner::{GradientLearner, Learner, StepContext};
-use crate::run_dir::{RunDir, TrainerState};
+use crate::run_dir::{BestEpoch, RunDir, TrainerState, BEST};
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +312,25 @@ impl<'t> Trainer<'t> {
             }
             self.state.finished =
                 self.state.stopped_early || self.state.epochs_completed >= tc.epochs;
+            if let Some(sel) = self.task.selection() {
+                let value = eval.values.get(sel.value).copied().ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "task {} selects on `{}`, which its evaluation does not report",
+                        self.task.name(),
+                        sel.value
+                    ))
+                })?;
+                if sel.improves(value, self.state.best.as_ref().map(|b| b.value)) {
+                    self.run.write_weights(BEST, &self.store, &self.cfg)?;
+                    self.state.best = Some(BestEpoch {
+                        epoch: epoch + 1,
+                        selected_by: sel.value.to_string(),
+                        value,
+                        metric_name: eval.metric_name.clone(),
+                        metric: eval.metric,
+                    });
+                }
+            }
             let record = EpochRecord {
                 epoch: epoch + 1,
                 loss: loss_sum / seqs.max(1) as f64,

@@ -377,3 +377,106 @@ fn early_stopped_runs_stay_finished_and_spent_budgets_continue() {
     assert!(st.epochs_completed == 3 || st.stopped_early, "{st:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Reber with a scripted validation value per epoch, selected on (higher is better).
+struct Validated {
+    inner: Box<dyn SequenceTask>,
+    script: Vec<f64>,
+    evals: AtomicUsize,
+}
+
+impl SequenceTask for Validated {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn input_size(&self) -> usize {
+        self.inner.input_size()
+    }
+    fn output_size(&self) -> usize {
+        self.inner.output_size()
+    }
+    fn objective(&self) -> Objective {
+        self.inner.objective()
+    }
+    fn len(&self, split: Split) -> usize {
+        self.inner.len(split)
+    }
+    fn batch(
+        &self,
+        split: Split,
+        indices: &[usize],
+        dt: DType,
+        dev: &Device,
+    ) -> remanence_tasks::Result<Batch> {
+        self.inner.batch(split, indices, dt, dev)
+    }
+    fn evaluate(
+        &self,
+        bs: usize,
+        dt: DType,
+        dev: &Device,
+        p: &mut remanence_tasks::task::Predict<'_>,
+    ) -> remanence_tasks::Result<Evaluation> {
+        let mut e = self.inner.evaluate(bs, dt, dev, p)?;
+        let k = self.evals.fetch_add(1, Ordering::SeqCst);
+        e.values.insert("valid_score".into(), self.script[k]);
+        Ok(e)
+    }
+    fn selection(&self) -> Option<remanence_tasks::Selection> {
+        Some(remanence_tasks::Selection {
+            value: "valid_score",
+            higher_is_better: true,
+        })
+    }
+}
+
+#[test]
+fn the_best_validation_epoch_keeps_its_weights_and_test_metric() {
+    with_deep_stack(|| {
+        let dir = tmp("best");
+        let cfg = config(CellKind::Lstm, 8, 4, 5);
+        // Epoch 2 is best; epoch 4's NaN never counts as better.
+        let task = Validated {
+            inner: build_task(&cfg.task).unwrap(),
+            script: vec![0.5, 0.9, 0.7, f64::NAN],
+            evals: AtomicUsize::new(0),
+        };
+        let run = RunDir::create_new(&dir, "run").unwrap();
+        let path = run.path().to_path_buf();
+        let mut t = Trainer::new(cfg.clone(), &task, run, Device::Cpu).unwrap();
+        let out = t.run(&mut Silent).unwrap();
+        let best = out.state.best.clone().unwrap();
+        assert_eq!((best.epoch, best.value), (2, 0.9));
+        assert_eq!(best.selected_by, "valid_score");
+        let m = metrics(&path);
+        assert_eq!(best.metric, m[1]["metric"].as_f64().unwrap());
+        // The best weights are those after epoch 2: a 2-epoch run of the same seed ends there.
+        let short = tmp("best-short");
+        let two = train(&config(CellKind::Lstm, 8, 2, 5), &short);
+        assert_eq!(two.state.epochs_completed, 2);
+        let read = |p: std::path::PathBuf| {
+            let (t, _) = remanence_cells::io::read(&p, &Device::Cpu).unwrap();
+            let mut v: Vec<_> = t
+                .into_iter()
+                .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(
+            read(path.join("best.safetensors")),
+            read(short.join("run/model.safetensors"))
+        );
+        assert_ne!(
+            read(path.join("best.safetensors")),
+            read(path.join("model.safetensors"))
+        );
+        // The checkpoint carries the choice, so a resumed run keeps it.
+        let ck = RunDir::open(&path)
+            .unwrap()
+            .read_checkpoint(DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ck.state.best, Some(best));
+    });
+}

@@ -17,11 +17,20 @@ pub struct EvalArgs {
     /// Folder of the data set, replacing the one stored in the run (a run moved elsewhere).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Evaluate the weights of the best-validation epoch (`best.safetensors`) instead of the
+    /// last epoch's.
+    #[arg(long)]
+    best: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
     with_deep_stack(move || {
-        let r = super::load_run_with_data(&args.run, args.data.as_deref())?;
+        let weights = if args.best {
+            remanence_train::run_dir::BEST
+        } else {
+            remanence_train::run_dir::MODEL
+        };
+        let r = super::load_run_weights(&args.run, args.data.as_deref(), weights)?;
         let task = build_task(&r.cfg.task)?;
         for w in task.warnings() {
             eprintln!("warning: {w}");

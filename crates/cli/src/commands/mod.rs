@@ -28,6 +28,12 @@ pub fn load_run(path: &Path) -> Result<LoadedRun> {
 
 /// Loads a run; `data` replaces the folder of its data set (a run moved to another machine).
 pub fn load_run_with_data(path: &Path, data: Option<&Path>) -> Result<LoadedRun> {
+    load_run_weights(path, data, remanence_train::run_dir::MODEL)
+}
+
+/// Loads a run with the weights of the file `weights` in its folder (`model.safetensors`, or
+/// `best.safetensors` for the best-validation epoch).
+pub fn load_run_weights(path: &Path, data: Option<&Path>, weights: &str) -> Result<LoadedRun> {
     let dir = RunDir::open(path)?;
     let mut cfg = dir.read_config()?;
     if let Some(d) = data {
@@ -37,7 +43,18 @@ pub fn load_run_with_data(path: &Path, data: Option<&Path>) -> Result<LoadedRun>
     let device =
         parse_device(&cfg.device).with_context(|| format!("device of run {}", path.display()))?;
     check_memory(&cfg)?;
-    let (model, store) = dir.load_model(&cfg, &device)?;
+    if !dir.file(weights).exists() {
+        bail!(
+            "{}: no such file{}",
+            dir.file(weights).display(),
+            if weights == remanence_train::run_dir::BEST {
+                " (only tasks with a validation part keep the best-validation weights)"
+            } else {
+                ""
+            }
+        );
+    }
+    let (model, store) = dir.load_weights(weights, &cfg, &device)?;
     Ok(LoadedRun {
         cfg,
         device,

@@ -152,6 +152,13 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
         ),
     }
     println!("{}", outcome.evaluation.summary);
+    if let Some(b) = &st.best {
+        println!(
+            "best validation: epoch {} ({} {:.6}), where {} was {:.6}; its weights are best.safetensors \
+             (`eval --best`)",
+            b.epoch, b.selected_by, b.value, b.metric_name, b.metric
+        );
+    }
     println!("run folder: {}", path.display());
     Ok(())
 }

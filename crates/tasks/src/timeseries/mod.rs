@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
 use crate::mnist::predicted_class;
-use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask, Split};
+use crate::task::{Batch, Evaluation, Objective, Predict, Selection, SequenceTask, Split};
 
 /// Share of the windows held out for validation (the paper's `int(0.1 * n)`).
 pub const VALID_FRACTION: f64 = 0.10;
@@ -556,6 +556,26 @@ impl SequenceTask for TimeSeriesTask {
             Scoring::Mse => Objective::RegressionPerStep,
             Scoring::Accuracy | Scoring::F1 => Objective::ClassPerStep,
         }
+    }
+    /// The paper tests the checkpoint of the best validation score: accuracy, MSE or F1.
+    fn selection(&self) -> Option<Selection> {
+        if self.valid.is_empty() {
+            return None;
+        }
+        Some(match self.scoring {
+            Scoring::Accuracy => Selection {
+                value: "valid_accuracy",
+                higher_is_better: true,
+            },
+            Scoring::Mse => Selection {
+                value: "valid_mse",
+                higher_is_better: false,
+            },
+            Scoring::F1 => Selection {
+                value: "valid_f1",
+                higher_is_better: true,
+            },
+        })
     }
     fn len(&self, split: Split) -> usize {
         match split {
