@@ -66,7 +66,8 @@ pub struct TaskSettings {
     /// Seed of the data draw (default: --seed).
     #[arg(long, allow_negative_numbers = true, value_parser = seed)]
     pub data_seed: Option<u64>,
-    /// Skip unreadable data files (each is reported) instead of stopping at the first.
+    /// Skip unreadable data files (fsdd) or bad --video sequences (moving-mnist), each
+    /// reported, instead of stopping at the first.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub skip_bad: Option<bool>,
     /// fsdd: `official` (index 0–4 test) or `speaker:NAME` (that speaker held out).
@@ -108,9 +109,11 @@ pub struct TaskSettings {
     /// jsb-chorales: one frame per quarter, 8th or 16th note (default quarter).
     #[arg(long)]
     pub resolution: Option<JsbResolution>,
-    /// moving-mnist: a `(20, N, 64, 64)` uint8 .npy file (the published test set's layout)
-    /// whose first --test-size sequences (0: all) replace the generated test set.
-    #[arg(long, value_name = "FILE.npy")]
+    /// moving-mnist: a `(20, N, 64, 64)` uint8 .npy file (the published test set's layout),
+    /// or a folder of frame folders (DIR/<sequence>/<frame>.png|.jpg|.jpeg, 20 grey 64×64
+    /// frames each, sequences and frames in name order), whose first --test-size sequences
+    /// (0: all) replace the generated test set.
+    #[arg(long, value_name = "FILE.npy|DIR")]
     pub video: Option<PathBuf>,
 }
 
@@ -439,7 +442,7 @@ impl Settings {
             ("fmax", &[TaskKind::Fsdd]),
             ("mean-over-time", &[TaskKind::Fsdd]),
             ("resample", &[TaskKind::Fsdd]),
-            ("skip-bad", &[TaskKind::Fsdd]),
+            ("skip-bad", &[TaskKind::Fsdd, TaskKind::MovingMnist]),
             ("resolution", &[TaskKind::JsbChorales]),
             ("video", &[TaskKind::MovingMnist]),
         ];

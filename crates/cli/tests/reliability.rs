@@ -308,6 +308,35 @@ fn catalogue_of_bad_inputs() {
     std::fs::create_dir_all(&changed).unwrap();
     std::fs::write(changed.join("eighthr.data"), "1/1/1998,0.0\r\n").unwrap();
     let owned = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+    // Moving MNIST videos as frame folders (read before the MNIST digits are looked for): one
+    // sequence of 20 frames whose first is a PNG of the wrong size, one whose first is not an
+    // image, one of 19 frames.
+    let video = |name: &str, frames: usize, first: &[u8]| -> String {
+        let seq = root.join(name).join("seq0");
+        std::fs::create_dir_all(&seq).unwrap();
+        for f in 0..frames {
+            std::fs::write(seq.join(format!("{f:02}.png")), first).unwrap();
+        }
+        root.join(name).to_str().unwrap().to_string()
+    };
+    let strip =
+        remanence_tasks::moving_mnist::strip_png_bytes(&[0.0; 40960], &[0.0; 40960]).unwrap();
+    let wrong_size = video("video-size", 20, &strip);
+    let corrupt = video("video-corrupt", 20, b"not a picture");
+    let short = video("video-short", 19, &strip);
+    let mm = |v: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = owned(&[
+            "train",
+            "--task",
+            "moving-mnist",
+            "--video",
+            v,
+            "--runs-dir",
+            r,
+        ]);
+        a.extend(owned(extra));
+        a
+    };
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
         // Data sets: unknown names, missing folders and changed files.
         (
@@ -330,6 +359,22 @@ fn catalogue_of_bad_inputs() {
             owned(&["data", "verify", "ozone", "--data", "/nowhere"]),
             1,
             vec!["/nowhere (no such folder)", "eighthr.data"],
+        ),
+        // Fetching: unknown names, and sets the Hugging Face Hub does not serve.
+        (
+            owned(&["data", "fetch", "no-such-set"]),
+            1,
+            vec!["unknown data set", "fsdd"],
+        ),
+        (
+            owned(&["data", "fetch", "fsdd", "--data", "/nowhere/fsdd"]),
+            1,
+            vec![
+                "not served",
+                "recordings/",
+                "/nowhere/fsdd",
+                "datasets/README.md",
+            ],
         ),
         (
             owned(&[
@@ -384,6 +429,35 @@ fn catalogue_of_bad_inputs() {
             train(&["--features", "log-mel"]),
             1,
             vec!["--features", "fsdd"],
+        ),
+        // Moving MNIST frame folders: the bad frame or sequence is named.
+        (
+            mm(&wrong_size, &[]),
+            1,
+            vec![
+                "seq0/00.png",
+                "frame of 658×130 pixels, expected 64×64",
+                "--skip-bad",
+            ],
+        ),
+        (
+            mm(&corrupt, &[]),
+            1,
+            vec!["seq0/00.png", "not a readable PNG or JPEG image"],
+        ),
+        (
+            mm(&short, &["--skip-bad"]),
+            1,
+            vec![
+                "seq0",
+                "all 1 of its sequences are bad",
+                "holds 19 of 20 frames",
+            ],
+        ),
+        (
+            train(&["--skip-bad"]),
+            1,
+            vec!["--skip-bad", "fsdd, moving-mnist"],
         ),
         // Numbers: finiteness and range, naming the flag.
         (
@@ -499,5 +573,83 @@ fn catalogue_of_bad_inputs() {
             "{a:?} left a run folder"
         );
     }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `remanence data fetch` offline ($HF_HUB_OFFLINE=1): with an empty hub cache the message names
+/// the set, every file and the folder to put them in, and nothing is written; with the files in
+/// the cache they are placed (an existing different file is never overwritten) and checked.
+#[test]
+fn data_fetch_offline_uses_only_the_hub_cache() {
+    let root = tmp("fetch-offline");
+    let hf_home = root.join("hf");
+    std::fs::create_dir_all(&hf_home).unwrap();
+    let target = root.join("mnist");
+    let fetch = |set: &str, dir: &Path| {
+        bin()
+            .args(["data", "fetch", set, "--data", dir.to_str().unwrap()])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("HF_HOME", &hf_home)
+            .output()
+            .expect("the binary runs")
+    };
+    let o = fetch("mnist", &target);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for w in [
+        "mnist",
+        "HF_HUB_OFFLINE",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        target.to_str().unwrap(),
+    ] {
+        assert!(out.contains(w), "`{w}` missing in: {out}");
+    }
+    assert!(
+        !target.exists(),
+        "an offline fetch created {}",
+        target.display()
+    );
+    assert_eq!(
+        std::fs::read_dir(&hf_home).unwrap().count(),
+        0,
+        "the cache was written"
+    );
+
+    // A hub cache holding ozone's file (not UCI's bytes) at the pinned revision.
+    let commit = "93d8088b7a67655213a5f6d15aae635d4aabb468";
+    let repo = hf_home.join("hub/datasets--mstz--ozone");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join(commit), commit).unwrap();
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("eighthr.data"), "cached\r\n").unwrap();
+
+    let ozone = root.join("ozone");
+    std::fs::create_dir_all(&ozone).unwrap();
+    std::fs::write(ozone.join("eighthr.data"), "mine\r\n").unwrap();
+    let o = fetch("ozone", &ozone);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("not overwritten"), "{out}");
+    assert_eq!(
+        std::fs::read(ozone.join("eighthr.data")).unwrap(),
+        b"mine\r\n"
+    );
+
+    std::fs::remove_file(ozone.join("eighthr.data")).unwrap();
+    let o = fetch("ozone", &ozone);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("eighthr.data: placed"), "{out}");
+    assert!(out.contains("differs: eighthr.data"), "{out}");
+    assert_eq!(
+        std::fs::read(ozone.join("eighthr.data")).unwrap(),
+        b"cached\r\n"
+    );
+    let litter: Vec<_> = std::fs::read_dir(&ozone).unwrap().flatten().collect();
+    assert_eq!(litter.len(), 1, "{litter:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }

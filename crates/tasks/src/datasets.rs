@@ -26,6 +26,29 @@ pub struct Dataset {
     pub tasks: &'static [&'static str],
     /// The checksums shipped with the project, `sha256  relative/path` per line.
     pub checksums: &'static str,
+    /// Where the Hugging Face Hub serves the original files (`remanence data fetch`), if it does.
+    pub hub: Option<HubSource>,
+}
+
+/// The kind of Hugging Face Hub repository a data set's files are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubRepoType {
+    Dataset,
+    Model,
+    Space,
+}
+
+/// A Hugging Face Hub repository serving a data set's original files (the shipped checksums
+/// decide whether the bytes match): listed only where the files were seen there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSource {
+    /// `owner/name`.
+    pub repo: &'static str,
+    pub repo_type: HubRepoType,
+    /// The commit the files were seen at (`None`: `main`).
+    pub revision: Option<&'static str>,
+    /// (path in the repository, path under the data set's folder).
+    pub files: &'static [(&'static str, &'static str)],
 }
 
 const MNIST_FILES: &[&str] = &[
@@ -34,6 +57,41 @@ const MNIST_FILES: &[&str] = &[
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ];
+
+/// MNIST's four IDX .gz files in the `chrisjay/mnist-adversarial` Space (torchvision's
+/// `MNIST/raw` folder, the original sizes: 9,912,422, 28,881, 1,648,877 and 4,542 bytes).
+const MNIST_HUB: HubSource = HubSource {
+    repo: "chrisjay/mnist-adversarial",
+    repo_type: HubRepoType::Space,
+    revision: Some("46eef9fd6de341ecb5d31167d4a0fa02cd6b01bb"),
+    files: &[
+        (
+            "files/MNIST/raw/train-images-idx3-ubyte.gz",
+            "train-images-idx3-ubyte.gz",
+        ),
+        (
+            "files/MNIST/raw/train-labels-idx1-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+        ),
+        (
+            "files/MNIST/raw/t10k-images-idx3-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+        ),
+        (
+            "files/MNIST/raw/t10k-labels-idx1-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+    ],
+};
+
+/// UCI's `eighthr.data` in the `mstz/ozone` data set, at the commit that uploaded it (later
+/// commits replace it with CSV splits).
+const OZONE_HUB: HubSource = HubSource {
+    repo: "mstz/ozone",
+    repo_type: HubRepoType::Dataset,
+    revision: Some("93d8088b7a67655213a5f6d15aae635d4aabb468"),
+    files: &[("eighthr.data", "eighthr.data")],
+};
 
 /// Every data set, in the order `remanence data list` prints them.
 pub const DATASETS: &[Dataset] = &[
@@ -49,6 +107,7 @@ pub const DATASETS: &[Dataset] = &[
             "moving-mnist",
         ],
         checksums: include_str!("../../../datasets/checksums/mnist.sha256"),
+        hub: Some(MNIST_HUB),
     },
     Dataset {
         name: "fashion-mnist",
@@ -57,6 +116,7 @@ pub const DATASETS: &[Dataset] = &[
         required: MNIST_FILES,
         tasks: &[],
         checksums: include_str!("../../../datasets/checksums/fashion_mnist.sha256"),
+        hub: None,
     },
     Dataset {
         name: "fsdd",
@@ -65,6 +125,7 @@ pub const DATASETS: &[Dataset] = &[
         required: &["recordings/"],
         tasks: &["fsdd"],
         checksums: include_str!("../../../datasets/checksums/fsdd.sha256"),
+        hub: None,
     },
     Dataset {
         name: "jsb-chorales",
@@ -73,6 +134,7 @@ pub const DATASETS: &[Dataset] = &[
         required: &["jsb-chorales-quarter.json"],
         tasks: &["jsb-chorales", "bach-soprano"],
         checksums: include_str!("../../../datasets/checksums/jsb_chorales.sha256"),
+        hub: None,
     },
     Dataset {
         name: "occupancy",
@@ -81,6 +143,7 @@ pub const DATASETS: &[Dataset] = &[
         required: &["datatraining.txt", "datatest.txt", "datatest2.txt"],
         tasks: &["occupancy"],
         checksums: include_str!("../../../datasets/checksums/occupancy.sha256"),
+        hub: None,
     },
     Dataset {
         name: "traffic",
@@ -89,6 +152,7 @@ pub const DATASETS: &[Dataset] = &[
         required: &["Metro_Interstate_Traffic_Volume.csv"],
         tasks: &["traffic"],
         checksums: include_str!("../../../datasets/checksums/traffic.sha256"),
+        hub: None,
     },
     Dataset {
         name: "ozone",
@@ -97,6 +161,7 @@ pub const DATASETS: &[Dataset] = &[
         required: &["eighthr.data"],
         tasks: &["ozone"],
         checksums: include_str!("../../../datasets/checksums/ozone.sha256"),
+        hub: Some(OZONE_HUB),
     },
 ];
 
@@ -163,10 +228,18 @@ impl Dataset {
                 }
             })
             .collect();
+        let fetch = if self.hub.is_some() {
+            format!(
+                "; online, `remanence data fetch {}` downloads them",
+                self.name
+            )
+        } else {
+            String::new()
+        };
         Err(TaskError::Data(format!(
             "data set {} not found: it needs {} in one folder; looked in {}. Pass --data DIR, \
              set ${DATA_ENV} to a folder holding {}/, or place the files in {} \
-             (datasets/README.md says where each set comes from)",
+             (datasets/README.md says where each set comes from{fetch})",
             self.name,
             self.required.join(", "),
             looked.join("; "),
@@ -283,6 +356,24 @@ mod tests {
             fsdd.iter().filter(|(p, _)| p.ends_with(".wav")).count(),
             3000
         );
+    }
+
+    #[test]
+    fn hub_sources_place_exactly_the_checksummed_files() {
+        for d in DATASETS {
+            let Some(hub) = d.hub else { continue };
+            let listed: Vec<_> = d.checksum_list().into_iter().map(|(p, _)| p).collect();
+            let placed: Vec<_> = hub.files.iter().map(|(_, local)| *local).collect();
+            for p in &placed {
+                assert!(listed.contains(p), "{}: {p} has no checksum", d.name);
+            }
+            for r in d.required {
+                assert!(placed.contains(r), "{}: the hub source lacks {r}", d.name);
+            }
+            if let Some(rev) = hub.revision {
+                assert!(rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod audio;
 pub mod datasets;
 pub mod error;
+pub mod frames;
 pub mod fsdd;
 pub mod grammar;
 pub mod idx;

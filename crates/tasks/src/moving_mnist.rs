@@ -11,8 +11,9 @@
 //! from a ChaCha8 generator seeded by the data seed on stream `split·2⁴⁸ + i`, so any sequence
 //! is made on demand (nothing is stored) and the same (seed, split, index) gives the same
 //! sequence. Training sequences use MNIST training digits, test sequences MNIST test digits. A
-//! user's video file (`--video FILE.npy`, the published `(20, N, 64, 64)` uint8 layout) can
-//! replace the generated test set.
+//! user's video can replace the generated test set (`--video`): a `.npy` file (the published
+//! `(20, N, 64, 64)` uint8 layout, [`npy`]) or a folder of frame folders
+//! (`DIR/<sequence>/<frame>.png|.jpg|.jpeg`, 20 grey 64×64 frames a sequence, [`frames`]).
 //!
 //! Frame prediction, one step per frame transition ([`STEPS`] = 19 steps): the input at step
 //! t < 10 is frame t (4096 features); at steps 10..18 the input is all zeros, so the model
@@ -36,6 +37,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, TaskError};
+use crate::frames;
 use crate::npy;
 use crate::task::{Batch, Evaluation, Objective, Predict, SequenceTask, Split};
 
@@ -201,7 +203,7 @@ pub fn frame_scores(logits: &[f32], target: &[u8]) -> (f64, f64) {
 enum Source {
     /// Generated on demand from MNIST digits (`n × 784` bytes).
     Generated { images: Vec<u8>, len: usize },
-    /// Read from a user's video file.
+    /// Read from a user's video (a `.npy` file or a folder of frame folders).
     Video { video: npy::Video, file: PathBuf },
 }
 
@@ -215,18 +217,20 @@ pub struct MovingMnistTask {
 impl MovingMnistTask {
     /// Generated sequences from the MNIST files in `dir`: `train_size` from the training digits,
     /// `test_size` from the test digits (0: [`DEFAULT_SIZES`]); with `video`, the test set is
-    /// the file's sequences instead (its first `test_size`; 0: all).
+    /// the video's sequences instead (its first `test_size`; 0: all), bad sequences of a frame
+    /// folder skipped with `skip_bad` (see [`Self::with_video`]).
     pub fn new(
         dir: &Path,
         train_size: usize,
         test_size: usize,
         seed: u64,
         video: Option<&Path>,
+        skip_bad: bool,
     ) -> Result<Self> {
         let (train, test) = crate::mnist::load(dir)?;
         let mut task = Self::from_digits(train.images, test.images, train_size, test_size, seed)?;
         if let Some(file) = video {
-            task = task.with_video(file, test_size)?;
+            task = task.with_video(file, test_size, skip_bad)?;
         }
         Ok(task)
     }
@@ -261,15 +265,19 @@ impl MovingMnistTask {
         })
     }
 
-    /// Uses the sequences of `file` (a `(20, N, 64, 64)` uint8 `.npy` array) as the test set:
-    /// its first `test_size` (0: all).
-    pub fn with_video(mut self, file: &Path, test_size: usize) -> Result<Self> {
-        let video = npy::read_video(file, FRAMES, SIDE, SIDE, test_size)?;
+    /// Uses the sequences of `file` as the test set, its first `test_size` (0: all); see
+    /// [`load_video`].
+    pub fn with_video(self, file: &Path, test_size: usize, skip_bad: bool) -> Result<Self> {
+        Ok(self.with_loaded_video(load_video(file, test_size, skip_bad)?, file))
+    }
+
+    /// Uses `video`, read from `file` by [`load_video`], as the test set.
+    pub fn with_loaded_video(mut self, video: npy::Video, file: &Path) -> Self {
         self.test = Source::Video {
             video,
             file: file.to_path_buf(),
         };
-        Ok(self)
+        self
     }
 
     fn source(&self, split: Split) -> &Source {
@@ -287,6 +295,18 @@ impl MovingMnistTask {
             }
             Source::Video { video, .. } => Cow::Borrowed(video.sequence(index)),
         }
+    }
+}
+
+/// The first `test_size` (0: all) sequences of a user's video `file`: a folder of frame
+/// folders ([`frames::read_frame_folders`]; a bad sequence stops with its error, or with
+/// `skip_bad` is left out and reported by [`SequenceTask::warnings`]) or else a
+/// `(20, N, 64, 64)` uint8 `.npy` array ([`npy::read_video`], read whole or refused).
+pub fn load_video(file: &Path, test_size: usize, skip_bad: bool) -> Result<npy::Video> {
+    if file.is_dir() {
+        frames::read_frame_folders(file, FRAMES, SIDE, SIDE, test_size, skip_bad)
+    } else {
+        npy::read_video(file, FRAMES, SIDE, SIDE, test_size)
     }
 }
 
@@ -495,10 +515,16 @@ impl SequenceTask for MovingMnistTask {
                 "{n} test sequences generated from MNIST test digits (data seed {})",
                 self.seed
             ),
-            Source::Video { file, video } => format!(
+            Source::Video { file, video } if video.skipped.is_empty() => format!(
                 "the first {n} of the {} sequences of {}",
                 video.in_file,
                 file.display()
+            ),
+            Source::Video { file, video } => format!(
+                "{n} of the {} sequences of {} ({} skipped as bad)",
+                video.in_file,
+                file.display(),
+                video.skipped.len()
             ),
         };
         let mut summary = format!(
@@ -528,6 +554,17 @@ impl SequenceTask for MovingMnistTask {
             values,
             summary,
         })
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match &self.test {
+            Source::Video { video, .. } => video
+                .skipped
+                .iter()
+                .map(|s| format!("skipped a bad video sequence: {s}"))
+                .collect(),
+            Source::Generated { .. } => Vec::new(),
+        }
     }
 }
 
@@ -754,7 +791,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("video.npy");
         std::fs::write(&file, npy::npy_bytes(1, dict, &data)).unwrap();
-        let t = task(3, 0).with_video(&file, 0).unwrap();
+        let t = task(3, 0).with_video(&file, 0, false).unwrap();
         assert_eq!(t.len(Split::Test), 2);
         let b = t
             .batch(Split::Test, &[1], DType::F32, &Device::Cpu)
@@ -768,15 +805,69 @@ mod tests {
         let mut zero = |b: &Batch| -> Result<Tensor> { Ok(b.target.zeros_like()?) };
         let e = t.evaluate(8, DType::F32, &Device::Cpu, &mut zero).unwrap();
         assert!(e.summary.contains("video.npy"), "{}", e.summary);
-        assert_eq!(task(3, 0).with_video(&file, 1).unwrap().len(Split::Test), 1);
+        assert_eq!(
+            task(3, 0)
+                .with_video(&file, 1, false)
+                .unwrap()
+                .len(Split::Test),
+            1
+        );
         let bad = dir.join("bad.npy");
         let dict = "{'descr': '|u1', 'fortran_order': False, 'shape': (10, 2, 64, 64), }";
         std::fs::write(&bad, npy::npy_bytes(1, dict, &data[..10 * 2 * PIXELS])).unwrap();
-        let err = task(3, 0).with_video(&bad, 0).unwrap_err().to_string();
+        let err = task(3, 0)
+            .with_video(&bad, 0, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("bad.npy") && err.contains("expected (20, SEQUENCES, 64, 64)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_folder_of_frame_folders_replaces_the_test_set() {
+        // Three sequences of 20 PNG frames, sequence q frame f filled with 10·q + f; the middle
+        // one misses its last frame.
+        let dir = std::env::temp_dir().join(format!("remanence-mm-frames-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for q in 0..3 {
+            let seq = dir.join(format!("seq{q:02}"));
+            std::fs::create_dir_all(&seq).unwrap();
+            let frames = if q == 1 { FRAMES - 1 } else { FRAMES };
+            for f in 0..frames {
+                let img = image::GrayImage::from_pixel(64, 64, image::Luma([(10 * q + f) as u8]));
+                img.save(seq.join(format!("{f:02}.png"))).unwrap();
+            }
+        }
+        let err = task(3, 0)
+            .with_video(&dir, 0, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("seq01")
+                && err.contains("holds 19 of 20 frames")
+                && err.contains("--skip-bad"),
+            "{err}"
+        );
+        let t = task(3, 0).with_video(&dir, 0, true).unwrap();
+        assert_eq!(t.len(Split::Test), 2);
+        let b = t
+            .batch(Split::Test, &[1], DType::F32, &Device::Cpu)
+            .unwrap();
+        let y: Vec<Vec<f32>> = b.target.get(0).unwrap().to_vec2().unwrap();
+        assert_eq!(
+            y[9][0],
+            30.0 / 255.0,
+            "sequence 2 (the second kept) frame 10"
+        );
+        let w = t.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("seq01") && w[0].contains("19 of 20"), "{w:?}");
+        let mut zero = |b: &Batch| -> Result<Tensor> { Ok(b.target.zeros_like()?) };
+        let e = t.evaluate(8, DType::F32, &Device::Cpu, &mut zero).unwrap();
+        assert!(e.summary.contains("1 skipped as bad"), "{}", e.summary);
+        assert!(task(3, 0).warnings().is_empty());
     }
 
     #[test]
@@ -809,7 +900,7 @@ mod tests {
         let Some(dir) = crate::datasets::shared_for_tests("datasets/mnist") else {
             return;
         };
-        let t = MovingMnistTask::new(&dir, 8, 4, 0, None).unwrap();
+        let t = MovingMnistTask::new(&dir, 8, 4, 0, None, false).unwrap();
         for split in [Split::Train, Split::Test] {
             for i in 0..t.len(split) {
                 let f = t.sequence(split, i);

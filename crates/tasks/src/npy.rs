@@ -8,7 +8,7 @@
 //! itself, so a large file is read in a few big slices instead of byte by byte. Every error
 //! names the file and says what was expected.
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use npyz::{DType, NpyFile, Order, TypeChar};
@@ -36,7 +36,19 @@ pub fn read_u8_header(path: &Path, rank: usize) -> Result<(U8Header, BufReader<F
         .map_err(|e| err(path, format!("cannot read: {e}")))?
         .len();
     let mut reader = BufReader::new(file);
-    let npy = NpyFile::new(&mut reader).map_err(|e| {
+    let header = u8_header(&mut reader, file_len, path, rank)?;
+    Ok((header, reader))
+}
+
+/// [`read_u8_header`] on any reader of `len` bytes positioned at the magic string; `path`
+/// names the source in errors. Leaves the reader at the first data byte.
+fn u8_header<R: Read + Seek>(
+    reader: &mut R,
+    len: u64,
+    path: &Path,
+    rank: usize,
+) -> Result<U8Header> {
+    let npy = NpyFile::new(&mut *reader).map_err(|e| {
         err(
             path,
             format!("not a readable NumPy .npy file (version 1, 2 or 3 header): {e}"),
@@ -80,7 +92,7 @@ pub fn read_u8_header(path: &Path, rank: usize) -> Result<(U8Header, BufReader<F
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
         .ok_or_else(|| err(path, format!("shape {shape:?} is larger than any file")))?;
-    let have = file_len.saturating_sub(data_offset);
+    let have = len.saturating_sub(data_offset);
     if have != bytes {
         return Err(err(
             path,
@@ -95,22 +107,37 @@ pub fn read_u8_header(path: &Path, rank: usize) -> Result<(U8Header, BufReader<F
             ),
         ));
     }
-    Ok((U8Header { shape, data_offset }, reader))
+    Ok(U8Header { shape, data_offset })
 }
 
-/// Sequences of a video file laid out `(frames, sequences, height, width)` (the published
-/// Moving MNIST layout), read into sequence-major order `(n, frames, height·width)`.
+/// The header of an in-memory `.npy` file, checked as [`read_u8_header`] checks a file's;
+/// `source` names it in errors.
+pub fn decode_u8_header(bytes: &[u8], source: &str, rank: usize) -> Result<U8Header> {
+    u8_header(
+        &mut Cursor::new(bytes),
+        bytes.len() as u64,
+        Path::new(source),
+        rank,
+    )
+}
+
+/// Sequences of a video, in sequence-major order `(n, frames, height·width)`: read from a file
+/// laid out `(frames, sequences, height, width)` (the published Moving MNIST layout) or from a
+/// folder of frame folders ([`crate::frames`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Video {
     /// Sequences kept.
     pub sequences: usize,
-    /// Sequences in the file.
+    /// Sequences in the file (or sequence folders in the folder).
     pub in_file: usize,
     pub frames: usize,
     pub height: usize,
     pub width: usize,
     /// `sequences × frames × height × width` bytes, sequence by sequence.
     pub data: Vec<u8>,
+    /// Sequences left out as bad at the user's request (`--skip-bad`), each with its error;
+    /// always empty for a `.npy` file, which is read whole or refused.
+    pub skipped: Vec<String>,
 }
 
 impl Video {
@@ -131,6 +158,36 @@ pub fn read_video(
     limit: usize,
 ) -> Result<Video> {
     let (h, mut reader) = read_u8_header(path, 4)?;
+    video_data(&h, &mut reader, path, frames, height, width, limit)
+}
+
+/// [`read_video`] on the bytes of a `.npy` file held in memory; `source` names it in errors
+/// (what the `npy_file` fuzz target runs).
+pub fn decode_video(
+    bytes: &[u8],
+    source: &str,
+    frames: usize,
+    height: usize,
+    width: usize,
+    limit: usize,
+) -> Result<Video> {
+    let path = Path::new(source);
+    let mut reader = Cursor::new(bytes);
+    let h = u8_header(&mut reader, bytes.len() as u64, path, 4)?;
+    video_data(&h, &mut reader, path, frames, height, width, limit)
+}
+
+/// Checks a video's shape against the expected frames and size and reads its first `limit`
+/// sequences (0: all) into sequence-major order.
+fn video_data<R: Read + Seek>(
+    h: &U8Header,
+    reader: &mut R,
+    path: &Path,
+    frames: usize,
+    height: usize,
+    width: usize,
+    limit: usize,
+) -> Result<Video> {
     let s = &h.shape;
     if s[0] != frames || s[2] != height || s[3] != width || s[1] == 0 {
         return Err(err(
@@ -168,6 +225,7 @@ pub fn read_video(
         height,
         width,
         data,
+        skipped: Vec::new(),
     })
 }
 
@@ -241,6 +299,26 @@ mod tests {
             &npy_bytes(1, &dict("<u1", false, "(2, 3, 2, 2)"), &tiny()),
         );
         assert!(read_video(&p, 2, 2, 2, 0).is_ok());
+    }
+
+    #[test]
+    fn decodes_bytes_as_it_reads_files() {
+        let bytes = npy_bytes(2, &dict("|u1", false, "(2, 3, 2, 2)"), &tiny());
+        let p = write("bytes", &bytes);
+        assert_eq!(
+            decode_video(&bytes, "mem.npy", 2, 2, 2, 2).unwrap(),
+            read_video(&p, 2, 2, 2, 2).unwrap()
+        );
+        let h = decode_u8_header(&bytes, "mem.npy", 4).unwrap();
+        assert_eq!(h.shape, vec![2, 3, 2, 2]);
+        let e = decode_video(&bytes[..bytes.len() - 1], "mem.npy", 2, 2, 2, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mem.npy") && e.contains("truncated"), "{e}");
+        let e = decode_video(&bytes, "mem.npy", 3, 2, 2, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected (3, SEQUENCES, 2, 2)"), "{e}");
     }
 
     #[test]

@@ -204,12 +204,14 @@ pub struct TaskOptions {
     pub mean_over_time: bool,
     /// fsdd: resample recordings at another rate instead of refusing them.
     pub resample: bool,
-    /// Skip unreadable files (reported) instead of stopping.
+    /// fsdd, moving-mnist: skip unreadable files (fsdd recordings) or bad sequences of a
+    /// `--video` frame folder (each reported) instead of stopping.
     pub skip_bad: bool,
     /// jsb-chorales: one frame per quarter (default), 8th or 16th note.
     pub jsb_resolution: JsbResolution,
-    /// moving-mnist: a `(20, N, 64, 64)` uint8 `.npy` file whose sequences replace the
-    /// generated test set.
+    /// moving-mnist: a `(20, N, 64, 64)` uint8 `.npy` file, or a folder of frame folders
+    /// (`DIR/<sequence>/<frame>.png|.jpg|.jpeg`), whose sequences replace the generated test
+    /// set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<PathBuf>,
 }
@@ -284,14 +286,28 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
             Box::new(SopranoTask::new(&dir, cfg.train_size, cfg.test_size)?)
         }
         TaskKind::MovingMnist => {
+            // The user's video first: its errors come before any about the MNIST digits.
+            let o = &cfg.options;
+            let video = match o.video.as_deref() {
+                Some(file) => Some((
+                    crate::moving_mnist::load_video(file, cfg.test_size, o.skip_bad)?,
+                    file,
+                )),
+                None => None,
+            };
             let dir = crate::datasets::locate("mnist", cfg.data_dir.as_deref())?;
-            Box::new(MovingMnistTask::new(
+            let task = MovingMnistTask::new(
                 &dir,
                 cfg.train_size,
                 cfg.test_size,
                 cfg.data_seed,
-                cfg.options.video.as_deref(),
-            )?)
+                None,
+                false,
+            )?;
+            Box::new(match video {
+                Some((v, file)) => task.with_loaded_video(v, file),
+                None => task,
+            })
         }
         TaskKind::Occupancy | TaskKind::Traffic | TaskKind::Ozone => {
             let set = cfg.kind.dataset().expect("time-series task");

@@ -9,8 +9,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use remanence_cells::io;
 use remanence_tasks::audio::{features, wav, FeatureConfig};
+use remanence_tasks::moving_mnist::{FRAMES, SIDE};
 use remanence_tasks::timeseries::{occupancy, ozone, traffic};
-use remanence_tasks::{idx, jsb};
+use remanence_tasks::{idx, jsb, npy};
 
 use crate::run_dir;
 
@@ -156,4 +157,27 @@ pub fn chorale_json(data: &[u8]) -> Reached {
         }
         Err(_) => Reached::Nothing,
     }
+}
+
+/// A NumPy `.npy` file as `--video FILE.npy` reads it: the header (unsigned bytes, C order, 4
+/// dimensions, exactly the data it announces), then the data read as moving-mnist's
+/// (20, N, 64, 64) video, and as a video of the header's own frame count and size (so small
+/// seeds reach the data), all of it and its first sequence.
+pub fn npy_file(data: &[u8]) -> Reached {
+    let Ok(header) = npy::decode_u8_header(data, "fuzz.npy", 4) else {
+        return Reached::Nothing;
+    };
+    let _ = npy::decode_video(data, "fuzz.npy", FRAMES, SIDE, SIDE, 0);
+    let s = &header.shape;
+    let (frames, height, width) = (s[0], s[2], s[3]);
+    let mut reached = Reached::Parsed;
+    for limit in [0, 1] {
+        if let Ok(v) = npy::decode_video(data, "fuzz.npy", frames, height, width, limit) {
+            let kept = if limit == 0 { s[1] } else { 1 };
+            assert_eq!((v.sequences, v.in_file), (kept, s[1]));
+            assert_eq!(v.data.len(), kept * frames * height * width);
+            reached = Reached::Loaded;
+        }
+    }
+    reached
 }

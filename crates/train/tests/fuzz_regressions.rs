@@ -63,3 +63,8 @@ fn series_csv_inputs_do_not_crash() {
 fn chorale_json_inputs_do_not_crash() {
     replay("chorale_json", fuzzing::chorale_json, Reached::Loaded);
 }
+
+#[test]
+fn npy_file_inputs_do_not_crash() {
+    replay("npy_file", fuzzing::npy_file, Reached::Loaded);
+}
