@@ -39,6 +39,9 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// List the data sets, where each is looked for and whether it is present; verify one.
     Data(commands::data::DataArgs),
+    /// Learn a stream of experiences (a continual-learning scenario) with one method; writes the
+    /// accuracy matrix and its summary.
+    Continual(commands::continual::ContinualArgs),
 }
 
 /// Threads of the fused CPU kernels (`--threads`); `None`: every core.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Infer(a) => commands::infer::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Data(a) => commands::data::run(a),
+        Command::Continual(a) => commands::continual::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -291,6 +291,9 @@ impl SequenceTask for FsddTask {
     fn len(&self, split: Split) -> usize {
         self.split(split).len()
     }
+    fn label(&self, split: Split, index: usize) -> Option<usize> {
+        self.split(split).get(index).map(|r| r.digit as usize)
+    }
 
     /// Sequences padded with zeros after their end to the longest of the batch; the mask marks
     /// the real frames and the class is read at each sequence's own last frame.

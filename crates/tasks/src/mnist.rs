@@ -189,6 +189,9 @@ impl SequenceTask for MnistTask {
     fn objective(&self) -> Objective {
         Objective::ClassLastStep
     }
+    fn label(&self, split: Split, index: usize) -> Option<usize> {
+        self.split(split).labels.get(index).map(|&l| l as usize)
+    }
     fn len(&self, split: Split) -> usize {
         self.split(split).len()
     }

@@ -170,6 +170,12 @@ pub trait SequenceTask: Send + Sync {
         None
     }
 
+    /// The class of sequence `index` of `split`, for tasks that classify whole sequences (what
+    /// continual-learning scenarios split by); `None` for other tasks.
+    fn label(&self, _split: Split, _index: usize) -> Option<usize> {
+        None
+    }
+
     /// What the user should know about the data as loaded (files skipped at their request…).
     fn warnings(&self) -> Vec<String> {
         Vec::new()

@@ -233,6 +233,12 @@ impl<'t> Trainer<'t> {
         self
     }
 
+    /// The model, its parameters and the learner (with its optimizer state and plugins), to
+    /// carry on to the next experience of a continual-learning scenario.
+    pub fn into_parts(self) -> (SequenceModel, ParamStore, Box<dyn Learner>) {
+        (self.model, self.store, self.learner)
+    }
+
     pub fn model(&self) -> &SequenceModel {
         &self.model
     }

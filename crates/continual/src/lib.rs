@@ -1,0 +1,18 @@
+//! Continual learning: a model learns a stream of *experiences* one after another and is scored on
+//! all of them after each.
+//!
+//! - [`scenario`]: experiences cut from any classification task of the registry (class splits,
+//!   input permutations), each itself a [`SequenceTask`](remanence_tasks::SequenceTask).
+//! - [`matrix`]: the accuracy matrix R[i][j] and ACC, BWT, FWT and forgetting derived from it.
+//! - [`strategy`]: how the learner treats each experience (naive fine-tuning, joint training,
+//!   replay), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
+//! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
+//! - [`runner`]: one scenario run end to end, into a run folder.
+pub mod error;
+pub mod matrix;
+pub mod plots;
+pub mod runner;
+pub mod scenario;
+pub mod strategy;
+
+pub use error::{ContinualError, Result};

@@ -1,0 +1,245 @@
+//! How the learner meets each experience. Every method is the trainer's ordinary gradient step
+//! ([`GradientLearner`]) with plugins, so no method has a training loop of its own:
+//!
+//! - **naive**: fine-tune on each experience in turn (the lower bound: catastrophic forgetting).
+//! - **joint**: train on the union of the experiences seen so far (cumulative training; the
+//!   upper bound a method without stored data tries to reach).
+//! - **replay**: a class-balanced buffer of at most `per_class` real sequences of each class
+//!   seen, filled at the end of each experience with sequences drawn from the seed; every
+//!   training batch of later experiences gets `per_batch` sequences drawn from it (Rebuffi et
+//!   al. 2017's class-balanced memory; Chaudhry et al. 2019's experience replay).
+//!
+//! The optimizer starts afresh at each experience (its moments belong to the last data).
+use std::sync::{Arc, Mutex};
+
+use candle_core::Tensor;
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use remanence_tasks::{Batch, Split};
+use remanence_train::learner::{GradientLearner, Plugin, StepContext};
+use remanence_train::{Learner, RunConfig};
+
+use crate::error::{ContinualError, Result};
+use crate::scenario::{Experience, Item};
+
+/// A continual-learning method and its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Naive,
+    Joint,
+    Replay { per_class: usize, per_batch: usize },
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 3] = ["naive", "joint", "replay"];
+
+    /// The method called `name`, with the replay settings (ignored by the others).
+    pub fn parse(name: &str, per_class: usize, per_batch: usize) -> Result<Self> {
+        match name {
+            "naive" => Ok(Self::Naive),
+            "joint" | "cumulative" => Ok(Self::Joint),
+            "replay" => {
+                if per_class == 0 || per_batch == 0 {
+                    return Err(ContinualError::Config(format!(
+                        "--method replay needs --buffer-per-class and --replay-batch ≥ 1 (got {per_class}, {per_batch})"
+                    )));
+                }
+                Ok(Self::Replay {
+                    per_class,
+                    per_batch,
+                })
+            }
+            m => Err(ContinualError::Config(format!(
+                "unknown method `{m}`; methods: {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::Joint => "joint",
+            Self::Replay { .. } => "replay",
+        }
+    }
+}
+
+/// The replay memory: sequences of past experiences, at most `per_class` a class.
+pub struct ReplayBuffer {
+    per_class: usize,
+    items: Vec<(usize, Item)>,
+    /// Reads buffered items (all experiences share the base task and permutations).
+    reader: Option<Experience>,
+    rng: ChaCha8Rng,
+}
+
+impl ReplayBuffer {
+    pub fn new(per_class: usize, seed: u64) -> Self {
+        Self {
+            per_class,
+            items: Vec::new(),
+            reader: None,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_BEEF),
+        }
+    }
+
+    /// Adds up to `per_class` training sequences of each class of `exp`, drawn at random.
+    pub fn add_experience(&mut self, exp: &Experience) {
+        use rand::seq::SliceRandom;
+        let mut order: Vec<usize> = (0..exp.train.len()).collect();
+        order.shuffle(&mut self.rng);
+        let mut taken = std::collections::BTreeMap::<usize, usize>::new();
+        for i in order {
+            let Some(class) = remanence_tasks::SequenceTask::label(exp, Split::Train, i) else {
+                continue;
+            };
+            let n = taken.entry(class).or_default();
+            if *n < self.per_class {
+                *n += 1;
+                self.items.push((class, exp.train[i]));
+            }
+        }
+        self.reader = Some(exp.clone());
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Sequences per class held.
+    pub fn counts(&self) -> std::collections::BTreeMap<usize, usize> {
+        let mut c = std::collections::BTreeMap::new();
+        for (class, _) in &self.items {
+            *c.entry(*class).or_default() += 1;
+        }
+        c
+    }
+
+    /// A batch of `n` sequences drawn (with replacement across calls) from the buffer.
+    fn sample(&mut self, n: usize, like: &Batch) -> Result<Option<Batch>> {
+        let Some(reader) = &self.reader else {
+            return Ok(None);
+        };
+        let picked: Vec<Item> = self
+            .items
+            .choose_multiple(&mut self.rng, n.min(self.items.len()))
+            .map(|(_, item)| *item)
+            .collect();
+        if picked.is_empty() {
+            return Ok(None);
+        }
+        let b = reader.batch_of(Split::Train, &picked, like.x.dtype(), like.x.device())?;
+        Ok(Some(b))
+    }
+}
+
+/// Appends `per_batch` buffered sequences to every training batch.
+pub struct ReplayPlugin {
+    buffer: Arc<Mutex<ReplayBuffer>>,
+    per_batch: usize,
+}
+
+impl Plugin for ReplayPlugin {
+    fn prepare(
+        &mut self,
+        _ctx: &StepContext,
+        batch: &Batch,
+    ) -> remanence_train::Result<Option<Batch>> {
+        let replayed = self
+            .buffer
+            .lock()
+            .expect("replay buffer")
+            .sample(self.per_batch, batch)
+            .map_err(|e| remanence_train::TrainError::Config(e.to_string()))?;
+        match replayed {
+            None => Ok(None),
+            Some(r) => Ok(Some(concat(batch, &r)?)),
+        }
+    }
+}
+
+/// Two batches as one: sequences padded with zeros to the longer length, masks marking the real
+/// steps, targets and lengths appended.
+pub fn concat(a: &Batch, b: &Batch) -> candle_core::Result<Batch> {
+    if a.dt.is_some() || b.dt.is_some() {
+        candle_core::bail!("replay does not combine batches with elapsed times yet");
+    }
+    let (ta, tb) = (a.x.dim(1)?, b.x.dim(1)?);
+    let t = ta.max(tb);
+    let pad = |x: &Tensor, len: usize| -> candle_core::Result<Tensor> {
+        if len == t {
+            Ok(x.clone())
+        } else {
+            x.pad_with_zeros(1, 0, t - len)
+        }
+    };
+    let mask = |batch: &Batch, len: usize| -> candle_core::Result<Tensor> {
+        let m = match &batch.mask {
+            Some(m) => m.clone(),
+            None => Tensor::ones((batch.x.dim(0)?, len), batch.x.dtype(), batch.x.device())?,
+        };
+        pad(&m, len)
+    };
+    let needs_mask = a.mask.is_some() || b.mask.is_some() || ta != tb;
+    let target = if a.target.rank() >= 2 {
+        Tensor::cat(&[&pad(&a.target, ta)?, &pad(&b.target, tb)?], 0)?
+    } else {
+        Tensor::cat(&[&a.target, &b.target.to_dtype(a.target.dtype())?], 0)?
+    };
+    let n = a.indices.len() + b.indices.len();
+    Ok(Batch {
+        x: Tensor::cat(&[&pad(&a.x, ta)?, &pad(&b.x, tb)?], 0)?,
+        target,
+        mask: if needs_mask {
+            Some(Tensor::cat(&[&mask(a, ta)?, &mask(b, tb)?], 0)?)
+        } else {
+            None
+        },
+        dt: None,
+        indices: (0..n).collect(),
+        lengths: a.lengths.iter().chain(&b.lengths).copied().collect(),
+    })
+}
+
+/// What a method keeps from one experience to the next.
+pub struct MethodState {
+    pub method: Method,
+    pub buffer: Option<Arc<Mutex<ReplayBuffer>>>,
+}
+
+impl MethodState {
+    pub fn new(method: Method, seed: u64) -> Self {
+        let buffer = match method {
+            Method::Replay { per_class, .. } => {
+                Some(Arc::new(Mutex::new(ReplayBuffer::new(per_class, seed))))
+            }
+            _ => None,
+        };
+        Self { method, buffer }
+    }
+
+    /// The learner for the next experience: a fresh optimizer and the method's plugins.
+    pub fn learner(&self, cfg: &RunConfig) -> Box<dyn Learner> {
+        let mut l = GradientLearner::new(cfg.train.optimizer.build(), cfg.train.clip_norm);
+        if let (Method::Replay { per_batch, .. }, Some(buffer)) = (self.method, &self.buffer) {
+            l = l.with_plugin(Box::new(ReplayPlugin {
+                buffer: buffer.clone(),
+                per_batch,
+            }));
+        }
+        Box::new(l)
+    }
+
+    /// After experience `exp` was learned.
+    pub fn after_experience(&mut self, exp: &Experience) {
+        if let Some(b) = &self.buffer {
+            b.lock().expect("replay buffer").add_experience(exp);
+        }
+    }
+}
