@@ -6,7 +6,8 @@
 //! | `continual.json` | scenario, method, class order and the experiences' classes |
 //! | `exp-NN/` | the ordinary run folder of experience NN (its config, checkpoint, epoch metrics) |
 //! | `metrics.jsonl` | one record per experience: the accuracy on every experience after it, time |
-//! | `matrix.json` | the accuracy matrix, with the row before any training |
+//! | `matrix.json`, `summary.json` | the accuracy matrix, with the row before any training; ACC, BWT, FWT, forgetting |
+//! | `heatmap.png`, `acc.png` (+ `.md` beside each) | the matrix as a heatmap; mean accuracy over seen experiences after each |
 //! | `model.safetensors` | the model after the last experience |
 //!
 //! Before any training the untrained model is scored on every experience (the row that forward
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ContinualError, Result};
 use crate::matrix::AccuracyMatrix;
+use crate::plots;
 use crate::scenario::Scenario;
 use crate::strategy::{Method, MethodState};
 
@@ -127,6 +129,12 @@ pub fn run(
         matrix.push_row(row)?;
         run.append_metrics(&record)?;
         write_json(&run.file("matrix.json"), &matrix)?;
+        write_json(&run.file("summary.json"), &matrix.summary())?;
+        plots::heatmap_png(&matrix, &run.file("heatmap.png"))?;
+        plots::acc_curve_png(
+            &[(method.name().to_string(), matrix.acc_seen_curve())],
+            &run.file("acc.png"),
+        )?;
         run.write_model(&store, cfg)?;
         report(&record);
     }
