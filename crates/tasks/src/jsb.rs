@@ -380,6 +380,8 @@ pub struct JsbTask {
     resolution: JsbResolution,
     file: PathBuf,
     data: JsbData,
+    /// The baselines' scores on test (key frequencies, Markov chain), fitted once.
+    baselines: (Score, Score),
 }
 
 impl JsbTask {
@@ -420,10 +422,15 @@ impl JsbTask {
                 data.test.len()
             )));
         }
+        let baselines = (
+            frequency_baseline(&data.train, &data.test),
+            markov_baseline(&data.train, &data.test),
+        );
         Ok(Self {
             resolution,
             file,
             data,
+            baselines,
         })
     }
 
@@ -481,8 +488,7 @@ impl SequenceTask for JsbTask {
         let test = score_model(&d.test, batch_size, dtype, device, predict)?;
         let valid = score_model(&d.valid, batch_size, dtype, device, predict)?;
         let train = score_model(&d.train, batch_size, dtype, device, predict)?;
-        let frequency = frequency_baseline(&d.train, &d.test);
-        let markov = markov_baseline(&d.train, &d.test);
+        let (frequency, markov) = &self.baselines;
         let nll = test.nll();
         let mut values = BTreeMap::new();
         values.insert("neg_test_nll".to_string(), -nll);

@@ -365,6 +365,8 @@ fn score_model(
 pub struct SopranoTask {
     file: PathBuf,
     data: SopranoData,
+    /// The baselines' scores on test (token frequencies, Markov chain), fitted once.
+    baselines: (Score, Score),
 }
 
 impl SopranoTask {
@@ -399,7 +401,15 @@ impl SopranoTask {
                 data.test.len()
             )));
         }
-        Ok(Self { file, data })
+        let baselines = (
+            unigram_baseline(&data.train, &data.test),
+            markov_baseline(&data.train, &data.test),
+        );
+        Ok(Self {
+            file,
+            data,
+            baselines,
+        })
     }
 
     pub fn data(&self) -> &SopranoData {
@@ -452,8 +462,7 @@ impl SequenceTask for SopranoTask {
         let test = score_model(&d.test, batch_size, dtype, device, predict)?;
         let valid = score_model(&d.valid, batch_size, dtype, device, predict)?;
         let train = score_model(&d.train, batch_size, dtype, device, predict)?;
-        let unigram = unigram_baseline(&d.train, &d.test);
-        let markov = markov_baseline(&d.train, &d.test);
+        let (unigram, markov) = &self.baselines;
         let nll = test.nll();
         let mut values = BTreeMap::new();
         values.insert("neg_test_nll".to_string(), -nll);
