@@ -5,12 +5,14 @@
 //!   input permutations), each itself a [`SequenceTask`](remanence_tasks::SequenceTask).
 //! - [`matrix`]: the accuracy matrix R[i][j] and ACC, BWT, FWT and forgetting derived from it.
 //! - [`strategy`]: how the learner treats each experience (naive fine-tuning, joint training,
-//!   replay), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
+//!   replay, EWC, SI, LwF), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
+//! - [`regularizers`]: the penalties of EWC, SI and LwF as trainer plugins.
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
 //! - [`runner`]: one scenario run end to end, into a run folder.
 pub mod error;
 pub mod matrix;
 pub mod plots;
+pub mod regularizers;
 pub mod runner;
 pub mod scenario;
 pub mod strategy;

@@ -117,7 +117,7 @@ pub fn run(
         let mut trainer = trainer;
         trainer.run(observer)?;
         (model, store, _) = trainer.into_parts();
-        state.after_experience(&scenario.experiences[k]);
+        state.after_experience(&scenario.experiences[k], &model, &store, cfg, device)?;
         let row = score_all(&model, scenario, cfg, device)?;
         let record = ExperienceRecord {
             experience: k,

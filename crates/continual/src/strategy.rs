@@ -9,34 +9,137 @@
 //!   training batch of later experiences gets `per_batch` sequences drawn from it (Rebuffi et
 //!   al. 2017's class-balanced memory; Chaudhry et al. 2019's experience replay).
 //!
+//! - **ewc**, **si**, **lwf**: a penalty on the loss that holds on to earlier experiences (online
+//!   elastic weight consolidation, synaptic intelligence, learning without forgetting); see
+//!   [`crate::regularizers`].
+//!
 //! The optimizer starts afresh at each experience (its moments belong to the last data).
 use std::sync::{Arc, Mutex};
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use remanence_cells::{ParamStore, SequenceModel};
 use remanence_tasks::{Batch, Split};
 use remanence_train::learner::{GradientLearner, Plugin, StepContext};
 use remanence_train::{Learner, RunConfig};
 
 use crate::error::{ContinualError, Result};
+use crate::regularizers::{
+    empirical_fisher, frozen_copy, snapshot, Ewc, EwcPlugin, LwfPlugin, Si, SiPlugin,
+};
 use crate::scenario::{Experience, Item};
 
 /// A continual-learning method and its settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
     Naive,
     Joint,
-    Replay { per_class: usize, per_batch: usize },
+    Replay {
+        per_class: usize,
+        per_batch: usize,
+    },
+    /// Online EWC: penalty `(λ/2) Σ F (θ − θ*)²`, Fisher `F ← decay·F + F_new`.
+    Ewc {
+        lambda: f64,
+        decay: f64,
+    },
+    /// Synaptic intelligence: penalty `c Σ Ω (θ − θ*)²`, damping `ξ`.
+    Si {
+        c: f64,
+        xi: f64,
+    },
+    /// Learning without forgetting: `α·T²·KL(old ‖ new)` on softened class read-outs.
+    Lwf {
+        alpha: f64,
+        temperature: f64,
+    },
+}
+
+/// The settings of every method; [`Method::parse`] takes those of the method named.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MethodOptions {
+    /// replay: sequences kept per class.
+    pub per_class: usize,
+    /// replay: buffered sequences added to each batch.
+    pub per_batch: usize,
+    pub ewc_lambda: f64,
+    pub ewc_decay: f64,
+    pub si_c: f64,
+    pub si_xi: f64,
+    pub lwf_alpha: f64,
+    pub lwf_temperature: f64,
+}
+
+impl Default for MethodOptions {
+    /// replay 50 a class and 20 a batch (Cossu et al. 2021); LwF T = 1.5 (Cossu et al.), α = 1;
+    /// SI c = 1, ξ = 10⁻³; EWC λ = 1000, decay 1 (plain EWC). λ, c and α are not tuned.
+    fn default() -> Self {
+        Self {
+            per_class: 50,
+            per_batch: 20,
+            ewc_lambda: 1000.0,
+            ewc_decay: 1.0,
+            si_c: 1.0,
+            si_xi: 1e-3,
+            lwf_alpha: 1.0,
+            lwf_temperature: 1.5,
+        }
+    }
+}
+
+fn check(ok: bool, what: &str, value: f64) -> Result<()> {
+    if ok && value.is_finite() {
+        Ok(())
+    } else {
+        Err(ContinualError::Config(format!("{what} (got {value})")))
+    }
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 3] = ["naive", "joint", "replay"];
+    pub const NAMES: [&'static str; 6] = ["naive", "joint", "replay", "ewc", "si", "lwf"];
 
-    /// The method called `name`, with the replay settings (ignored by the others).
-    pub fn parse(name: &str, per_class: usize, per_batch: usize) -> Result<Self> {
+    /// The method called `name`, with its settings from `o` (the others' are ignored).
+    pub fn parse(name: &str, o: &MethodOptions) -> Result<Self> {
+        let (per_class, per_batch) = (o.per_class, o.per_batch);
         match name {
+            "ewc" => {
+                check(
+                    o.ewc_lambda >= 0.0,
+                    "--ewc-lambda must be ≥ 0",
+                    o.ewc_lambda,
+                )?;
+                check(
+                    (0.0..=1.0).contains(&o.ewc_decay),
+                    "--ewc-decay must lie in [0, 1]",
+                    o.ewc_decay,
+                )?;
+                Ok(Self::Ewc {
+                    lambda: o.ewc_lambda,
+                    decay: o.ewc_decay,
+                })
+            }
+            "si" => {
+                check(o.si_c >= 0.0, "--si-c must be ≥ 0", o.si_c)?;
+                check(o.si_xi > 0.0, "--si-xi must be > 0", o.si_xi)?;
+                Ok(Self::Si {
+                    c: o.si_c,
+                    xi: o.si_xi,
+                })
+            }
+            "lwf" => {
+                check(o.lwf_alpha >= 0.0, "--lwf-alpha must be ≥ 0", o.lwf_alpha)?;
+                check(
+                    o.lwf_temperature > 0.0,
+                    "--lwf-temperature must be > 0",
+                    o.lwf_temperature,
+                )?;
+                Ok(Self::Lwf {
+                    alpha: o.lwf_alpha,
+                    temperature: o.lwf_temperature,
+                })
+            }
             "naive" => Ok(Self::Naive),
             "joint" | "cumulative" => Ok(Self::Joint),
             "replay" => {
@@ -62,6 +165,9 @@ impl Method {
             Self::Naive => "naive",
             Self::Joint => "joint",
             Self::Replay { .. } => "replay",
+            Self::Ewc { .. } => "ewc",
+            Self::Si { .. } => "si",
+            Self::Lwf { .. } => "lwf",
         }
     }
 }
@@ -211,6 +317,12 @@ pub fn concat(a: &Batch, b: &Batch) -> candle_core::Result<Batch> {
 pub struct MethodState {
     pub method: Method,
     pub buffer: Option<Arc<Mutex<ReplayBuffer>>>,
+    /// ewc: the accumulated Fisher and the anchor.
+    pub ewc: Option<Ewc>,
+    /// si: importances, anchor and the running path integral.
+    pub si: Option<Arc<Mutex<Si>>>,
+    /// lwf: the model as it was after the last experience.
+    pub teacher: Option<Arc<Mutex<SequenceModel>>>,
 }
 
 impl MethodState {
@@ -221,7 +333,21 @@ impl MethodState {
             }
             _ => None,
         };
-        Self { method, buffer }
+        let ewc = match method {
+            Method::Ewc { lambda, decay } => Some(Ewc::new(lambda, decay)),
+            _ => None,
+        };
+        let si = match method {
+            Method::Si { c, xi } => Some(Arc::new(Mutex::new(Si::new(c, xi)))),
+            _ => None,
+        };
+        Self {
+            method,
+            buffer,
+            ewc,
+            si,
+            teacher: None,
+        }
     }
 
     /// The learner for the next experience: a fresh optimizer and the method's plugins.
@@ -233,13 +359,46 @@ impl MethodState {
                 per_batch,
             }));
         }
+        if let Some(ewc) = &self.ewc {
+            l = l.with_plugin(Box::new(EwcPlugin { ewc: ewc.clone() }));
+        }
+        if let Some(si) = &self.si {
+            l = l.with_plugin(Box::new(SiPlugin { si: si.clone() }));
+        }
+        if let (Method::Lwf { alpha, temperature }, Some(teacher)) = (self.method, &self.teacher) {
+            l = l.with_plugin(Box::new(LwfPlugin {
+                teacher: teacher.clone(),
+                alpha,
+                temperature,
+            }));
+        }
         Box::new(l)
     }
 
-    /// After experience `exp` was learned.
-    pub fn after_experience(&mut self, exp: &Experience) {
+    /// After experience `exp` was learned, `model` over `store` the weights it ended with.
+    pub fn after_experience(
+        &mut self,
+        exp: &Experience,
+        model: &SequenceModel,
+        store: &ParamStore,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> Result<()> {
         if let Some(b) = &self.buffer {
             b.lock().expect("replay buffer").add_experience(exp);
         }
+        let dtype = cfg.dtype()?;
+        if let Some(ewc) = &mut self.ewc {
+            let fisher = empirical_fisher(model, store, exp, cfg.train.batch_size, dtype, device)?;
+            ewc.consolidate(fisher, snapshot(&store.vars())?)?;
+        }
+        if let Some(si) = &self.si {
+            si.lock().expect("si state").consolidate(&store.vars())?;
+        }
+        if let Method::Lwf { .. } = self.method {
+            let teacher = frozen_copy(&cfg.model, store, dtype, device)?;
+            self.teacher = Some(Arc::new(Mutex::new(teacher)));
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_continual::runner;
 use remanence_continual::scenario::{Scenario, ScenarioSpec};
-use remanence_continual::strategy::{concat, Method, ReplayBuffer};
+use remanence_continual::strategy::{concat, Method, MethodOptions, ReplayBuffer};
 use remanence_tasks::task::Predict;
 use remanence_tasks::{Batch, Evaluation, Objective, SequenceTask, Split, TaskConfig, TaskKind};
 use remanence_train::trainer::Silent;
@@ -135,14 +135,33 @@ fn settings_that_make_no_sense_are_named() {
         .unwrap()
         .to_string();
     assert!(e.contains("not a sequence classification task"), "{e}");
-    assert!(Method::parse("replay", 0, 20)
-        .unwrap_err()
-        .to_string()
-        .contains("--buffer-per-class"));
-    assert!(Method::parse("ewc-", 1, 1)
-        .unwrap_err()
-        .to_string()
-        .contains("naive, joint, replay"));
+    let o = MethodOptions::default();
+    let parse_err = |name: &str, o: MethodOptions| Method::parse(name, &o).unwrap_err().to_string();
+    assert!(parse_err("replay", MethodOptions { per_class: 0, ..o }).contains("--buffer-per-class"));
+    assert!(parse_err("ewc-", o).contains("naive, joint, replay, ewc, si, lwf"));
+    assert!(parse_err(
+        "ewc",
+        MethodOptions {
+            ewc_decay: 1.5,
+            ..o
+        }
+    )
+    .contains("--ewc-decay"));
+    assert!(parse_err(
+        "lwf",
+        MethodOptions {
+            lwf_temperature: 0.0,
+            ..o
+        }
+    )
+    .contains("--lwf-temperature"));
+    assert_eq!(
+        Method::parse("lwf", &o).unwrap(),
+        Method::Lwf {
+            alpha: 1.0,
+            temperature: 1.5
+        }
+    );
 }
 
 #[test]
@@ -297,5 +316,62 @@ fn naive_forgets_and_joint_remembers_on_a_whole_run() {
         }
         // One head trained only on the second pair of classes forgets the first; joint does not.
         assert!(acc["naive"] < 0.5 && acc["joint"] > 0.9, "{acc:?}");
+    });
+}
+
+#[test]
+fn ewc_si_and_lwf_runs_complete_with_a_matrix() {
+    remanence_train::stack::with_deep_stack(|| {
+        let root = std::env::temp_dir().join(format!("remanence-cl-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = Scenario::new(split2(), toy(), 3).unwrap();
+        let run_one = |name: &str, folder: &str, o: MethodOptions| {
+            let method = Method::parse(name, &o).unwrap();
+            let run = RunDir::create_new(&root, folder).unwrap();
+            let m = runner::run(
+                &config(6),
+                &s,
+                method,
+                &run,
+                &Device::Cpu,
+                &mut Silent,
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!(m.rows.len(), 2, "{folder}");
+            assert!(run.file("summary.json").exists(), "{folder}");
+            for row in &m.rows {
+                assert!(
+                    row.iter().all(|a| (0.0..=1.0).contains(a)),
+                    "{folder}: {row:?}"
+                );
+            }
+            m
+        };
+        let o = MethodOptions::default();
+        for name in ["ewc", "si", "lwf"] {
+            run_one(name, name, o);
+        }
+        // Without their terms the methods are naive fine-tuning, step for step.
+        let naive = run_one("naive", "naive", o);
+        let lwf0 = run_one(
+            "lwf",
+            "lwf0",
+            MethodOptions {
+                lwf_alpha: 0.0,
+                ..o
+            },
+        );
+        let ewc0 = run_one(
+            "ewc",
+            "ewc0",
+            MethodOptions {
+                ewc_lambda: 0.0,
+                ..o
+            },
+        );
+        assert_eq!(lwf0.rows, naive.rows);
+        assert_eq!(ewc0.rows, naive.rows);
+        let _ = std::fs::remove_dir_all(&root);
     });
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use remanence_cells::device::parse_device;
 use remanence_continual::runner;
 use remanence_continual::scenario::{Scenario, ScenarioSpec};
-use remanence_continual::strategy::Method;
+use remanence_continual::strategy::{Method, MethodOptions};
 use remanence_tasks::build_task;
 use remanence_train::stack::with_deep_stack;
 use remanence_train::trainer::Silent;
@@ -21,7 +21,8 @@ pub struct ContinualArgs {
     /// permuted:TASK:EXPERIENCES (domain-incremental), e.g. split:mnist-rows:2.
     #[arg(long)]
     scenario: String,
-    /// naive, joint (cumulative training, the upper bound) or replay.
+    /// naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si
+    /// (synaptic intelligence) or lwf (learning without forgetting).
     #[arg(long, default_value = "naive")]
     method: String,
     /// replay: sequences kept per class.
@@ -30,6 +31,24 @@ pub struct ContinualArgs {
     /// replay: buffered sequences added to each training batch.
     #[arg(long, default_value_t = 20)]
     replay_batch: usize,
+    /// ewc: strength λ of the penalty (λ/2) Σ F (θ − θ*)², F the mean squared batch gradient.
+    #[arg(long, default_value_t = MethodOptions::default().ewc_lambda)]
+    ewc_lambda: f64,
+    /// ewc: F ← decay·F + F_new after each experience (1: plain EWC, < 1: online EWC).
+    #[arg(long, default_value_t = MethodOptions::default().ewc_decay)]
+    ewc_decay: f64,
+    /// si: strength c of the penalty c Σ Ω (θ − θ*)².
+    #[arg(long, default_value_t = MethodOptions::default().si_c)]
+    si_c: f64,
+    /// si: damping ξ of Ω += ω / (Δθ² + ξ).
+    #[arg(long, default_value_t = MethodOptions::default().si_xi)]
+    si_xi: f64,
+    /// lwf: weight α of the distillation term α·T²·KL(old ‖ new).
+    #[arg(long, default_value_t = MethodOptions::default().lwf_alpha)]
+    lwf_alpha: f64,
+    /// lwf: softmax temperature T (1.5 in Cossu et al. 2021).
+    #[arg(long, default_value_t = MethodOptions::default().lwf_temperature)]
+    lwf_temperature: f64,
     /// A TOML recipe (see models/); flags given here override its keys.
     #[arg(long)]
     recipe: Option<PathBuf>,
@@ -45,7 +64,19 @@ pub struct ContinualArgs {
 
 pub fn run(args: ContinualArgs) -> Result<()> {
     let spec: ScenarioSpec = args.scenario.parse()?;
-    let method = Method::parse(&args.method, args.buffer_per_class, args.replay_batch)?;
+    let method = Method::parse(
+        &args.method,
+        &MethodOptions {
+            per_class: args.buffer_per_class,
+            per_batch: args.replay_batch,
+            ewc_lambda: args.ewc_lambda,
+            ewc_decay: args.ewc_decay,
+            si_c: args.si_c,
+            si_xi: args.si_xi,
+            lwf_alpha: args.lwf_alpha,
+            lwf_temperature: args.lwf_temperature,
+        },
+    )?;
     if args.settings.task.task.is_some_and(|t| t != spec.task()) {
         bail!("--task and --scenario name different tasks; the scenario's task is used, remove --task");
     }
