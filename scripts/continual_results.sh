@@ -15,6 +15,8 @@ bin="${REMANENCE_BIN:-target/release/remanence}"
 for method in "$@"; do
   for ((s = 0; s < seeds; s++)); do
     name="split-mnist-rows-$method-h$hidden-e$epochs-s$s"
+    # A finished run (its summary says complete) is kept; anything else is run again.
+    if grep -q '"complete": true' "$runs/$name/summary.json" 2>/dev/null; then continue; fi
     rm -rf "$runs/$name"
     "$bin" continual --scenario split:mnist-rows:2 --method "$method" --cell lstm --hidden "$hidden" \
       --epochs "$epochs" --batch-size 64 --lr 0.001 --clip 5 --seed "$s" --data "$data" \
