@@ -50,7 +50,8 @@ pub struct Settings {
 #[serde(rename_all = "kebab-case")]
 pub struct TaskSettings {
     /// Task: reber, embedded-reber, mnist-rows, mnist-pixels, mnist-pixels-permuted,
-    /// moving-mnist, fsdd, jsb-chorales, bach-soprano, occupancy, traffic, ozone.
+    /// moving-mnist (forecast frames 11–20), moving-mnist-digits (name the video's digits),
+    /// fsdd, jsb-chorales, bach-soprano, occupancy, traffic, ozone.
     #[arg(long)]
     pub task: Option<TaskKind>,
     /// Folder of the data set (`remanence data list` says which files); default
@@ -136,8 +137,8 @@ pub struct ModelSettings {
     #[arg(long)]
     pub kernel: Option<Kernel>,
     /// Per-step front end before the recurrent stack: conv:C1,C2,…[:SIZE] (stride-2 3×3
-    /// convolutions over square frames, e.g. moving-mnist, then a linear layer to SIZE,
-    /// default 256) or dense:SIZE[:tanh|relu|identity].
+    /// convolutions over square frames, e.g. moving-mnist and moving-mnist-digits, then a
+    /// linear layer to SIZE, default 256) or dense:SIZE[:tanh|relu|identity].
     #[arg(long)]
     #[serde(default, with = "as_text")]
     pub encoder: Option<EncoderConfig>,
@@ -446,6 +447,13 @@ impl Settings {
             ("resolution", &[TaskKind::JsbChorales]),
             ("video", &[TaskKind::MovingMnist]),
         ];
+        if task == TaskKind::MovingMnistDigits && given.iter().any(|g| g == "video") {
+            bail!(
+                "--video cannot be used with moving-mnist-digits: a video (.npy file or frame \
+                 folders) carries no digit labels to score; remove --video, or use the task \
+                 moving-mnist to forecast the video's frames"
+            );
+        }
         for (key, tasks) in task_rules {
             if given.iter().any(|g| g == key) && !tasks.contains(&task) {
                 let names: Vec<_> = tasks.iter().map(|t| t.name()).collect();
@@ -580,7 +588,8 @@ impl Settings {
             if side * side != input {
                 bail!(
                     "--encoder conv reads square frames, and task {kind} has {input} features \
-                     per step; use a video task (moving-mnist) or a dense encoder"
+                     per step; use a video task (moving-mnist, moving-mnist-digits) or a dense \
+                     encoder"
                 );
             }
         }
@@ -801,6 +810,28 @@ mod tests {
             .to_string();
         assert!(
             err.contains("--video") && err.contains("moving-mnist"),
+            "{err}"
+        );
+        let digits =
+            Settings::from_toml("task = \"moving-mnist-digits\"\nencoder = \"conv:4,8:32\"")
+                .unwrap();
+        let s = Settings::defaults().overlay(digits.clone());
+        s.check_applicable(&digits.given()).unwrap();
+        let cfg = s.resolve().unwrap();
+        assert_eq!(cfg.task.kind, TaskKind::MovingMnistDigits);
+        assert_eq!((cfg.task.train_size, cfg.task.test_size), (10_000, 1_000));
+        assert_eq!(cfg.model.input_size(), 4096);
+        assert_eq!(cfg.model.rnn.input_size, 32);
+        assert_eq!(cfg.model.output_size, 10);
+        let with_video =
+            Settings::from_toml("task = \"moving-mnist-digits\"\nvideo = \"test.npy\"").unwrap();
+        let err = Settings::defaults()
+            .overlay(with_video.clone())
+            .check_applicable(&with_video.given())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--video") && err.contains("no digit labels"),
             "{err}"
         );
         let conv = Settings::from_toml("encoder = \"conv:4\"").unwrap();

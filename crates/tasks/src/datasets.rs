@@ -105,6 +105,7 @@ pub const DATASETS: &[Dataset] = &[
             "mnist-pixels",
             "mnist-pixels-permuted",
             "moving-mnist",
+            "moving-mnist-digits",
         ],
         checksums: include_str!("../../../datasets/checksums/mnist.sha256"),
         hub: Some(MNIST_HUB),

@@ -28,6 +28,17 @@
 //! (Shi et al. 2015: FC-LSTM 4832, ConvLSTM 3670.85), and the squared error summed over a
 //! frame's pixels, averaged over the 10 predicted frames and the sequences (PredRNN-style
 //! tables, intensities in [0, 1]).
+//!
+//! Digit classification (`moving-mnist-digits`, [`Mode::Digits`]): the same generated sequences,
+//! all [`FRAMES`] frames fed one per step (4096 features), and [`CLASSES`] independent sigmoid
+//! outputs read at the last step: the multi-hot set of the digits in the video (one or two
+//! distinct classes, since both digits may be of the same class). The target is that set at
+//! the last step and zeros before it; the mask is 1 on the last step only, so the loss
+//! ([`Objective::MultiLabelPerStep`]) is the binary cross-entropy summed over the 10 classes of
+//! the last step. A user's video carries no digit labels, so this mode refuses one. Metrics
+//! ([`DigitScores`]): exact-set accuracy (the headline, `test_set_accuracy`: every class right
+//! at the 0.5 threshold), the per-class F1 averaged over the classes (macro), and the mean
+//! cross-entropy per video; a non-finite output is never right.
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +73,8 @@ pub const MAX_CORNER: f64 = (SIDE - DIGIT) as f64;
 pub const SPEED: f64 = 3.0;
 /// Digits per sequence.
 pub const DIGITS: usize = 2;
+/// Digit classes: the outputs of [`Mode::Digits`].
+pub const CLASSES: usize = 10;
 /// Default (train, test) sizes, used when a size is 0.
 pub const DEFAULT_SIZES: (usize, usize) = (10_000, 1_000);
 /// Published results in the cross-entropy convention (Shi et al. 2015, Table 1).
@@ -166,13 +179,100 @@ pub fn render(images: &[u8], draw: &SequenceDraw) -> Vec<u8> {
     out
 }
 
+/// The draw of sequence `index` of `split` over `available` digits with data seed `seed`.
+pub fn sequence_draw(seed: u64, split: Split, index: usize, available: usize) -> SequenceDraw {
+    draw_sequence(&mut sequence_rng(seed, split, index), available)
+}
+
 /// Sequence `index` of `split` made from `images` (`n × 784` bytes) with data seed `seed`.
 pub fn generate(images: &[u8], seed: u64, split: Split, index: usize) -> Vec<u8> {
-    let mut rng = sequence_rng(seed, split, index);
     render(
         images,
-        &draw_sequence(&mut rng, images.len() / (DIGIT * DIGIT)),
+        &sequence_draw(seed, split, index, images.len() / (DIGIT * DIGIT)),
     )
+}
+
+/// The multi-hot set of digit classes `labels` (each below [`CLASSES`]).
+pub fn multi_hot(labels: &[u8]) -> [f32; CLASSES] {
+    let mut t = [0.0; CLASSES];
+    for &l in labels {
+        t[l as usize] = 1.0;
+    }
+    t
+}
+
+/// The digit-classification scores of a test set, one video at a time ([`Self::add`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DigitScores {
+    /// Videos scored.
+    pub videos: usize,
+    /// Videos whose predicted set (classes with σ(logit) > 0.5) is exactly their digits.
+    pub exact: usize,
+    /// Per class: true positives, false positives, false negatives.
+    pub tp: [usize; CLASSES],
+    pub fp: [usize; CLASSES],
+    pub fn_: [usize; CLASSES],
+    /// Cross-entropy summed over the classes and the videos (nats).
+    pub bce: f64,
+}
+
+impl DigitScores {
+    /// Scores one video: the [`CLASSES`] logits of its last step against its multi-hot target.
+    /// A non-finite logit counts as the wrong answer for its class (a false negative where the
+    /// digit is present, a false positive where it is not) and an infinite cross-entropy.
+    pub fn add(&mut self, logits: &[f32], truth: &[f32; CLASSES]) {
+        let mut all_right = logits.len() == CLASSES;
+        for c in 0..CLASSES {
+            let z = logits.get(c).map_or(f64::NAN, |&z| z as f64);
+            let present = truth[c] > 0.5;
+            let said = if z.is_finite() { z > 0.0 } else { !present };
+            match (said, present) {
+                (true, true) => self.tp[c] += 1,
+                (true, false) => self.fp[c] += 1,
+                (false, true) => self.fn_[c] += 1,
+                (false, false) => {}
+            }
+            all_right &= said == present;
+            self.bce += pixel_bce(z, truth[c] as f64);
+        }
+        self.exact += all_right as usize;
+        self.videos += 1;
+    }
+
+    /// The share of videos named exactly (0 when none were scored).
+    pub fn set_accuracy(&self) -> f64 {
+        if self.videos == 0 {
+            0.0
+        } else {
+            self.exact as f64 / self.videos as f64
+        }
+    }
+
+    /// The mean over the classes of F1 = 2·TP / (2·TP + FP + FN); a class neither present nor
+    /// predicted anywhere (nothing to get right or wrong) is left out of the mean (0 when every
+    /// class is).
+    pub fn macro_f1(&self) -> f64 {
+        let f1: Vec<f64> = (0..CLASSES)
+            .filter_map(|c| {
+                let d = 2 * self.tp[c] + self.fp[c] + self.fn_[c];
+                (d > 0).then(|| 2.0 * self.tp[c] as f64 / d as f64)
+            })
+            .collect();
+        if f1.is_empty() {
+            0.0
+        } else {
+            f1.iter().sum::<f64>() / f1.len() as f64
+        }
+    }
+
+    /// The cross-entropy per video, summed over the classes (the training loss's scale).
+    pub fn mean_bce(&self) -> f64 {
+        if self.videos == 0 {
+            0.0
+        } else {
+            self.bce / self.videos as f64
+        }
+    }
 }
 
 /// −log p(y) of one pixel of intensity `y` ∈ [0, 1] from the logit `z`:
@@ -201,17 +301,62 @@ pub fn frame_scores(logits: &[f32], target: &[u8]) -> (f64, f64) {
 
 /// Where a split's sequences come from.
 enum Source {
-    /// Generated on demand from MNIST digits (`n × 784` bytes).
-    Generated { images: Vec<u8>, len: usize },
+    /// Generated on demand from MNIST digits (`n × 784` bytes) and their classes (`n` bytes,
+    /// or none when the digits came unlabelled).
+    Generated {
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        len: usize,
+    },
     /// Read from a user's video (a `.npy` file or a folder of frame folders).
     Video { video: npy::Video, file: PathBuf },
 }
 
-/// The Moving MNIST frame-prediction task.
+/// What a [`MovingMnistTask`] asks of its sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Forecast frames 11–20 from frames 1–10 (`moving-mnist`).
+    #[default]
+    Predict,
+    /// Name the digits of the video from its 20 frames (`moving-mnist-digits`).
+    Digits,
+}
+
+impl Mode {
+    /// The task's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Predict => "moving-mnist",
+            Mode::Digits => "moving-mnist-digits",
+        }
+    }
+    /// Steps of a batch.
+    pub fn steps(self) -> usize {
+        match self {
+            Mode::Predict => STEPS,
+            Mode::Digits => FRAMES,
+        }
+    }
+    /// Outputs per step.
+    pub fn outputs(self) -> usize {
+        match self {
+            Mode::Predict => PIXELS,
+            Mode::Digits => CLASSES,
+        }
+    }
+}
+
+/// Why [`Mode::Digits`] takes no video.
+const NO_VIDEO_FOR_DIGITS: &str = "moving-mnist-digits cannot take --video: a video (.npy file or \
+     frame folders) carries no digit labels, and this task scores the digits it names; drop \
+     --video, or use moving-mnist to forecast a video's frames";
+
+/// The Moving MNIST task: frame prediction or digit classification ([`Mode`]).
 pub struct MovingMnistTask {
     train: Source,
     test: Source,
     seed: u64,
+    mode: Mode,
 }
 
 impl MovingMnistTask {
@@ -228,14 +373,27 @@ impl MovingMnistTask {
         skip_bad: bool,
     ) -> Result<Self> {
         let (train, test) = crate::mnist::load(dir)?;
-        let mut task = Self::from_digits(train.images, test.images, train_size, test_size, seed)?;
+        let mut task = Self::from_labelled_digits(
+            (train.images, train.labels),
+            (test.images, test.labels),
+            train_size,
+            test_size,
+            seed,
+        )?;
         if let Some(file) = video {
             task = task.with_video(file, test_size, skip_bad)?;
         }
         Ok(task)
     }
 
-    /// The task over digit images (`n × 784` bytes each split).
+    /// The digit-classification task ([`Mode::Digits`]) over the MNIST files in `dir`:
+    /// `train_size` sequences from the training digits, `test_size` from the test digits
+    /// (0: [`DEFAULT_SIZES`]).
+    pub fn digits(dir: &Path, train_size: usize, test_size: usize, seed: u64) -> Result<Self> {
+        Self::new(dir, train_size, test_size, seed, None, false)?.with_mode(Mode::Digits)
+    }
+
+    /// The frame-prediction task over unlabelled digit images (`n × 784` bytes each split).
     pub fn from_digits(
         train_images: Vec<u8>,
         test_images: Vec<u8>,
@@ -243,41 +401,136 @@ impl MovingMnistTask {
         test_size: usize,
         seed: u64,
     ) -> Result<Self> {
-        for (what, im) in [("training", &train_images), ("test", &test_images)] {
+        Self::from_labelled_digits(
+            (train_images, Vec::new()),
+            (test_images, Vec::new()),
+            train_size,
+            test_size,
+            seed,
+        )
+    }
+
+    /// The frame-prediction task over digit images and their classes, `(images, labels)` each
+    /// split (`n × 784` bytes and `n` classes below 10, or no labels); [`Self::with_mode`]
+    /// turns it into the digit-classification task.
+    pub fn from_labelled_digits(
+        train: (Vec<u8>, Vec<u8>),
+        test: (Vec<u8>, Vec<u8>),
+        train_size: usize,
+        test_size: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        for (what, (im, lab)) in [("training", &train), ("test", &test)] {
             if im.is_empty() || im.len() % (DIGIT * DIGIT) != 0 {
                 return Err(TaskError::Data(format!(
                     "moving-mnist needs whole 28×28 {what} digits, got {} bytes",
                     im.len()
                 )));
             }
+            let n = im.len() / (DIGIT * DIGIT);
+            if !lab.is_empty() && lab.len() != n {
+                return Err(TaskError::Data(format!(
+                    "moving-mnist: {n} {what} digits but {} labels",
+                    lab.len()
+                )));
+            }
+            if let Some(bad) = lab.iter().find(|&&l| l as usize >= CLASSES) {
+                return Err(TaskError::Data(format!(
+                    "moving-mnist: a {what} digit is labelled {bad}, not a class 0–9"
+                )));
+            }
         }
         let or = |n: usize, d: usize| if n == 0 { d } else { n };
         Ok(Self {
             train: Source::Generated {
-                images: train_images,
+                images: train.0,
+                labels: train.1,
                 len: or(train_size, DEFAULT_SIZES.0),
             },
             test: Source::Generated {
-                images: test_images,
+                images: test.0,
+                labels: test.1,
                 len: or(test_size, DEFAULT_SIZES.1),
             },
             seed,
+            mode: Mode::Predict,
         })
     }
 
-    /// Uses the sequences of `file` as the test set, its first `test_size` (0: all); see
-    /// [`load_video`].
-    pub fn with_video(self, file: &Path, test_size: usize, skip_bad: bool) -> Result<Self> {
-        Ok(self.with_loaded_video(load_video(file, test_size, skip_bad)?, file))
+    /// The task asking `mode` of the same sequences. [`Mode::Digits`] needs labelled digits
+    /// (as [`Self::new`] reads them) and refuses a video test set.
+    pub fn with_mode(mut self, mode: Mode) -> Result<Self> {
+        if mode == Mode::Digits {
+            for split in [Split::Train, Split::Test] {
+                match self.source(split) {
+                    Source::Video { .. } => {
+                        return Err(TaskError::Config(NO_VIDEO_FOR_DIGITS.into()))
+                    }
+                    Source::Generated { labels, .. } if labels.is_empty() => {
+                        return Err(TaskError::Data(
+                            "moving-mnist-digits needs the digits' labels, and these digits \
+                             came without"
+                                .into(),
+                        ))
+                    }
+                    Source::Generated { .. } => {}
+                }
+            }
+        }
+        self.mode = mode;
+        Ok(self)
     }
 
-    /// Uses `video`, read from `file` by [`load_video`], as the test set.
-    pub fn with_loaded_video(mut self, video: npy::Video, file: &Path) -> Self {
+    /// What the task asks of its sequences.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Uses the sequences of `file` as the test set, its first `test_size` (0: all); see
+    /// [`load_video`]. Refused in [`Mode::Digits`] (a video has no digit labels).
+    pub fn with_video(self, file: &Path, test_size: usize, skip_bad: bool) -> Result<Self> {
+        if self.mode == Mode::Digits {
+            return Err(TaskError::Config(NO_VIDEO_FOR_DIGITS.into()));
+        }
+        self.with_loaded_video(load_video(file, test_size, skip_bad)?, file)
+    }
+
+    /// Uses `video`, read from `file` by [`load_video`], as the test set; refused in
+    /// [`Mode::Digits`].
+    pub fn with_loaded_video(mut self, video: npy::Video, file: &Path) -> Result<Self> {
+        if self.mode == Mode::Digits {
+            return Err(TaskError::Config(NO_VIDEO_FOR_DIGITS.into()));
+        }
         self.test = Source::Video {
             video,
             file: file.to_path_buf(),
         };
-        self
+        Ok(self)
+    }
+
+    /// The random draw behind generated sequence `index` of `split` (`None` for a video).
+    pub fn draw(&self, split: Split, index: usize) -> Option<SequenceDraw> {
+        match self.source(split) {
+            Source::Generated { images, .. } => Some(sequence_draw(
+                self.seed,
+                split,
+                index,
+                images.len() / (DIGIT * DIGIT),
+            )),
+            Source::Video { .. } => None,
+        }
+    }
+
+    /// The classes of the two digits drawn in sequence `index` of `split` (`None` for a video
+    /// or unlabelled digits).
+    pub fn digit_labels(&self, split: Split, index: usize) -> Option<[u8; DIGITS]> {
+        match self.source(split) {
+            Source::Generated { labels, .. } if !labels.is_empty() => {
+                let d = self.draw(split, index)?;
+                Some(d.digits.map(|k| labels[k]))
+            }
+            _ => None,
+        }
     }
 
     fn source(&self, split: Split) -> &Source {
@@ -334,6 +587,21 @@ fn push_steps(frames: &[u8], x: &mut Vec<f32>, target: &mut Vec<f32>) {
 pub fn step_mask() -> [f32; STEPS] {
     let mut m = [0.0; STEPS];
     m[OBSERVED - 1..].fill(1.0);
+    m
+}
+
+/// x and target of one sequence in [`Mode::Digits`], appended to the buffers: the
+/// [`FRAMES`] frames as inputs; the multi-hot set of `labels` at the last step, zeros before.
+fn push_digit_steps(frames: &[u8], labels: &[u8], x: &mut Vec<f32>, target: &mut Vec<f32>) {
+    x.extend(frames[..FRAMES * PIXELS].iter().map(|&v| v as f32 / 255.0));
+    target.extend(std::iter::repeat_n(0.0f32, (FRAMES - 1) * CLASSES));
+    target.extend(multi_hot(labels));
+}
+
+/// The mask of one sequence in [`Mode::Digits`]: 1 on the last step only.
+pub fn last_step_mask() -> [f32; FRAMES] {
+    let mut m = [0.0; FRAMES];
+    m[FRAMES - 1] = 1.0;
     m
 }
 
@@ -415,15 +683,81 @@ pub fn predicted_frames(batch: &Batch, y: &Tensor, row: usize) -> Result<(Vec<f3
     Ok((truth, p))
 }
 
+impl MovingMnistTask {
+    /// The digit-classification metrics ([`DigitScores`]) on the test set.
+    fn evaluate_digits(
+        &self,
+        batch_size: usize,
+        dtype: DType,
+        device: &Device,
+        predict: &mut Predict<'_>,
+    ) -> Result<Evaluation> {
+        let n = self.len(Split::Test);
+        let order: Vec<usize> = (0..n).collect();
+        let mut scores = DigitScores::default();
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch = self.batch(Split::Test, chunk, dtype, device)?;
+            let y = predict(&batch)?;
+            let (b, t, o) = y.dims3()?;
+            if b != chunk.len() || t != FRAMES || o != CLASSES {
+                return Err(TaskError::Data(format!(
+                    "the model's read-out is {b}×{t}×{o}; moving-mnist-digits needs \
+                     {}×{FRAMES}×{CLASSES}",
+                    chunk.len()
+                )));
+            }
+            let z: Vec<f32> = y
+                .narrow(1, FRAMES - 1, 1)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (row, &i) in chunk.iter().enumerate() {
+                let labels = self.digit_labels(Split::Test, i).ok_or_else(|| {
+                    TaskError::Data("moving-mnist-digits: a test sequence has no labels".into())
+                })?;
+                scores.add(&z[row * CLASSES..(row + 1) * CLASSES], &multi_hot(&labels));
+            }
+        }
+        let (acc, f1, bce) = (scores.set_accuracy(), scores.macro_f1(), scores.mean_bce());
+        let mut summary = format!(
+            "test set accuracy {acc:.4} ({} of {n} videos with exactly their digits above 0.5), \
+             per-digit F1 macro-average {f1:.4}, cross-entropy {bce:.4} nats per video (summed \
+             over the 10 digits); naming the one or two distinct digits of 20-frame 64×64 \
+             Moving MNIST videos, on {n} test sequences generated from MNIST test digits (data \
+             seed {})",
+            scores.exact, self.seed
+        );
+        if !bce.is_finite() {
+            summary.push_str(
+                "; the model emitted a non-finite logit, which counts as wrong and makes the \
+                 cross-entropy infinite",
+            );
+        }
+        let values = BTreeMap::from([
+            ("test_set_accuracy".to_string(), acc),
+            ("test_macro_f1".to_string(), f1),
+            ("test_bce".to_string(), bce),
+            ("test_sequences".to_string(), n as f64),
+        ]);
+        Ok(Evaluation {
+            metric_name: "test_set_accuracy".into(),
+            metric: acc,
+            solved: None,
+            values,
+            summary,
+        })
+    }
+}
+
 impl SequenceTask for MovingMnistTask {
     fn name(&self) -> &str {
-        "moving-mnist"
+        self.mode.name()
     }
     fn input_size(&self) -> usize {
         PIXELS
     }
     fn output_size(&self) -> usize {
-        PIXELS
+        self.mode.outputs()
     }
     fn objective(&self) -> Objective {
         Objective::MultiLabelPerStep
@@ -446,22 +780,37 @@ impl SequenceTask for MovingMnistTask {
         let n = self.len(split);
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
             return Err(TaskError::Data(format!(
-                "moving-mnist: sequence {bad} asked of a split of {n}"
+                "{}: sequence {bad} asked of a split of {n}",
+                self.name()
             )));
         }
-        let mut x = Vec::with_capacity(b * STEPS * PIXELS);
-        let mut target = Vec::with_capacity(b * STEPS * PIXELS);
+        let (steps, outputs) = (self.mode.steps(), self.mode.outputs());
+        let mut x = Vec::with_capacity(b * steps * PIXELS);
+        let mut target = Vec::with_capacity(b * steps * outputs);
+        let mut mask = Vec::with_capacity(b * steps);
         for &i in indices {
-            push_steps(&self.sequence(split, i), &mut x, &mut target);
+            let frames = self.sequence(split, i);
+            match self.mode {
+                Mode::Predict => {
+                    push_steps(&frames, &mut x, &mut target);
+                    mask.extend(step_mask());
+                }
+                Mode::Digits => {
+                    let labels = self.digit_labels(split, i).ok_or_else(|| {
+                        TaskError::Data(format!("moving-mnist-digits: sequence {i} has no labels"))
+                    })?;
+                    push_digit_steps(&frames, &labels, &mut x, &mut target);
+                    mask.extend(last_step_mask());
+                }
+            }
         }
-        let mask: Vec<f32> = (0..b).flat_map(|_| step_mask()).collect();
         Ok(Batch {
-            x: Tensor::from_vec(x, (b, STEPS, PIXELS), device)?.to_dtype(dtype)?,
-            target: Tensor::from_vec(target, (b, STEPS, PIXELS), device)?.to_dtype(dtype)?,
-            mask: Some(Tensor::from_vec(mask, (b, STEPS), device)?.to_dtype(dtype)?),
+            x: Tensor::from_vec(x, (b, steps, PIXELS), device)?.to_dtype(dtype)?,
+            target: Tensor::from_vec(target, (b, steps, outputs), device)?.to_dtype(dtype)?,
+            mask: Some(Tensor::from_vec(mask, (b, steps), device)?.to_dtype(dtype)?),
             dt: None,
             indices: indices.to_vec(),
-            lengths: vec![STEPS; b],
+            lengths: vec![steps; b],
         })
     }
 
@@ -472,6 +821,9 @@ impl SequenceTask for MovingMnistTask {
         device: &Device,
         predict: &mut Predict<'_>,
     ) -> Result<Evaluation> {
+        if self.mode == Mode::Digits {
+            return self.evaluate_digits(batch_size, dtype, device, predict);
+        }
         let n = self.len(Split::Test);
         let order: Vec<usize> = (0..n).collect();
         let (mut bce, mut se, mut copy_se) = (0.0f64, 0.0f64, 0.0f64);
@@ -574,6 +926,7 @@ impl std::fmt::Debug for MovingMnistTask {
             .field("train", &self.len(Split::Train))
             .field("test", &self.len(Split::Test))
             .field("seed", &self.seed)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -893,6 +1246,191 @@ mod tests {
         assert_eq!(buf[(66 + 5) * w + 70], 255);
         assert_eq!(buf[(66 + 5) * w + 65], 128);
         assert!(strip_png_bytes(&truth[1..], &pred).is_err());
+    }
+
+    /// The digit task over five synthetic digits of classes 3, 3, 7, 1, 0 (two of one class,
+    /// so some videos hold a single class) and three test digits of classes 9, 2, 2.
+    fn digits_task(train: usize, test: usize) -> MovingMnistTask {
+        MovingMnistTask::from_labelled_digits(
+            (digits(5), vec![3, 3, 7, 1, 0]),
+            (digits(3), vec![9, 2, 2]),
+            train,
+            test,
+            7,
+        )
+        .unwrap()
+        .with_mode(Mode::Digits)
+        .unwrap()
+    }
+
+    #[test]
+    fn digit_labels_are_the_classes_of_the_digits_drawn() {
+        let train = [3u8, 3, 7, 1, 0];
+        let t = digits_task(40, 6);
+        assert_eq!(t.name(), "moving-mnist-digits");
+        assert_eq!((t.input_size(), t.output_size()), (PIXELS, CLASSES));
+        let (mut single, mut pair) = (0, 0);
+        for i in 0..40 {
+            let d = t.draw(Split::Train, i).unwrap();
+            assert_eq!(d, sequence_draw(7, Split::Train, i, 5));
+            let labels = t.digit_labels(Split::Train, i).unwrap();
+            assert_eq!(labels, [train[d.digits[0]], train[d.digits[1]]]);
+            // The frames are the draw's rendering.
+            assert_eq!(&*t.sequence(Split::Train, i), &render(&digits(5), &d)[..]);
+            let hot = multi_hot(&labels);
+            let ones = hot.iter().filter(|&&v| v == 1.0).count();
+            assert!(hot.iter().all(|&v| v == 0.0 || v == 1.0));
+            assert_eq!(ones, if labels[0] == labels[1] { 1 } else { 2 });
+            single += (ones == 1) as usize;
+            pair += (ones == 2) as usize;
+        }
+        assert!(single > 0 && pair > 0, "{single} {pair}");
+        // The test split draws from the test digits.
+        let labels = t.digit_labels(Split::Test, 0).unwrap();
+        assert!(labels.iter().all(|l| [9, 2].contains(l)), "{labels:?}");
+        // Unlabelled digits make no digit task.
+        assert!(task(2, 2).digit_labels(Split::Train, 0).is_none());
+        assert!(task(2, 2).with_mode(Mode::Digits).is_err());
+    }
+
+    #[test]
+    fn digit_batches_feed_twenty_frames_and_mask_the_last_step_only() {
+        let t = digits_task(6, 4);
+        assert_eq!(t.objective(), Objective::MultiLabelPerStep);
+        let b = t
+            .batch(Split::Train, &[5, 1], DType::F32, &Device::Cpu)
+            .unwrap();
+        assert_eq!(b.x.dims(), &[2, FRAMES, PIXELS]);
+        assert_eq!(b.target.dims(), &[2, FRAMES, CLASSES]);
+        assert_eq!(b.lengths, vec![FRAMES; 2]);
+        let mask: Vec<Vec<f32>> = b.mask.unwrap().to_vec2().unwrap();
+        for m in &mask {
+            let on: Vec<usize> = (0..FRAMES).filter(|&s| m[s] != 0.0).collect();
+            assert_eq!(on, vec![FRAMES - 1]);
+            assert_eq!(m[FRAMES - 1], 1.0);
+        }
+        for (row, &i) in [5usize, 1].iter().enumerate() {
+            let frames = t.sequence(Split::Train, i);
+            let x: Vec<Vec<f32>> = b.x.get(row).unwrap().to_vec2().unwrap();
+            for (f, step) in x.iter().enumerate() {
+                let want: Vec<f32> = frames[f * PIXELS..(f + 1) * PIXELS]
+                    .iter()
+                    .map(|&v| v as f32 / 255.0)
+                    .collect();
+                assert_eq!(step, &want, "step {f} sees frame {f}");
+            }
+            let y: Vec<Vec<f32>> = b.target.get(row).unwrap().to_vec2().unwrap();
+            for step in &y[..FRAMES - 1] {
+                assert!(step.iter().all(|&v| v == 0.0));
+            }
+            let labels = t.digit_labels(Split::Train, i).unwrap();
+            assert_eq!(y[FRAMES - 1], multi_hot(&labels).to_vec());
+        }
+        assert!(t
+            .batch(Split::Test, &[4], DType::F32, &Device::Cpu)
+            .is_err());
+    }
+
+    #[test]
+    fn a_perfect_digit_predictor_names_every_set_and_a_nan_one_none() {
+        let t = digits_task(2, 9);
+        let mut perfect = |b: &Batch| -> Result<Tensor> { Ok(((&b.target * 40.0)? - 20.0)?) };
+        let e = t
+            .evaluate(4, DType::F32, &Device::Cpu, &mut perfect)
+            .unwrap();
+        assert_eq!(e.metric_name, "test_set_accuracy");
+        assert_eq!(e.metric, 1.0);
+        assert_eq!(e.values["test_set_accuracy"], 1.0);
+        assert_eq!(e.values["test_macro_f1"], 1.0);
+        assert!(e.values["test_bce"] < 1e-6, "{}", e.values["test_bce"]);
+        assert_eq!(e.values["test_sequences"], 9.0);
+        let mut nan = |b: &Batch| -> Result<Tensor> {
+            Ok(Tensor::full(f32::NAN, b.target.dims(), &Device::Cpu)?)
+        };
+        let e = t.evaluate(4, DType::F32, &Device::Cpu, &mut nan).unwrap();
+        assert_eq!(e.metric, 0.0);
+        assert_eq!(e.values["test_macro_f1"], 0.0);
+        assert_eq!(e.values["test_bce"], f64::INFINITY);
+        assert!(e.summary.contains("non-finite"), "{}", e.summary);
+        // One infinite logit on a right answer is still wrong.
+        let mut s = DigitScores::default();
+        let truth = multi_hot(&[2, 9]);
+        let mut z = [-9.0f32; CLASSES];
+        z[2] = 9.0;
+        z[9] = f32::INFINITY;
+        s.add(&z, &truth);
+        assert_eq!((s.exact, s.fn_[9], s.tp[2]), (0, 1, 1));
+        // Everything predicted absent: no set right; F1 0 for the present classes only.
+        let mut s = DigitScores::default();
+        s.add(&[-5.0; CLASSES], &truth);
+        assert_eq!((s.set_accuracy(), s.macro_f1()), (0.0, 0.0));
+        let want = 8.0 * pixel_bce(-5.0, 0.0) + 2.0 * pixel_bce(-5.0, 1.0);
+        assert!((s.mean_bce() - want).abs() < 1e-12);
+        // One of two digits right, nothing else: F1 1 for class 2, 0 for class 9.
+        let mut s = DigitScores::default();
+        let mut z = [-5.0f32; CLASSES];
+        z[2] = 5.0;
+        s.add(&z, &truth);
+        assert_eq!((s.set_accuracy(), s.macro_f1()), (0.0, 0.5));
+    }
+
+    #[test]
+    fn the_digit_task_refuses_a_video() {
+        let dir = std::env::temp_dir().join(format!("remanence-mmd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("video.npy");
+        let dict = "{'descr': '|u1', 'fortran_order': False, 'shape': (20, 1, 64, 64), }";
+        std::fs::write(&file, npy::npy_bytes(1, dict, &vec![0u8; FRAMES * PIXELS])).unwrap();
+        let err = digits_task(2, 2)
+            .with_video(&file, 0, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--video") && err.contains("no digit labels"),
+            "{err}"
+        );
+        let video = load_video(&file, 0, false).unwrap();
+        assert!(digits_task(2, 2).with_loaded_video(video, &file).is_err());
+        // A video test set cannot become a digit task either.
+        let t = task(2, 0).with_video(&file, 0, false).unwrap();
+        assert!(t.with_mode(Mode::Digits).is_err());
+    }
+
+    #[test]
+    fn real_mnist_digit_videos_carry_their_labels() {
+        let Some(dir) = crate::datasets::shared_for_tests("datasets/mnist") else {
+            return;
+        };
+        let (_, test) = crate::mnist::load(&dir).unwrap();
+        let t = MovingMnistTask::digits(&dir, 4, 16, 0).unwrap();
+        assert_eq!(t.name(), "moving-mnist-digits");
+        for i in 0..16 {
+            let d = t.draw(Split::Test, i).unwrap();
+            let labels = t.digit_labels(Split::Test, i).unwrap();
+            assert_eq!(labels, d.digits.map(|k| test.labels[k]));
+            assert!(labels.iter().all(|&l| l < 10));
+        }
+        let b = t
+            .batch(Split::Test, &[0, 1, 2], DType::F32, &Device::Cpu)
+            .unwrap();
+        let y: Vec<Vec<Vec<f32>>> = b.target.to_vec3().unwrap();
+        for (row, i) in [0usize, 1, 2].into_iter().enumerate() {
+            let ones = y[row][FRAMES - 1].iter().filter(|&&v| v == 1.0).count();
+            assert!((1..=2).contains(&ones));
+            assert_eq!(
+                y[row][FRAMES - 1],
+                multi_hot(&t.digit_labels(Split::Test, i).unwrap()).to_vec()
+            );
+        }
+        let mut perfect = |b: &Batch| -> Result<Tensor> { Ok(((&b.target * 40.0)? - 20.0)?) };
+        let e = t
+            .evaluate(8, DType::F32, &Device::Cpu, &mut perfect)
+            .unwrap();
+        assert_eq!(e.metric, 1.0);
+        let mut zero = |b: &Batch| -> Result<Tensor> { Ok(b.target.zeros_like()?) };
+        let e = t.evaluate(8, DType::F32, &Device::Cpu, &mut zero).unwrap();
+        println!("{}", e.summary);
+        assert!((e.values["test_bce"] - 10.0 * 2f64.ln()).abs() < 1e-9);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::fsdd::{FsddOptions, FsddSplit, FsddTask};
 use crate::grammar::Grammar;
 use crate::jsb::{JsbResolution, JsbTask};
 use crate::mnist::{MnistTask, MnistView};
-use crate::moving_mnist::MovingMnistTask;
+use crate::moving_mnist::{Mode as MovingMnistMode, MovingMnistTask};
 use crate::reber::ReberTask;
 use crate::soprano::SopranoTask;
 use crate::task::SequenceTask;
@@ -30,10 +30,11 @@ pub enum TaskKind {
     JsbChorales,
     BachSoprano,
     MovingMnist,
+    MovingMnistDigits,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 12] = [
+    pub const ALL: [TaskKind; 13] = [
         TaskKind::Reber,
         TaskKind::EmbeddedReber,
         TaskKind::MnistRows,
@@ -46,6 +47,7 @@ impl TaskKind {
         TaskKind::JsbChorales,
         TaskKind::BachSoprano,
         TaskKind::MovingMnist,
+        TaskKind::MovingMnistDigits,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +64,7 @@ impl TaskKind {
             TaskKind::JsbChorales => "jsb-chorales",
             TaskKind::BachSoprano => "bach-soprano",
             TaskKind::MovingMnist => "moving-mnist",
+            TaskKind::MovingMnistDigits => "moving-mnist-digits",
         }
     }
 
@@ -83,6 +86,10 @@ impl TaskKind {
             TaskKind::BachSoprano => (crate::soprano::VOCAB, crate::soprano::VOCAB),
             // A 64×64 frame in, one logit per pixel of the next frame out.
             TaskKind::MovingMnist => (crate::moving_mnist::PIXELS, crate::moving_mnist::PIXELS),
+            // The same frames in, one logit per digit class out.
+            TaskKind::MovingMnistDigits => {
+                (crate::moving_mnist::PIXELS, crate::moving_mnist::CLASSES)
+            }
         }
     }
 
@@ -104,6 +111,8 @@ impl TaskKind {
             TaskKind::BachSoprano => crate::soprano::MAX_STEPS,
             // 20 frames: 19 transitions (the batches' steps).
             TaskKind::MovingMnist => crate::moving_mnist::FRAMES,
+            // All 20 frames, one a step.
+            TaskKind::MovingMnistDigits => crate::moving_mnist::FRAMES,
         }
     }
 
@@ -112,7 +121,9 @@ impl TaskKind {
         match self {
             TaskKind::Reber | TaskKind::EmbeddedReber => (256, 256),
             // Generated on demand: there is no whole split.
-            TaskKind::MovingMnist => crate::moving_mnist::DEFAULT_SIZES,
+            TaskKind::MovingMnist | TaskKind::MovingMnistDigits => {
+                crate::moving_mnist::DEFAULT_SIZES
+            }
             _ => (0, 0),
         }
     }
@@ -124,7 +135,8 @@ impl TaskKind {
             TaskKind::MnistRows
             | TaskKind::MnistPixels
             | TaskKind::MnistPixelsPermuted
-            | TaskKind::MovingMnist => Some("mnist"),
+            | TaskKind::MovingMnist
+            | TaskKind::MovingMnistDigits => Some("mnist"),
             TaskKind::Occupancy => Some("occupancy"),
             TaskKind::Traffic => Some("traffic"),
             TaskKind::Ozone => Some("ozone"),
@@ -305,9 +317,31 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
                 false,
             )?;
             Box::new(match video {
-                Some((v, file)) => task.with_loaded_video(v, file),
+                Some((v, file)) => task.with_loaded_video(v, file)?,
                 None => task,
             })
+        }
+        TaskKind::MovingMnistDigits => {
+            // Refused before any data is read: a video has no digit labels.
+            if let Some(file) = cfg.options.video.as_deref() {
+                return Err(TaskError::Config(format!(
+                    "moving-mnist-digits cannot take the video {}: a video carries no digit \
+                     labels; drop it, or use moving-mnist to forecast its frames",
+                    file.display()
+                )));
+            }
+            let dir = crate::datasets::locate("mnist", cfg.data_dir.as_deref())?;
+            Box::new(
+                MovingMnistTask::new(
+                    &dir,
+                    cfg.train_size,
+                    cfg.test_size,
+                    cfg.data_seed,
+                    None,
+                    false,
+                )?
+                .with_mode(MovingMnistMode::Digits)?,
+            )
         }
         TaskKind::Occupancy | TaskKind::Traffic | TaskKind::Ozone => {
             let set = cfg.kind.dataset().expect("time-series task");
@@ -345,5 +379,44 @@ mod tests {
         assert_eq!(k.max_steps(), 639);
         let set = crate::datasets::find("jsb-chorales").unwrap();
         assert!(set.tasks.contains(&"bach-soprano"));
+    }
+
+    #[test]
+    fn moving_mnist_digits_is_registered_and_refuses_a_video() {
+        let k: TaskKind = "moving-mnist-digits".parse().unwrap();
+        assert_eq!(k, TaskKind::MovingMnistDigits);
+        assert_eq!(k.sizes(), (4096, 10));
+        assert_eq!(k.max_steps(), 20);
+        assert_eq!(k.dataset(), Some("mnist"));
+        assert_eq!(k.default_sizes(), (10_000, 1_000));
+        let set = crate::datasets::find("mnist").unwrap();
+        assert!(set.tasks.contains(&"moving-mnist-digits"));
+        let cfg = TaskConfig {
+            kind: k,
+            train_size: 4,
+            test_size: 4,
+            data_seed: 0,
+            data_dir: Some(PathBuf::from("/nonexistent-remanence-mnist")),
+            options: TaskOptions {
+                video: Some(PathBuf::from("/tmp/test.npy")),
+                ..TaskOptions::default()
+            },
+        };
+        let err = build_task(&cfg).err().unwrap().to_string();
+        assert!(
+            err.contains("no digit labels") && err.contains("test.npy"),
+            "{err}"
+        );
+        let Some(dir) = crate::datasets::shared_for_tests("datasets/mnist") else {
+            return;
+        };
+        let cfg = TaskConfig {
+            data_dir: Some(dir),
+            options: TaskOptions::default(),
+            ..cfg
+        };
+        let task = build_task(&cfg).unwrap();
+        assert_eq!(task.name(), "moving-mnist-digits");
+        assert_eq!((task.input_size(), task.output_size()), (4096, 10));
     }
 }
