@@ -5,10 +5,12 @@
 //!   input permutations), each itself a [`SequenceTask`](remanence_tasks::SequenceTask).
 //! - [`matrix`]: the accuracy matrix R[i][j] and ACC, BWT, FWT and forgetting derived from it.
 //! - [`strategy`]: how the learner treats each experience (naive fine-tuning, joint training,
-//!   replay, EWC, SI, LwF), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
+//!   replay, EWC, SI, LwF, A-GEM), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
 //! - [`regularizers`]: the penalties of EWC, SI and LwF as trainer plugins.
+//! - [`agem`]: A-GEM's gradient projection against a reference batch from the memory.
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
 //! - [`runner`]: one scenario run end to end, into a run folder.
+pub mod agem;
 pub mod error;
 pub mod matrix;
 pub mod plots;

@@ -8,6 +8,10 @@
 //!   seen, filled at the end of each experience with sequences drawn from the seed; every
 //!   training batch of later experiences gets `per_batch` sequences drawn from it (Rebuffi et
 //!   al. 2017's class-balanced memory; Chaudhry et al. 2019's experience replay).
+//! - **agem**: the same class-balanced memory, used as a constraint instead of as data: each
+//!   step's gradient is projected so that it does not increase the loss on a reference batch
+//!   drawn from the memory (averaged gradient episodic memory, Chaudhry et al. 2019); see
+//!   [`crate::agem`].
 //!
 //! - **ewc**, **si**, **lwf**: a penalty on the loss that holds on to earlier experiences (online
 //!   elastic weight consolidation, synaptic intelligence, learning without forgetting); see
@@ -16,7 +20,7 @@
 //! The optimizer starts afresh at each experience (its moments belong to the last data).
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +29,7 @@ use remanence_tasks::{Batch, Split};
 use remanence_train::learner::{GradientLearner, Plugin, StepContext};
 use remanence_train::{Learner, RunConfig};
 
+use crate::agem::AgemPlugin;
 use crate::error::{ContinualError, Result};
 use crate::regularizers::{
     empirical_fisher, frozen_copy, snapshot, Ewc, EwcPlugin, LwfPlugin, Si, SiPlugin,
@@ -55,6 +60,13 @@ pub enum Method {
         alpha: f64,
         temperature: f64,
     },
+    /// A-GEM: a memory of `per_class` sequences a class; each step's gradient `g` is projected
+    /// to `g − (gᵀg_ref / g_refᵀg_ref)·g_ref` when `gᵀg_ref < 0`, `g_ref` the loss gradient on
+    /// `batch` sequences drawn from the memory.
+    Agem {
+        per_class: usize,
+        batch: usize,
+    },
 }
 
 /// The settings of every method; [`Method::parse`] takes those of the method named.
@@ -70,11 +82,14 @@ pub struct MethodOptions {
     pub si_xi: f64,
     pub lwf_alpha: f64,
     pub lwf_temperature: f64,
+    /// agem: memory sequences in each step's reference batch (all of them when fewer).
+    pub agem_batch: usize,
 }
 
 impl Default for MethodOptions {
     /// replay 50 a class and 20 a batch (Cossu et al. 2021); LwF T = 1.5 (Cossu et al.), α = 1;
-    /// SI c = 1, ξ = 10⁻³; EWC λ = 1000, decay 1 (plain EWC). λ, c and α are not tuned.
+    /// SI c = 1, ξ = 10⁻³; EWC λ = 1000, decay 1 (plain EWC); A-GEM reference batch 256 (Cossu et
+    /// al.). λ, c and α are not tuned.
     fn default() -> Self {
         Self {
             per_class: 50,
@@ -85,6 +100,7 @@ impl Default for MethodOptions {
             si_xi: 1e-3,
             lwf_alpha: 1.0,
             lwf_temperature: 1.5,
+            agem_batch: 256,
         }
     }
 }
@@ -98,7 +114,7 @@ fn check(ok: bool, what: &str, value: f64) -> Result<()> {
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 6] = ["naive", "joint", "replay", "ewc", "si", "lwf"];
+    pub const NAMES: [&'static str; 7] = ["naive", "joint", "replay", "ewc", "si", "lwf", "agem"];
 
     /// The method called `name`, with its settings from `o` (the others' are ignored).
     pub fn parse(name: &str, o: &MethodOptions) -> Result<Self> {
@@ -153,6 +169,18 @@ impl Method {
                     per_batch,
                 })
             }
+            "agem" => {
+                if per_class == 0 || o.agem_batch == 0 {
+                    return Err(ContinualError::Config(format!(
+                        "--method agem needs --buffer-per-class and --agem-batch ≥ 1 (got {per_class}, {})",
+                        o.agem_batch
+                    )));
+                }
+                Ok(Self::Agem {
+                    per_class,
+                    batch: o.agem_batch,
+                })
+            }
             m => Err(ContinualError::Config(format!(
                 "unknown method `{m}`; methods: {}",
                 Self::NAMES.join(", ")
@@ -168,6 +196,7 @@ impl Method {
             Self::Ewc { .. } => "ewc",
             Self::Si { .. } => "si",
             Self::Lwf { .. } => "lwf",
+            Self::Agem { .. } => "agem",
         }
     }
 }
@@ -229,6 +258,12 @@ impl ReplayBuffer {
 
     /// A batch of `n` sequences drawn (with replacement across calls) from the buffer.
     fn sample(&mut self, n: usize, like: &Batch) -> Result<Option<Batch>> {
+        self.draw(n, like.x.dtype(), like.x.device())
+    }
+
+    /// A batch of `min(n, len)` distinct buffered sequences drawn at random (independently at
+    /// each call), in `dtype` on `device`; `None` while the buffer is empty.
+    pub fn draw(&mut self, n: usize, dtype: DType, device: &Device) -> Result<Option<Batch>> {
         let Some(reader) = &self.reader else {
             return Ok(None);
         };
@@ -240,7 +275,7 @@ impl ReplayBuffer {
         if picked.is_empty() {
             return Ok(None);
         }
-        let b = reader.batch_of(Split::Train, &picked, like.x.dtype(), like.x.device())?;
+        let b = reader.batch_of(Split::Train, &picked, dtype, device)?;
         Ok(Some(b))
     }
 }
@@ -328,7 +363,7 @@ pub struct MethodState {
 impl MethodState {
     pub fn new(method: Method, seed: u64) -> Self {
         let buffer = match method {
-            Method::Replay { per_class, .. } => {
+            Method::Replay { per_class, .. } | Method::Agem { per_class, .. } => {
                 Some(Arc::new(Mutex::new(ReplayBuffer::new(per_class, seed))))
             }
             _ => None,
@@ -358,6 +393,9 @@ impl MethodState {
                 buffer: buffer.clone(),
                 per_batch,
             }));
+        }
+        if let (Method::Agem { batch, .. }, Some(buffer)) = (self.method, &self.buffer) {
+            l = l.with_plugin(Box::new(AgemPlugin::new(buffer.clone(), batch)));
         }
         if let Some(ewc) = &self.ewc {
             l = l.with_plugin(Box::new(EwcPlugin { ewc: ewc.clone() }));

@@ -155,6 +155,15 @@ fn settings_that_make_no_sense_are_named() {
         }
     )
     .contains("--lwf-temperature"));
+    assert!(parse_err("agem", MethodOptions { agem_batch: 0, ..o }).contains("--agem-batch"));
+    assert!(parse_err("agem", MethodOptions { per_class: 0, ..o }).contains("--buffer-per-class"));
+    assert_eq!(
+        Method::parse("agem", &o).unwrap(),
+        Method::Agem {
+            per_class: 50,
+            batch: 256
+        }
+    );
     assert_eq!(
         Method::parse("lwf", &o).unwrap(),
         Method::Lwf {
@@ -372,6 +381,56 @@ fn ewc_si_and_lwf_runs_complete_with_a_matrix() {
         );
         assert_eq!(lwf0.rows, naive.rows);
         assert_eq!(ewc0.rows, naive.rows);
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+#[test]
+fn an_agem_run_completes_with_a_full_matrix() {
+    remanence_train::stack::with_deep_stack(|| {
+        let root = std::env::temp_dir().join(format!("remanence-cl-agem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = Scenario::new(split2(), toy(), 3).unwrap();
+        // A reference batch larger than the memory (2 classes × 10) takes all of it.
+        let method = Method::parse(
+            "agem",
+            &MethodOptions {
+                per_class: 10,
+                agem_batch: 64,
+                ..MethodOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(method.name(), "agem");
+        let run_one = |method: Method| {
+            let run = RunDir::create_new(&root, method.name()).unwrap();
+            let m = runner::run(
+                &config(6),
+                &s,
+                method,
+                &run,
+                &Device::Cpu,
+                &mut Silent,
+                &mut |_| {},
+            )
+            .unwrap();
+            (m, run)
+        };
+        let (m, run) = run_one(method);
+        let (naive, _) = run_one(Method::Naive);
+        assert_eq!(m.rows.len(), 2);
+        assert_eq!(m.initial.len(), 2);
+        for row in &m.rows {
+            assert_eq!(row.len(), 2, "{:?}", m.rows);
+            assert!(row.iter().all(|a| (0.0..=1.0).contains(a)), "{row:?}");
+        }
+        for f in ["matrix.json", "summary.json", "exp-01/model.safetensors"] {
+            assert!(run.file(f).exists(), "{f}");
+        }
+        // The first experience has no memory yet: it is learned step for step as naive
+        // fine-tuning learns it; afterwards the projection changes the steps.
+        assert_eq!(m.rows[0], naive.rows[0]);
+        assert_ne!(m.rows, naive.rows);
         let _ = std::fs::remove_dir_all(&root);
     });
 }

@@ -22,10 +22,11 @@ pub struct ContinualArgs {
     #[arg(long)]
     scenario: String,
     /// naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si
-    /// (synaptic intelligence) or lwf (learning without forgetting).
+    /// (synaptic intelligence), lwf (learning without forgetting) or agem (averaged gradient
+    /// episodic memory).
     #[arg(long, default_value = "naive")]
     method: String,
-    /// replay: sequences kept per class.
+    /// replay, agem: sequences kept per class in the memory.
     #[arg(long, default_value_t = 50)]
     buffer_per_class: usize,
     /// replay: buffered sequences added to each training batch.
@@ -49,6 +50,9 @@ pub struct ContinualArgs {
     /// lwf: softmax temperature T (1.5 in Cossu et al. 2021).
     #[arg(long, default_value_t = MethodOptions::default().lwf_temperature)]
     lwf_temperature: f64,
+    /// agem: memory sequences in each step's reference batch (all of them when fewer).
+    #[arg(long, default_value_t = MethodOptions::default().agem_batch)]
+    agem_batch: usize,
     /// A TOML recipe (see models/); flags given here override its keys.
     #[arg(long)]
     recipe: Option<PathBuf>,
@@ -75,6 +79,7 @@ pub fn run(args: ContinualArgs) -> Result<()> {
             si_xi: args.si_xi,
             lwf_alpha: args.lwf_alpha,
             lwf_temperature: args.lwf_temperature,
+            agem_batch: args.agem_batch,
         },
     )?;
     if args.settings.task.task.is_some_and(|t| t != spec.task()) {
