@@ -48,6 +48,66 @@ fn u8_header<R: Read + Seek>(
     path: &Path,
     rank: usize,
 ) -> Result<U8Header> {
+    // npyz allocates the header length the file declares before reading it: a corrupt length
+    // field (4 bytes in versions 2 and 3) could ask for gigabytes (found by the npy_file fuzz
+    // target; its input is in fuzz/regressions/npy_file/). Check it against the file first.
+    let mut preamble = [0u8; 12];
+    let got = reader
+        .read(&mut preamble)
+        .map_err(|e| err(path, format!("cannot read: {e}")))?;
+    reader
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| err(path, format!("cannot read: {e}")))?;
+    if got >= 10 && preamble.starts_with(b"\x93NUMPY") {
+        let (declared, start) = match preamble[6] {
+            1 => (u16::from_le_bytes([preamble[8], preamble[9]]) as u64, 10),
+            2 | 3 if got >= 12 => (
+                u32::from_le_bytes([preamble[8], preamble[9], preamble[10], preamble[11]]) as u64,
+                12,
+            ),
+            _ => (0, 0),
+        };
+        if start > 0 && start + declared > len {
+            return Err(err(
+                path,
+                format!(
+                    "the .npy header declares {declared} bytes of header, more than the file's {len} bytes: \
+                     the file is truncated or not a .npy file"
+                ),
+            ));
+        }
+        // npyz parses the header dictionary with a backtracking parser that takes exponential
+        // time on deeply nested brackets (the npy_file fuzz target found inputs of 200 bytes
+        // that ran for minutes). A uint8 array's header nests two levels: refuse more than 4.
+        if start > 0 {
+            let mut text = vec![0u8; declared as usize];
+            reader
+                .seek(SeekFrom::Start(start as u64))
+                .and_then(|_| reader.read_exact(&mut text))
+                .map_err(|e| err(path, format!("cannot read the .npy header: {e}")))?;
+            reader
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| err(path, format!("cannot read: {e}")))?;
+            let (mut depth, mut deepest) = (0i64, 0i64);
+            for b in &text {
+                match b {
+                    b'(' | b'[' | b'{' => depth += 1,
+                    b')' | b']' | b'}' => depth -= 1,
+                    _ => {}
+                }
+                deepest = deepest.max(depth);
+            }
+            if deepest > 4 {
+                return Err(err(
+                    path,
+                    format!(
+                        "the .npy header dictionary nests {deepest} levels of brackets; a uint8 \
+                         array's header has two: not a .npy file of this kind"
+                    ),
+                ));
+            }
+        }
+    }
     let npy = NpyFile::new(&mut *reader).map_err(|e| {
         err(
             path,
@@ -189,7 +249,9 @@ fn video_data<R: Read + Seek>(
     limit: usize,
 ) -> Result<Video> {
     let s = &h.shape;
-    if s[0] != frames || s[2] != height || s[3] != width || s[1] == 0 {
+    // Every dimension ≥ 1: an array of 0 bytes may declare 10¹² frames of 0×0 pixels, and
+    // reading it frame by frame would not end (found by the npy_file fuzz target).
+    if s[0] != frames || s[2] != height || s[3] != width || s.contains(&0) {
         return Err(err(
             path,
             format!(
