@@ -110,6 +110,9 @@ pub struct TaskSettings {
     /// jsb-chorales: one frame per quarter, 8th or 16th note (default quarter).
     #[arg(long)]
     pub resolution: Option<JsbResolution>,
+    /// bach-soprano: transpose every chorale so its soprano ends on a C (a common key).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub transpose: Option<bool>,
     /// moving-mnist: a `(20, N, 64, 64)` uint8 .npy file (the published test set's layout),
     /// or a folder of frame folders (DIR/<sequence>/<frame>.png|.jpg|.jpeg, 20 grey 64×64
     /// frames each, sequences and frames in name order), whose first --test-size sequences
@@ -430,7 +433,7 @@ impl Settings {
                 );
             }
         }
-        let task_rules: [(&str, &[TaskKind]); 15] = [
+        let task_rules: [(&str, &[TaskKind]); 16] = [
             ("split", &[TaskKind::Fsdd]),
             ("features", &[TaskKind::Fsdd]),
             ("sample-rate", &[TaskKind::Fsdd]),
@@ -445,6 +448,7 @@ impl Settings {
             ("resample", &[TaskKind::Fsdd]),
             ("skip-bad", &[TaskKind::Fsdd, TaskKind::MovingMnist]),
             ("resolution", &[TaskKind::JsbChorales]),
+            ("transpose", &[TaskKind::BachSoprano]),
             ("video", &[TaskKind::MovingMnist]),
         ];
         if task == TaskKind::MovingMnistDigits && given.iter().any(|g| g == "video") {
@@ -510,6 +514,7 @@ impl Settings {
             resample: t.resample.unwrap_or(false),
             skip_bad: t.skip_bad.unwrap_or(false),
             jsb_resolution: t.resolution.unwrap_or_default(),
+            transpose: t.transpose.unwrap_or(false),
             video: t.video.as_deref().map(absolute).transpose()?,
         };
         if kind == TaskKind::Fsdd {

@@ -221,6 +221,8 @@ pub struct TaskOptions {
     pub skip_bad: bool,
     /// jsb-chorales: one frame per quarter (default), 8th or 16th note.
     pub jsb_resolution: JsbResolution,
+    /// bach-soprano: transpose every chorale so its soprano ends on a C.
+    pub transpose: bool,
     /// moving-mnist: a `(20, N, 64, 64)` uint8 `.npy` file, or a folder of frame folders
     /// (`DIR/<sequence>/<frame>.png|.jpg|.jpeg`), whose sequences replace the generated test
     /// set.
@@ -295,7 +297,12 @@ pub fn build_task(cfg: &TaskConfig) -> Result<Box<dyn SequenceTask>> {
         }
         TaskKind::BachSoprano => {
             let dir = crate::datasets::locate("jsb-chorales", cfg.data_dir.as_deref())?;
-            Box::new(SopranoTask::new(&dir, cfg.train_size, cfg.test_size)?)
+            Box::new(SopranoTask::new(
+                &dir,
+                cfg.train_size,
+                cfg.test_size,
+                cfg.options.transpose,
+            )?)
         }
         TaskKind::MovingMnist => {
             // The user's video first: its errors come before any about the MNIST digits.

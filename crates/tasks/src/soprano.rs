@@ -138,6 +138,26 @@ struct RawSeparated {
 /// Parses the separated-voices JSON (`{"train": [[[s, a, t, b], ...], ...], "valid": ...,
 /// "test": ...}`, −1 = silent) into soprano token sequences; `file` names the source in errors.
 pub fn parse(text: &str, file: &str) -> Result<SopranoData> {
+    parse_with(text, file, false)
+}
+
+/// The shift in semitones that moves a line's last sounding pitch to the pitch class C while
+/// keeping every pitch in the vocabulary: of the two shifts in −11..=11 that reach C, the smaller
+/// one that fits (a chorale's soprano ends on the tonic, so this puts every chorale in C major or
+/// C minor). `None` when neither fits or the line never sounds.
+pub fn shift_to_c(line: &[Option<i64>]) -> Option<i64> {
+    let last = line.iter().rev().flatten().next()?;
+    let up = (-last).rem_euclid(12);
+    let (lo, hi) = (line.iter().flatten().min()?, line.iter().flatten().max()?);
+    let fits = |s: i64| lo + s >= LOWEST_PITCH as i64 && hi + s <= HIGHEST_PITCH as i64;
+    let mut candidates = [up, up - 12];
+    candidates.sort_by_key(|s| s.abs());
+    candidates.into_iter().find(|&s| fits(s))
+}
+
+/// [`parse`], with every chorale transposed so its soprano ends on a C ([`shift_to_c`]) when
+/// `transpose` is set.
+pub fn parse_with(text: &str, file: &str, transpose: bool) -> Result<SopranoData> {
     let raw: RawSeparated = serde_json::from_str(text)
         .map_err(|e| TaskError::Data(format!("{file}: not separated JSB chorales JSON: {e}")))?;
     let convert = |split: &str, list: Vec<Vec<Vec<f64>>>| -> Result<Vec<Vec<u32>>> {
@@ -181,7 +201,17 @@ pub fn parse(text: &str, file: &str) -> Result<SopranoData> {
                         Ok(Some(p as i64))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(tokenize(&line))
+                if !transpose {
+                    return Ok(tokenize(&line));
+                }
+                let shift = shift_to_c(&line).ok_or_else(|| {
+                    TaskError::Data(format!(
+                        "{file}: {split} chorale {c}: cannot be transposed to end on a C within \
+                         the vocabulary's {LOWEST_PITCH}..={HIGHEST_PITCH}"
+                    ))
+                })?;
+                let moved: Vec<Option<i64>> = line.iter().map(|p| p.map(|p| p + shift)).collect();
+                Ok(tokenize(&moved))
             })
             .collect()
     };
@@ -372,11 +402,12 @@ pub struct SopranoTask {
 impl SopranoTask {
     /// Reads `dir/Jsb16thSeparated.json`. `train_size`/`test_size` keep the first chorales of
     /// the train and test splits (0 = all); the validation split is kept whole.
-    pub fn new(dir: &Path, train_size: usize, test_size: usize) -> Result<Self> {
+    /// With `transpose`, every chorale is moved to end on a C ([`shift_to_c`]).
+    pub fn new(dir: &Path, train_size: usize, test_size: usize, transpose: bool) -> Result<Self> {
         let file = dir.join(FILE);
         let text = std::fs::read_to_string(&file)
             .map_err(|e| TaskError::Data(format!("{}: cannot read: {e}", file.display())))?;
-        let data = parse(&text, &file.display().to_string())?;
+        let data = parse_with(&text, &file.display().to_string(), transpose)?;
         Self::from_data(data, file, train_size, test_size)
     }
 
@@ -556,6 +587,12 @@ mod tests {
         assert_eq!(d.train[1], vec![note(64), HOLD, HOLD]);
         assert_eq!(d.test[0], vec![note(60), REST]);
         // A new pitch right after another is an onset; a rest never holds.
+        // A line ending on D moves down a tone to end on C; one ending on A moves up a minor third
+        // (the smaller shift) unless that leaves the vocabulary.
+        assert_eq!(shift_to_c(&[Some(64), None, Some(62)]), Some(-2));
+        assert_eq!(shift_to_c(&[Some(69), Some(69)]), Some(3));
+        assert_eq!(shift_to_c(&[Some(84), Some(81)]), Some(-9));
+        assert_eq!(shift_to_c(&[None, None]), None);
         let t = tokenize(&[Some(60), Some(62), Some(62), None, None, Some(62)]);
         assert_eq!(t, vec![note(60), note(62), HOLD, REST, REST, note(62)]);
         for i in 0..VOCAB as u32 {
@@ -700,7 +737,7 @@ mod tests {
         assert!(e.contains("bad.json") && e.contains("line 2 column"), "{e}");
         let e = err(r#"{"train": [], "valid": []}"#);
         assert!(e.contains("bad.json") && e.contains("test"), "{e}");
-        let e = SopranoTask::new(Path::new("/nonexistent-folder"), 0, 0)
+        let e = SopranoTask::new(Path::new("/nonexistent-folder"), 0, 0, false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -714,7 +751,9 @@ mod tests {
         let Some(dir) = crate::datasets::shared_for_tests("datasets/jsb_chorales") else {
             return;
         };
-        let task = SopranoTask::new(&dir, 0, 0).unwrap();
+        let task = SopranoTask::new(&dir, 0, 0, false).unwrap();
+        let moved = SopranoTask::new(&dir, 0, 0, true).unwrap();
+        assert_eq!(moved.data().train.len(), task.data().train.len());
         let d = task.data();
         assert_eq!((d.train.len(), d.valid.len(), d.test.len()), (229, 76, 77));
         let steps = |s: &[Vec<u32>]| s.iter().map(|c| c.len()).sum::<usize>();

@@ -184,7 +184,7 @@ fn sample_music(args: &SampleArgs, r: &super::LoadedRun) -> Result<()> {
     let k = args.primer_chorale;
     // The primer as model inputs, and as tokens or frames.
     let primer: Vec<u128> = if soprano {
-        let task = SopranoTask::new(&dir, 0, 0)?;
+        let task = SopranoTask::new(&dir, 0, 0, r.cfg.task.options.transpose)?;
         let test = &task.data().test;
         let c = test.get(k).with_context(|| {
             format!(
