@@ -346,6 +346,22 @@ pub struct ModelConfig {
     pub encoder_input: Option<usize>,
     pub rnn: RnnConfig,
     pub output_size: usize,
+    /// An auto-associative head beside the read-out (the generators of the dual network);
+    /// its parameters sit under `autoassoc.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoassoc: Option<AutoAssoc>,
+}
+
+/// What the auto-associative head reconstructs, at every step, from the stack's output `h_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAssoc {
+    /// The step's input `x_t` (features the model reads, before any encoder).
+    Input,
+    /// The step's input and the state the step started from, `[x_t, s_{t-1}]`, `s` the
+    /// flattened state of every layer ([`crate::RnnState::flatten`]): the transition
+    /// pseudo-patterns of Ans, Rousset, French & Musca (2004).
+    InputAndState,
 }
 
 impl ModelConfig {
@@ -356,6 +372,27 @@ impl ModelConfig {
             encoder_input: None,
             rnn,
             output_size,
+            autoassoc: None,
+        }
+    }
+
+    /// Values in the flattened recurrent state of one sequence: `h` of every layer, then `c`
+    /// of every layer for the LSTM ([`crate::RnnState::flatten`]).
+    pub fn state_size(&self) -> usize {
+        let per = if self.rnn.cell == CellKind::Lstm {
+            2
+        } else {
+            1
+        };
+        per * self.rnn.num_layers * self.rnn.hidden_size
+    }
+
+    /// Width of the auto-associative head's output (0 without one).
+    pub fn autoassoc_size(&self) -> usize {
+        match self.autoassoc {
+            None => 0,
+            Some(AutoAssoc::Input) => self.input_size(),
+            Some(AutoAssoc::InputAndState) => self.input_size() + self.state_size(),
         }
     }
 

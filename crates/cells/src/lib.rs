@@ -38,8 +38,8 @@ pub mod wiring;
 
 pub use cell::{Recurrent, RecurrentCell};
 pub use config::{
-    Activation, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel, Mapping,
-    ModelConfig, RnnConfig, SolverKind,
+    Activation, AutoAssoc, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel,
+    Mapping, ModelConfig, RnnConfig, SolverKind,
 };
 pub use encoder::Encoder;
 pub use error::{CellError, Result};

@@ -4,11 +4,16 @@
 //! On disk the recurrent layers sit under `rnn.` with PyTorch's names and the read-out under
 //! `head.weight` (out, hidden) / `head.bias` (out), as `torch.nn.Linear`, so a PyTorch model
 //! `{rnn: nn.LSTM(batch_first=True), head: nn.Linear}` loads the file with `load_state_dict`.
+//!
+//! A model may carry an auto-associative head beside the read-out ([`AutoAssoc`], weights
+//! `autoassoc.weight` (size, hidden) / `autoassoc.bias`): a second linear map of the same `h_t`
+//! that reconstructs the step's input (and the state the step started from). The dual network's
+//! generators reverberate through it; [`SequenceModel::forward`] ignores it.
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::cell::Recurrent;
-use crate::config::ModelConfig;
+use crate::config::{AutoAssoc, ModelConfig};
 use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::params::ParamStore;
@@ -19,6 +24,7 @@ pub struct SequenceModel {
     encoder: Option<Box<dyn Encoder>>,
     rnn: StackedRnn,
     head: Linear,
+    autoassoc: Option<Linear>,
     config: ModelConfig,
 }
 
@@ -34,13 +40,22 @@ impl SequenceModel {
         let fan_in = rnn.output_size();
         let b = 1.0 / (fan_in as f64).sqrt();
         let init = candle_nn::Init::Uniform { lo: -b, up: b };
-        let vbh = vb.pp("head");
-        let w = vbh.get_with_hints((config.output_size, fan_in), "weight", init)?;
-        let bias = vbh.get_with_hints(config.output_size, "bias", init)?;
+        let linear = |name: &str, out: usize| -> Result<Linear> {
+            let vbh = vb.pp(name);
+            let w = vbh.get_with_hints((out, fan_in), "weight", init)?;
+            let bias = vbh.get_with_hints(out, "bias", init)?;
+            Ok(Linear::new(w, Some(bias)))
+        };
+        let head = linear("head", config.output_size)?;
+        let autoassoc = match config.autoassoc {
+            Some(_) => Some(linear("autoassoc", config.autoassoc_size())?),
+            None => None,
+        };
         Ok(Self {
             encoder,
             rnn,
-            head: Linear::new(w, Some(bias)),
+            head,
+            autoassoc,
             config: config.clone(),
         })
     }
@@ -135,5 +150,40 @@ impl SequenceModel {
             None => self.rnn.step(x, None, state)?,
         };
         Ok((self.head.forward(&h)?, st))
+    }
+
+    /// The auto-associative head on recurrent outputs `hs` ((batch, time, hidden) or (batch,
+    /// hidden)): the reconstruction, (…, [`ModelConfig::autoassoc_size`]). An error for a model
+    /// without the head.
+    pub fn reconstruct(&self, hs: &Tensor) -> Result<Tensor> {
+        match &self.autoassoc {
+            Some(head) => Ok(head.forward(hs)?),
+            None => Err(crate::error::CellError::Config(
+                "this model has no auto-associative head (autoassoc)".into(),
+            )),
+        }
+    }
+
+    /// What the auto-associative head reconstructs, if the model has one.
+    pub fn autoassoc(&self) -> Option<AutoAssoc> {
+        self.config.autoassoc
+    }
+
+    /// One step from an explicit state, with everything a transition produces: `x` (batch,
+    /// input) and `state` → read-out (batch, output), reconstruction (batch, autoassoc size)
+    /// and the new state.
+    pub fn step_autoassoc(
+        &self,
+        x: &Tensor,
+        state: &RnnState,
+    ) -> Result<(Tensor, Tensor, RnnState)> {
+        let (h, st) = match &self.encoder {
+            Some(e) => {
+                let xe = e.forward(&x.unsqueeze(1)?)?.squeeze(1)?;
+                self.rnn.step(&xe, None, state)?
+            }
+            None => self.rnn.step(x, None, state)?,
+        };
+        Ok((self.head.forward(&h)?, self.reconstruct(&h)?, st))
     }
 }
