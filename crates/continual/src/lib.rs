@@ -3,6 +3,10 @@
 //!
 //! - [`scenario`]: experiences cut from any classification task of the registry (class splits,
 //!   input permutations), each itself a [`SequenceTask`](remanence_tasks::SequenceTask).
+//! - [`task_il`]: task-incremental masking: each sequence's read-out restricted to its own group
+//!   of classes, in training (a trainer plugin) and in scoring.
+//! - [`lists`]: sequence-list learning (Ans, Rousset, French & Musca 2004): lists of sequences of
+//!   random binary items made up from the seed, learned list after list by next-item prediction.
 //! - [`matrix`]: the accuracy matrix R[i][j] and ACC, BWT, FWT and forgetting derived from it.
 //! - [`strategy`]: how the learner treats each experience (naive fine-tuning, joint training,
 //!   replay, EWC, SI, LwF, A-GEM), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
@@ -11,12 +15,16 @@
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
 //! - [`runner`]: one scenario run end to end, into a run folder.
 pub mod agem;
+pub mod dual;
 pub mod error;
+pub mod lists;
 pub mod matrix;
 pub mod plots;
 pub mod regularizers;
+pub mod reverberation;
 pub mod runner;
 pub mod scenario;
 pub mod strategy;
+pub mod task_il;
 
 pub use error::{ContinualError, Result};

@@ -308,6 +308,52 @@ fn write_png(
     res
 }
 
+/// Pseudo-patterns as pictures: each of `patterns` (T steps × F features, row-major) drawn as a
+/// grey-scale tile, time downwards and features across, `lo..hi` mapped to black..white, in rows
+/// of `per_row` tiles, each pixel `scale` × `scale`.
+pub fn patterns_png(
+    patterns: &[Vec<f32>],
+    steps: usize,
+    features: usize,
+    (lo, hi): (f32, f32),
+    path: &Path,
+) -> Result<()> {
+    if patterns.is_empty() || steps == 0 || features == 0 {
+        return Err(ContinualError::Config("no pseudo-patterns to draw".into()));
+    }
+    let per_row = 8usize.min(patterns.len());
+    let rows = patterns.len().div_ceil(per_row);
+    let scale = (4usize).max(112 / features.max(steps)).min(8);
+    let (tw, th) = (features * scale, steps * scale);
+    let gap = 4usize;
+    let w = (per_row * (tw + gap) + gap) as u32;
+    let h = (rows * (th + gap) + gap) as u32;
+    let span = (hi - lo).max(f32::EPSILON);
+    write_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (w, h)).into_drawing_area();
+        root.fill(&RGBColor(90, 90, 140))?;
+        for (k, p) in patterns.iter().enumerate() {
+            let (x0, y0) = (
+                gap + (k % per_row) * (tw + gap),
+                gap + (k / per_row) * (th + gap),
+            );
+            for t in 0..steps {
+                for f in 0..features {
+                    let v = p.get(t * features + f).copied().unwrap_or(lo);
+                    let g = (((v - lo) / span).clamp(0.0, 1.0) * 255.0).round() as u8;
+                    let (x, y) = ((x0 + f * scale) as i32, (y0 + t * scale) as i32);
+                    root.draw(&Rectangle::new(
+                        [(x, y), (x + scale as i32, y + scale as i32)],
+                        RGBColor(g, g, g).filled(),
+                    ))?;
+                }
+            }
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,10 @@
 //!   elastic weight consolidation, synaptic intelligence, learning without forgetting); see
 //!   [`crate::regularizers`].
 //!
+//! - **dual-net**: Ans & Rousset's two networks coupled by reverberated pseudo-patterns; NET1
+//!   learns each experience with NET2's pseudo-patterns, then NET2 learns NET1's (never real
+//!   data); see [`crate::dual`] and [`crate::reverberation`].
+//!
 //! The optimizer starts afresh at each experience (its moments belong to the last data).
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +34,7 @@ use remanence_train::learner::{GradientLearner, Plugin, StepContext};
 use remanence_train::{Learner, RunConfig};
 
 use crate::agem::AgemPlugin;
+use crate::dual::{DualOptions, DualState, TransferReport};
 use crate::error::{ContinualError, Result};
 use crate::regularizers::{
     empirical_fisher, frozen_copy, snapshot, Ewc, EwcPlugin, LwfPlugin, Si, SiPlugin,
@@ -67,6 +72,8 @@ pub enum Method {
         per_class: usize,
         batch: usize,
     },
+    /// Ans & Rousset's dual network (see [`crate::dual`]).
+    DualNet(DualOptions),
 }
 
 /// The settings of every method; [`Method::parse`] takes those of the method named.
@@ -84,6 +91,8 @@ pub struct MethodOptions {
     pub lwf_temperature: f64,
     /// agem: memory sequences in each step's reference batch (all of them when fewer).
     pub agem_batch: usize,
+    /// dual-net: its settings.
+    pub dual: DualOptions,
 }
 
 impl Default for MethodOptions {
@@ -101,6 +110,7 @@ impl Default for MethodOptions {
             lwf_alpha: 1.0,
             lwf_temperature: 1.5,
             agem_batch: 256,
+            dual: DualOptions::default(),
         }
     }
 }
@@ -114,7 +124,9 @@ fn check(ok: bool, what: &str, value: f64) -> Result<()> {
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 7] = ["naive", "joint", "replay", "ewc", "si", "lwf", "agem"];
+    pub const NAMES: [&'static str; 8] = [
+        "naive", "joint", "replay", "ewc", "si", "lwf", "agem", "dual-net",
+    ];
 
     /// The method called `name`, with its settings from `o` (the others' are ignored).
     pub fn parse(name: &str, o: &MethodOptions) -> Result<Self> {
@@ -155,6 +167,10 @@ impl Method {
                     alpha: o.lwf_alpha,
                     temperature: o.lwf_temperature,
                 })
+            }
+            "dual-net" => {
+                o.dual.validate()?;
+                Ok(Self::DualNet(o.dual))
             }
             "naive" => Ok(Self::Naive),
             "joint" | "cumulative" => Ok(Self::Joint),
@@ -197,6 +213,7 @@ impl Method {
             Self::Si { .. } => "si",
             Self::Lwf { .. } => "lwf",
             Self::Agem { .. } => "agem",
+            Self::DualNet(_) => "dual-net",
         }
     }
 }
@@ -358,10 +375,17 @@ pub struct MethodState {
     pub si: Option<Arc<Mutex<Si>>>,
     /// lwf: the model as it was after the last experience.
     pub teacher: Option<Arc<Mutex<SequenceModel>>>,
+    /// dual-net: NET2, the data's range and the seed buffer.
+    pub dual: Option<DualState>,
+    /// dual-net: how the last transfer went.
+    pub last_transfer: Option<TransferReport>,
 }
 
 impl MethodState {
-    pub fn new(method: Method, seed: u64) -> Self {
+    /// The state of `method` before the first experience; `cfg` and `device` build the dual
+    /// network's NET2.
+    pub fn new(method: Method, cfg: &RunConfig, device: &Device) -> Result<Self> {
+        let seed = cfg.train.seed;
         let buffer = match method {
             Method::Replay { per_class, .. } | Method::Agem { per_class, .. } => {
                 Some(Arc::new(Mutex::new(ReplayBuffer::new(per_class, seed))))
@@ -376,18 +400,38 @@ impl MethodState {
             Method::Si { c, xi } => Some(Arc::new(Mutex::new(Si::new(c, xi)))),
             _ => None,
         };
-        Self {
+        let dual = match method {
+            Method::DualNet(o) => Some(DualState::new(o, cfg, device)?),
+            _ => None,
+        };
+        Ok(Self {
             method,
             buffer,
             ewc,
             si,
             teacher: None,
-        }
+            dual,
+            last_transfer: None,
+        })
     }
 
-    /// The learner for the next experience: a fresh optimizer and the method's plugins.
-    pub fn learner(&self, cfg: &RunConfig) -> Box<dyn Learner> {
+    /// The learner for experience `k`, `exp`: a fresh optimizer, the method's plugins and
+    /// `extra` (task-incremental masking) first.
+    pub fn learner(
+        &mut self,
+        cfg: &RunConfig,
+        k: usize,
+        exp: &Experience,
+        extra: Option<Box<dyn Plugin>>,
+    ) -> Result<Box<dyn Learner>> {
         let mut l = GradientLearner::new(cfg.train.optimizer.build(), cfg.train.clip_norm);
+        if let Some(p) = extra {
+            l = l.with_plugin(p);
+        }
+        if let Some(d) = &mut self.dual {
+            d.range.observe(exp, 4096)?;
+            l = l.with_plugin(Box::new(d.plugin(k)));
+        }
         if let (Method::Replay { per_batch, .. }, Some(buffer)) = (self.method, &self.buffer) {
             l = l.with_plugin(Box::new(ReplayPlugin {
                 buffer: buffer.clone(),
@@ -410,7 +454,7 @@ impl MethodState {
                 temperature,
             }));
         }
-        Box::new(l)
+        Ok(Box::new(l))
     }
 
     /// After experience `exp` was learned, `model` over `store` the weights it ended with.
@@ -436,6 +480,27 @@ impl MethodState {
         if let Method::Lwf { .. } = self.method {
             let teacher = frozen_copy(&cfg.model, store, dtype, device)?;
             self.teacher = Some(Arc::new(Mutex::new(teacher)));
+        }
+        if let Some(d) = &mut self.dual {
+            if let Some(b) = &d.buffer {
+                b.lock().expect("seed buffer").add_experience(exp);
+            }
+            let net2 = d.net2.lock().expect("NET2");
+            let report = crate::dual::transfer(
+                model,
+                &net2,
+                &d.net2_store,
+                cfg,
+                remanence_tasks::SequenceTask::objective(exp),
+                &d.options,
+                &d.range,
+                d.buffer.as_ref(),
+                &mut d.rng,
+                device,
+            )?;
+            drop(net2);
+            d.trained = true;
+            self.last_transfer = Some(report);
         }
         Ok(())
     }

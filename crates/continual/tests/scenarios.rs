@@ -434,3 +434,502 @@ fn an_agem_run_completes_with_a_full_matrix() {
         let _ = std::fs::remove_dir_all(&root);
     });
 }
+
+// ---- Task-incremental splits ----
+
+/// The toy task without class labels (its objective still classifies sequences).
+struct Unlabelled(Toy);
+
+impl SequenceTask for Unlabelled {
+    fn name(&self) -> &str {
+        "unlabelled"
+    }
+    fn input_size(&self) -> usize {
+        self.0.input_size()
+    }
+    fn output_size(&self) -> usize {
+        self.0.output_size()
+    }
+    fn objective(&self) -> Objective {
+        self.0.objective()
+    }
+    fn len(&self, split: Split) -> usize {
+        self.0.len(split)
+    }
+    fn batch(
+        &self,
+        split: Split,
+        indices: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> remanence_tasks::Result<Batch> {
+        self.0.batch(split, indices, dtype, device)
+    }
+    fn evaluate(
+        &self,
+        b: usize,
+        d: DType,
+        dev: &Device,
+        p: &mut Predict<'_>,
+    ) -> remanence_tasks::Result<Evaluation> {
+        self.0.evaluate(b, d, dev, p)
+    }
+}
+
+#[test]
+fn the_new_scenario_kinds_parse_and_print_back() {
+    let t: ScenarioSpec = "split-task:mnist-rows:2".parse().unwrap();
+    assert_eq!(
+        t,
+        ScenarioSpec::SplitTask {
+            task: TaskKind::MnistRows,
+            per_experience: 2
+        }
+    );
+    assert_eq!(t.to_string(), "split-task:mnist-rows:2");
+    assert_eq!(t.task(), Some(TaskKind::MnistRows));
+    assert!(t.is_task_incremental() && !split2().is_task_incremental());
+    let l: ScenarioSpec = "lists:4:5:6:20".parse().unwrap();
+    assert_eq!(
+        l,
+        ScenarioSpec::Lists {
+            lists: 4,
+            per_list: 5,
+            length: 6,
+            items: 20
+        }
+    );
+    assert_eq!(l.to_string(), "lists:4:5:6:20");
+    assert_eq!(l.task(), None);
+    let err = |spec: &str| spec.parse::<ScenarioSpec>().unwrap_err().to_string();
+    let e = err("lists:4:5:6");
+    assert!(e.contains("five parts"), "{e}");
+    // The error lists every valid form.
+    for form in [
+        "split:TASK",
+        "split-task:TASK",
+        "permuted:TASK",
+        "lists:LISTS",
+    ] {
+        assert!(e.contains(form), "{form}: {e}");
+    }
+    assert!(err("split-task:mnist-rows").contains("three parts"));
+    assert!(err("lists:4:0:6:20").contains("≥ 1"));
+    assert!(err("lists:4:5:1:20").contains("N ≥ 2"));
+    assert!(err("lists:4:5:6:1").contains("V ≥ 2"));
+    let e = err("lists:4:5:6:12");
+    assert!(
+        e.contains("20 distinct first items") && e.contains("L·S ≤ V"),
+        "{e}"
+    );
+    assert!(err("split-task:mnist-foo:2").contains("unknown task"));
+}
+
+#[test]
+fn task_incremental_settings_that_make_no_sense_are_named() {
+    let build = |spec: &str, task: Arc<dyn SequenceTask>| {
+        Scenario::new(spec.parse().unwrap(), task, 0)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let e = build("split-task:mnist-rows:1", toy());
+    assert!(
+        e.contains("split-task:mnist-rows:1") && e.contains("trivial"),
+        "{e}"
+    );
+    assert!(build("split-task:mnist-rows:3", toy()).contains("groups of 3"));
+    assert!(build("split-task:mnist-rows:4", toy()).contains("at least two groups"));
+    let e = build(
+        "split-task:mnist-rows:2",
+        Arc::new(Unlabelled(Toy { n: [8, 4] })),
+    );
+    assert!(
+        e.contains("split-task:mnist-rows:2") && e.contains("no class label"),
+        "{e}"
+    );
+    // Lists read no task; split scenarios need one.
+    assert!(build("lists:2:2:3:4", toy()).contains("Scenario::synthetic"));
+    let e = Scenario::synthetic(split2(), 0).err().unwrap().to_string();
+    assert!(e.contains("Scenario::new"), "{e}");
+}
+
+#[test]
+fn split_task_has_the_groups_of_split_and_masks_every_experience() {
+    let class_il = Scenario::new(split2(), toy(), 3).unwrap();
+    let spec: ScenarioSpec = "split-task:mnist-rows:2".parse().unwrap();
+    let s = Scenario::new(spec, toy(), 3).unwrap();
+    assert!(s.is_task_incremental() && !class_il.is_task_incremental());
+    assert_eq!(s.class_order, class_il.class_order);
+    for (a, b) in s.experiences.iter().zip(&class_il.experiences) {
+        assert_eq!(
+            (&a.classes, &a.train, &a.test),
+            (&b.classes, &b.train, &b.test)
+        );
+        assert!(b.task_mask().is_none());
+        let mask = a.task_mask().unwrap();
+        assert_eq!((mask.classes(), mask.groups()), (4, 2));
+        for &c in &a.classes {
+            assert_eq!(mask.group_classes(c), {
+                let mut g = a.classes.clone();
+                g.sort();
+                g
+            });
+        }
+    }
+    let joint = s.cumulative(1);
+    assert!(joint.task_mask().is_some());
+    assert_eq!((joint.train.len(), joint.classes.len()), (80, 4));
+}
+
+fn logits_2x3x4() -> Tensor {
+    Tensor::new(
+        &[
+            [
+                [0.5f32, 3.0, 1.0, 2.0],
+                [1.0, 0.0, -1.0, 4.0],
+                [2.0, 9.0, 1.5, 7.0],
+            ],
+            [
+                [0.0, 1.0, 2.0, 3.0],
+                [5.0, -2.0, 0.0, 1.0],
+                [8.0, 0.5, 6.0, -1.0],
+            ],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_mask_keeps_each_sequences_group_and_pushes_the_rest_out_of_the_softmax() {
+    use remanence_continual::task_il::{masked_logit, TaskMask};
+    let mask = TaskMask::new(&[vec![0, 2], vec![1, 3]], 4).unwrap();
+    assert_eq!(
+        (mask.group_of(2), mask.group_of(3), mask.group_of(9)),
+        (Some(0), Some(1), None)
+    );
+    assert!(TaskMask::new(&[vec![0, 1], vec![1]], 3)
+        .unwrap_err()
+        .to_string()
+        .contains("class 1 is in group 0 and group 1"));
+    assert!(TaskMask::new(&[vec![0, 5]], 3).is_err());
+    for dtype in [DType::F32, DType::F64] {
+        let y = logits_2x3x4().to_dtype(dtype).unwrap();
+        // Sequence 0 has class 2 (group {0, 2}), sequence 1 class 3 (group {1, 3}).
+        let masked = mask.apply_labels(&[2, 3], &y).unwrap();
+        let raw: Vec<Vec<Vec<f64>>> = y.to_dtype(DType::F64).unwrap().to_vec3().unwrap();
+        let got: Vec<Vec<Vec<f64>>> = masked.to_dtype(DType::F64).unwrap().to_vec3().unwrap();
+        let groups = [[0usize, 2], [1, 3]];
+        for b in 0..2 {
+            for t in 0..3 {
+                for c in 0..4 {
+                    if groups[b].contains(&c) {
+                        assert_eq!(got[b][t][c], raw[b][t][c]);
+                    } else {
+                        assert_eq!(got[b][t][c], masked_logit(dtype));
+                    }
+                }
+                // The argmax of the masked logits is exactly the argmax within the group, even
+                // where another group's class has the largest raw logit.
+                let argmax = |v: &[f64]| (0..4).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+                let best_in_group = *groups[b]
+                    .iter()
+                    .max_by(|&&i, &&j| raw[b][t][i].total_cmp(&raw[b][t][j]))
+                    .unwrap();
+                assert_eq!(argmax(&got[b][t]), best_in_group);
+            }
+        }
+        // Softmax: exactly 0 outside the group, no NaN.
+        let p: Vec<Vec<Vec<f64>>> = candle_nn::ops::softmax_last_dim(&masked)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
+        for (b, rows) in p.iter().enumerate() {
+            for row in rows {
+                for (c, &v) in row.iter().enumerate() {
+                    assert!(v.is_finite());
+                    if !groups[b].contains(&c) {
+                        assert_eq!(v, 0.0, "{dtype:?} {b} {c}");
+                    }
+                }
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+            }
+        }
+        // Gradients through the masked read-out: finite, and 0 for the masked logits.
+        let var = candle_core::Var::from_tensor(&y).unwrap();
+        let batch = Batch {
+            x: Tensor::zeros((2, 3, 1), dtype, &Device::Cpu).unwrap(),
+            target: Tensor::new(&[2u32, 3], &Device::Cpu).unwrap(),
+            mask: None,
+            dt: None,
+            indices: vec![0, 1],
+            lengths: vec![3, 3],
+        };
+        for objective in [Objective::ClassLastStep, Objective::ClassMeanOverTime] {
+            let out = mask.apply(&batch, objective, var.as_tensor()).unwrap();
+            let l = remanence_train::loss::loss(objective, &out, &batch).unwrap();
+            assert!(l
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                .is_finite());
+            let g = l.backward().unwrap();
+            let g: Vec<Vec<Vec<f64>>> = g
+                .get(var.as_tensor())
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec3()
+                .unwrap();
+            for (b, rows) in g.iter().enumerate() {
+                for (c, &v) in rows.iter().flatten().enumerate() {
+                    assert!(v.is_finite());
+                    if !groups[b].contains(&(c % 4)) {
+                        assert_eq!(v, 0.0);
+                    }
+                }
+            }
+        }
+        let e = mask
+            .apply(&batch, Objective::ClassPerStep, &y)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one class per sequence"), "{e}");
+        let e = mask.apply_labels(&[2, 7], &y).unwrap_err().to_string();
+        assert!(e.contains("label 7 belongs to no group"), "{e}");
+    }
+}
+
+#[test]
+fn a_task_incremental_experience_scores_the_argmax_within_the_group() {
+    let class_il = Scenario::new(split2(), toy(), 3).unwrap();
+    let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+    let other_group = |class: usize| -> usize {
+        *s.experiences
+            .iter()
+            .find(|e| !e.classes.contains(&class))
+            .unwrap()
+            .classes
+            .first()
+            .unwrap()
+    };
+    // Every sequence: its own class gets 1, a class of the other group 5, the rest 0.
+    let mut predict = |b: &Batch| -> remanence_tasks::Result<Tensor> {
+        let targets: Vec<u32> = b.target.to_vec1()?;
+        let (n, t) = (targets.len(), b.x.dim(1)?);
+        let mut y = vec![0f32; n * t * 4];
+        for (r, &c) in targets.iter().enumerate() {
+            for s in 0..t {
+                y[(r * t + s) * 4 + c as usize] = 1.0;
+                y[(r * t + s) * 4 + other_group(c as usize)] = 5.0;
+            }
+        }
+        Ok(Tensor::from_vec(y, (n, t, 4), &Device::Cpu)?)
+    };
+    for k in 0..2 {
+        let task_il = s.experiences[k]
+            .accuracy(7, DType::F32, &Device::Cpu, &mut predict)
+            .unwrap();
+        let one_head = class_il.experiences[k]
+            .accuracy(7, DType::F32, &Device::Cpu, &mut predict)
+            .unwrap();
+        assert_eq!((task_il, one_head), (1.0, 0.0));
+        let eval = s.experiences[k]
+            .evaluate(7, DType::F32, &Device::Cpu, &mut predict)
+            .unwrap();
+        assert_eq!(eval.metric, 1.0);
+        assert!(
+            eval.summary.contains("task-incremental"),
+            "{}",
+            eval.summary
+        );
+    }
+    // The joint experience masks each sequence to its own group too.
+    let joint = s.cumulative(1);
+    assert_eq!(
+        joint
+            .accuracy(16, DType::F32, &Device::Cpu, &mut predict)
+            .unwrap(),
+        1.0
+    );
+}
+
+/// Records the read-out that `extra_loss` sees.
+struct Spy(Arc<std::sync::Mutex<Option<Tensor>>>);
+
+impl remanence_train::Plugin for Spy {
+    fn extra_loss(
+        &mut self,
+        _ctx: &remanence_train::StepContext,
+        _batch: &Batch,
+        output: &Tensor,
+    ) -> remanence_train::Result<Option<Tensor>> {
+        *self.0.lock().unwrap() = Some(output.detach());
+        Ok(None)
+    }
+}
+
+#[test]
+fn the_task_il_plugin_masks_the_read_out_before_the_loss_and_the_other_plugins() {
+    use remanence_continual::task_il::{masked_logit, TaskIlPlugin};
+    use remanence_train::{GradientLearner, Learner, StepContext};
+    let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+    let exp = &s.experiences[0];
+    let cfg = config(1);
+    let (model, store) =
+        remanence_cells::SequenceModel::init(&cfg.model, 0, DType::F32, &Device::Cpu).unwrap();
+    let vars = store.vars();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let mut learner = GradientLearner::new(cfg.train.optimizer.build(), None)
+        .with_plugin(Box::new(TaskIlPlugin::new(exp.task_mask().unwrap())))
+        .with_plugin(Box::new(Spy(seen.clone())));
+    let batch = exp
+        .batch(Split::Train, &[0, 1, 2, 3], DType::F32, &Device::Cpu)
+        .unwrap();
+    let ctx = StepContext {
+        model: &model,
+        store: &store,
+        vars: &vars,
+        objective: Objective::ClassLastStep,
+        lr: 0.01,
+        epoch: 0,
+        batch: 0,
+    };
+    let report = learner.step(&ctx, &batch).unwrap();
+    assert!(report.loss.is_finite() && report.grad_norm.is_finite());
+    let y: Vec<Vec<Vec<f32>>> = seen.lock().unwrap().take().unwrap().to_vec3().unwrap();
+    let out: Vec<usize> = (0..4).filter(|c| !exp.classes.contains(c)).collect();
+    for row in y.iter().flatten() {
+        for c in 0..4 {
+            assert_eq!(
+                row[c] == masked_logit(DType::F32) as f32,
+                out.contains(&c),
+                "{row:?}"
+            );
+        }
+    }
+}
+
+// ---- Sequence lists ----
+
+#[test]
+fn sequence_lists_are_drawn_from_the_seed_with_their_own_first_items() {
+    use remanence_continual::lists::SequenceLists;
+    let a = SequenceLists::new(3, 4, 5, 16, 7).unwrap();
+    let b = SequenceLists::new(3, 4, 5, 16, 7).unwrap();
+    let c = SequenceLists::new(3, 4, 5, 16, 8).unwrap();
+    assert_eq!(a.sequences(), b.sequences());
+    assert!((0..16).all(|i| a.code(i) == b.code(i)));
+    assert_ne!(a.sequences(), c.sequences());
+    assert_eq!(
+        (a.lists(), a.per_list(), a.length(), a.vocabulary()),
+        (3, 4, 5, 16)
+    );
+    assert_eq!(a.sequences().len(), 12);
+    assert!(a
+        .sequences()
+        .iter()
+        .all(|s| s.len() == 5 && s.iter().all(|&i| i < 16)));
+    // Distinct first items across every list.
+    let mut firsts: Vec<u32> = a.sequences().iter().map(|s| s[0]).collect();
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), 12);
+    // Items: distinct binary vectors of V bits, none all zeros.
+    for i in 0..16 {
+        assert_eq!(a.code(i).len(), 16);
+        assert!(a.code(i).iter().all(|&v| v <= 1) && a.code(i).contains(&1));
+        assert!((0..i).all(|j| a.code(j) != a.code(i)));
+    }
+    assert_eq!((a.list_of(5), a.list(2)), (1, 8..12));
+    // The batch: inputs are the items' vectors, targets the next items, the last step weighs 0.
+    let batch = a
+        .batch(Split::Train, &[6, 1], DType::F32, &Device::Cpu)
+        .unwrap();
+    assert_eq!(batch.x.dims(), &[2, 5, 16]);
+    assert_eq!(batch.lengths, vec![5, 5]);
+    let x: Vec<Vec<Vec<f32>>> = batch.x.to_vec3().unwrap();
+    let t: Vec<Vec<u32>> = batch.target.to_vec2().unwrap();
+    let m: Vec<Vec<f32>> = batch.mask.unwrap().to_vec2().unwrap();
+    for (r, &i) in [6usize, 1].iter().enumerate() {
+        let seq = &a.sequences()[i];
+        for s in 0..5 {
+            let code: Vec<f32> = a.code(seq[s] as usize).iter().map(|&v| v as f32).collect();
+            assert_eq!(x[r][s], code);
+            if s < 4 {
+                assert_eq!((t[r][s], m[r][s]), (seq[s + 1], 1.0));
+            } else {
+                assert_eq!(m[r][s], 0.0);
+            }
+        }
+    }
+    assert_eq!(a.objective(), Objective::ClassPerStep);
+    assert_eq!((a.input_size(), a.output_size()), (16, 16));
+    let e = SequenceLists::new(4, 5, 6, 19, 0).unwrap_err().to_string();
+    assert!(e.contains("lists:4:5:6:19") && e.contains("L·S ≤ V"), "{e}");
+    assert!(SequenceLists::new(4, 5, 6, 20, 0).is_ok());
+}
+
+#[test]
+fn a_lists_scenario_has_one_experience_a_list_and_scores_next_items() {
+    let spec: ScenarioSpec = "lists:3:4:5:12".parse().unwrap();
+    let s = Scenario::synthetic(spec.clone(), 5).unwrap();
+    let again = Scenario::synthetic(spec, 5).unwrap();
+    assert!(!s.is_task_incremental());
+    assert_eq!(s.experiences.len(), 3);
+    assert_eq!(s.class_order, (0..12).collect::<Vec<_>>());
+    for (l, e) in s.experiences.iter().enumerate() {
+        assert_eq!(e.train, e.test);
+        assert_eq!(
+            e.train.iter().map(|i| i.index).collect::<Vec<_>>(),
+            (4 * l..4 * l + 4).collect::<Vec<_>>()
+        );
+        assert_eq!(e.classes, (0..12).collect::<Vec<_>>());
+        assert!(e.task_mask().is_none());
+        assert_eq!(e.objective(), Objective::ClassPerStep);
+    }
+    let dev = Device::Cpu;
+    let batch = |sc: &Scenario| {
+        sc.experiences[2]
+            .batch(Split::Test, &[0, 3], DType::F32, &dev)
+            .unwrap()
+    };
+    assert_eq!(
+        batch(&s).target.to_vec2::<u32>().unwrap(),
+        batch(&again).target.to_vec2::<u32>().unwrap()
+    );
+    let joint = s.cumulative(1);
+    assert_eq!((joint.train.len(), joint.classes.len()), (8, 12));
+    assert_eq!(s.cumulative(2).train.len(), 12);
+    // An oracle that predicts the next item at every step but one wrong on the first sequence.
+    let mut predict = |b: &Batch| -> remanence_tasks::Result<Tensor> {
+        let t: Vec<Vec<u32>> = b.target.to_vec2()?;
+        let (n, steps) = (t.len(), t[0].len());
+        let mut y = vec![0f32; n * steps * 12];
+        for r in 0..n {
+            for s in 0..steps {
+                let wrong = b.indices[r] == 0 && s == 1;
+                let k = if wrong { (t[r][s] + 1) % 12 } else { t[r][s] };
+                y[(r * steps + s) * 12 + k as usize] = 1.0;
+            }
+        }
+        Ok(Tensor::from_vec(y, (n, steps, 12), &Device::Cpu)?)
+    };
+    // (An experience's batches index their sequences from 0, so one batch of 4: only its first
+    // sequence is index 0.)
+    let e = &s.experiences[1];
+    let score = e.score(4, DType::F32, &dev, &mut predict).unwrap();
+    // 4 sequences × 4 counted steps; one step and so one sequence wrong.
+    assert_eq!(score.accuracy, 15.0 / 16.0);
+    assert_eq!(score.sequences_recalled, Some(0.75));
+    let eval = e.evaluate(4, DType::F32, &dev, &mut predict).unwrap();
+    assert_eq!(eval.values["sequences_recalled"], 0.75);
+    assert_eq!(eval.metric, 15.0 / 16.0);
+    let base = s.base.evaluate(5, DType::F32, &dev, &mut predict).unwrap();
+    assert_eq!(base.metric, 47.0 / 48.0);
+    assert_eq!(base.solved, Some(false));
+}

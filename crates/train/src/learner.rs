@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! batch  ← plugins' prepare (mix in replayed or pseudo-patterns)
-//! L      = task loss(model(batch.x), batch) + Σ plugins' extra_loss      (EWC, SI, LwF, …)
+//! y      ← plugins' transform_output(model(batch.x))                      (task-incremental masks)
+//! L      = task loss(y, batch) + Σ plugins' extra_loss and hidden_loss   (EWC, SI, LwF, dual net)
 //! g      = ∂L/∂θ, then every plugin's transform_gradients in turn        (A-GEM, all-reduce)
 //! g      ← g·min(1, c/‖g‖₂) when clipping at c
 //! θ      ← optimizer(θ, g, lr); then the model's constraints (the LTC's clamp in clip mode)
@@ -85,6 +86,27 @@ pub trait Plugin: Send {
     fn prepare(&mut self, _ctx: &StepContext, _batch: &Batch) -> Result<Option<Batch>> {
         Ok(None)
     }
+    /// Replaces the model's read-out (B, T, outputs) on the batch before the loss and every
+    /// plugin's `extra_loss` see it (task-incremental masking); plugins run in order, each on the
+    /// read-out the previous ones left. `None`: the read-out as it is.
+    fn transform_output(
+        &mut self,
+        _ctx: &StepContext,
+        _batch: &Batch,
+        _output: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// A term added to the task loss from the recurrent outputs `hidden` (B, T, hidden) of the
+    /// forward pass (the dual network's reconstruction of its input through a second head).
+    fn hidden_loss(
+        &mut self,
+        _ctx: &StepContext,
+        _batch: &Batch,
+        _hidden: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     /// A term added to the task loss; `output` is the model's read-out (B, T, outputs) on the
     /// batch.
     fn extra_loss(
@@ -149,10 +171,18 @@ impl Learner for GradientLearner {
             }
         }
         let batch = prepared.as_ref().unwrap_or(batch);
-        let (y, _) = ctx.model.forward(&batch.x, None, batch.dt.as_ref())?;
+        let (mut y, hidden, _) = ctx.model.forward_full(&batch.x, None, batch.dt.as_ref())?;
+        for p in &mut self.plugins {
+            if let Some(t) = p.transform_output(ctx, batch, &y)? {
+                y = t;
+            }
+        }
         let mut l = loss(ctx.objective, &y, batch)?;
         for p in &mut self.plugins {
             if let Some(extra) = p.extra_loss(ctx, batch, &y)? {
+                l = (l + extra)?;
+            }
+            if let Some(extra) = p.hidden_loss(ctx, batch, &hidden)? {
                 l = (l + extra)?;
             }
         }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use remanence_cells::device::parse_device;
+use remanence_continual::dual::DualOptions;
 use remanence_continual::runner;
 use remanence_continual::scenario::{Scenario, ScenarioSpec};
 use remanence_continual::strategy::{Method, MethodOptions};
@@ -22,8 +23,9 @@ pub struct ContinualArgs {
     #[arg(long)]
     scenario: String,
     /// naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si
-    /// (synaptic intelligence), lwf (learning without forgetting) or agem (averaged gradient
-    /// episodic memory).
+    /// (synaptic intelligence), lwf (learning without forgetting), agem (averaged gradient
+    /// episodic memory) or dual-net (Ans & Rousset's two networks with reverberated
+    /// pseudo-patterns: no real data kept).
     #[arg(long, default_value = "naive")]
     method: String,
     /// replay, agem: sequences kept per class in the memory.
@@ -53,6 +55,43 @@ pub struct ContinualArgs {
     /// agem: memory sequences in each step's reference batch (all of them when fewer).
     #[arg(long, default_value_t = MethodOptions::default().agem_batch)]
     agem_batch: usize,
+    /// dual-net: what a pseudo-pattern is: sequence (a whole input sequence reverberated through
+    /// the auto-associative head), closed-loop (the generator fed its own reconstruction step
+    /// after step) or transition (one (item, state) pair, Ans et al. 2004).
+    #[arg(long, default_value = "sequence")]
+    pseudo: String,
+    /// dual-net: reverberations R (0: one pass from the seed, Robins's pseudo-rehearsal).
+    #[arg(long, default_value_t = DualOptions::default().rounds)]
+    reverberations: usize,
+    /// dual-net: noise seeds: uniform, gaussian or binary, matched per feature to the data.
+    #[arg(long, default_value = "uniform")]
+    noise: String,
+    /// dual-net: pseudo-patterns of NET2 per real sequence in each of NET1's batches.
+    #[arg(long, default_value_t = DualOptions::default().per_example)]
+    pseudo_per_example: f64,
+    /// dual-net: pseudo-patterns of NET1 per transfer epoch.
+    #[arg(long, default_value_t = DualOptions::default().transfer_size)]
+    transfer_size: usize,
+    /// dual-net: transfer epochs (NET2 learns NET1's pseudo-patterns after each experience).
+    #[arg(long, default_value_t = DualOptions::default().transfer_epochs)]
+    transfer_epochs: usize,
+    /// dual-net: hard targets (the generator's arg-max class) instead of its probabilities.
+    #[arg(long)]
+    hard_targets: bool,
+    /// dual-net: re-initialise NET1 before each experience after the first.
+    #[arg(long)]
+    reset_net1: bool,
+    /// dual-net: real sequences kept per class as reverberation seeds instead of noise
+    /// (Solinas et al.'s combined replay; 0: noise only).
+    #[arg(long, default_value_t = 0)]
+    seeds_per_class: usize,
+    /// dual-net: weight of the reconstruction error beside the task loss.
+    #[arg(long, default_value_t = DualOptions::default().recon_weight)]
+    recon_weight: f64,
+    /// dual-net: train the reconstruction as a denoising auto-encoder, inputs corrupted by
+    /// Gaussian noise of this many standard deviations per feature (0: plain).
+    #[arg(long, default_value_t = DualOptions::default().denoise)]
+    denoise: f64,
     /// A TOML recipe (see models/); flags given here override its keys.
     #[arg(long)]
     recipe: Option<PathBuf>,
@@ -80,9 +119,25 @@ pub fn run(args: ContinualArgs) -> Result<()> {
             lwf_alpha: args.lwf_alpha,
             lwf_temperature: args.lwf_temperature,
             agem_batch: args.agem_batch,
+            dual: DualOptions {
+                kind: args.pseudo.parse()?,
+                rounds: args.reverberations,
+                noise: args.noise.parse()?,
+                per_example: args.pseudo_per_example,
+                transfer_size: args.transfer_size,
+                transfer_epochs: args.transfer_epochs,
+                soft: !args.hard_targets,
+                reset: args.reset_net1,
+                seeds_per_class: args.seeds_per_class,
+                recon_weight: args.recon_weight,
+                denoise: args.denoise,
+            },
         },
     )?;
-    if args.settings.task.task.is_some_and(|t| t != spec.task()) {
+    let Some(task) = spec.task() else {
+        bail!("--scenario {spec}: sequence lists are not wired to the command line yet");
+    };
+    if args.settings.task.task.is_some_and(|t| t != task) {
         bail!("--task and --scenario name different tasks; the scenario's task is used, remove --task");
     }
     let mut given = Settings::default();
@@ -90,7 +145,7 @@ pub fn run(args: ContinualArgs) -> Result<()> {
         given = given.overlay(Settings::from_recipe(r)?);
     }
     given = given.overlay(args.settings.clone());
-    given.task.task = Some(spec.task());
+    given.task.task = Some(task);
     let s = Settings::defaults().overlay(given.clone());
     s.check_applicable(&given.given())?;
     let mut cfg = s.resolve()?;
@@ -143,7 +198,15 @@ pub fn run(args: ContinualArgs) -> Result<()> {
                         .collect::<Vec<_>>(),
                     r.acc_seen,
                     r.seconds
-                )
+                );
+                if let Some(a) = &r.net2_accuracies {
+                    println!(
+                        "  NET2 after the transfer: {:?}",
+                        a.iter()
+                            .map(|a| (a * 1000.0).round() / 1000.0)
+                            .collect::<Vec<_>>()
+                    );
+                }
             },
         )?;
         println!("{}", matrix.to_markdown());
