@@ -14,6 +14,10 @@
 //!
 //! with the dot products taken over all parameters together (the flattened gradient). The
 //! projection runs before clipping and the optimizer's update; the memory is not trained on.
+//!
+//! In a task-incremental scenario (`split-task`) the reference loss is taken on the read-out
+//! masked to each memory sequence's own group ([`TaskMask::apply`]), the loss those sequences
+//! were trained on.
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
@@ -22,6 +26,7 @@ use remanence_train::learner::{Plugin, StepContext};
 
 use crate::error::{ContinualError, Result};
 use crate::strategy::ReplayBuffer;
+use crate::task_il::TaskMask;
 
 /// `Σ_i aᵢ·bᵢ` over the parameters where both gradients exist, in f64.
 fn dot(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> Result<f64> {
@@ -84,6 +89,8 @@ pub fn project(grads: &mut [Option<Tensor>], reference: &[Option<Tensor>]) -> Re
 pub struct AgemPlugin {
     buffer: Arc<Mutex<ReplayBuffer>>,
     batch: usize,
+    /// Task-incremental: the mask of the scenario's groups, applied to the reference read-out.
+    mask: Option<Arc<TaskMask>>,
     /// The dtype and device of the step's batch (recorded in `prepare`; the reference batch is
     /// built alike).
     like: Option<(DType, Device)>,
@@ -98,14 +105,23 @@ impl AgemPlugin {
         Self {
             buffer,
             batch,
+            mask: None,
             like: None,
             steps: 0,
             projected: 0,
         }
     }
 
-    /// The gradient of the task loss on a reference batch from the memory, one entry per
-    /// `ctx.vars`; `None` while the memory is empty.
+    /// The same with the reference loss taken on the read-out masked by `mask` (task-incremental
+    /// scenarios; `None`: one head, nothing masked).
+    pub fn with_mask(mut self, mask: Option<Arc<TaskMask>>) -> Self {
+        self.mask = mask;
+        self
+    }
+
+    /// The gradient of the task loss on a reference batch from the memory (on the masked
+    /// read-out when the plugin has a mask), one entry per `ctx.vars`; `None` while the memory is
+    /// empty.
     pub fn reference_gradient(&mut self, ctx: &StepContext) -> Result<Option<Vec<Option<Tensor>>>> {
         let (dtype, device) = match &self.like {
             Some((d, dev)) => (*d, dev.clone()),
@@ -122,9 +138,12 @@ impl AgemPlugin {
         let Some(reference) = drawn else {
             return Ok(None);
         };
-        let (y, _) = ctx
+        let (mut y, _) = ctx
             .model
             .forward(&reference.x, None, reference.dt.as_ref())?;
+        if let Some(m) = &self.mask {
+            y = m.apply(&reference, ctx.objective, &y)?;
+        }
         let l = remanence_train::loss::loss(ctx.objective, &y, &reference)?;
         let grads = l.backward()?;
         Ok(Some(

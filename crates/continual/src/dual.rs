@@ -118,6 +118,7 @@ impl DualOptions {
             kind: self.kind,
             rounds: self.rounds,
             noise: self.noise,
+            denoise: self.denoise,
         }
     }
 }

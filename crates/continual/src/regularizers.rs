@@ -18,6 +18,12 @@
 //!   experiences add `α·T²·KL(softmax(z_old/T) ‖ softmax(z_new/T))`, averaged over the batch,
 //!   on the class read-out `z` of the current batch (one head: every output is distilled, the
 //!   usual class-incremental form).
+//!
+//! Task-incremental scenarios (`split-task`, [`crate::task_il`]) mask each sequence's read-out to
+//! its own group of classes: EWC's Fisher is then the gradient of the *masked* task loss (the
+//! loss the experience was trained on), and LwF distils the teacher's read-out masked alike, so
+//! the distillation runs within each sequence's group (an unmasked teacher would put probability
+//! on classes whose masked student logit is −10⁹, a divergence of about 10⁹).
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +34,7 @@ use remanence_tasks::{Batch, Objective, SequenceTask, Split};
 use remanence_train::learner::{Plugin, StepContext};
 
 use crate::error::{ContinualError, Result};
+use crate::task_il::TaskMask;
 
 /// Named tensors, ordered by name.
 pub type Named = BTreeMap<String, Tensor>;
@@ -108,7 +115,9 @@ impl Ewc {
 }
 
 /// The diagonal empirical Fisher of `model` on the training sequences of `task`: the mean over
-/// batches of `batch_size` sequences of the squared gradient of the batch's task loss.
+/// batches of `batch_size` sequences of the squared gradient of the batch's task loss. With a
+/// task-incremental `mask` the loss is taken on the read-out masked to each sequence's group
+/// ([`TaskMask::apply`]), as in training.
 pub fn empirical_fisher(
     model: &SequenceModel,
     store: &ParamStore,
@@ -116,6 +125,7 @@ pub fn empirical_fisher(
     batch_size: usize,
     dtype: DType,
     device: &Device,
+    mask: Option<&TaskMask>,
 ) -> Result<Named> {
     let vars = store.vars();
     let mut sum: Vec<Option<Tensor>> = vec![None; vars.len()];
@@ -124,7 +134,10 @@ pub fn empirical_fisher(
     let mut batches = 0usize;
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = task.batch(Split::Train, chunk, dtype, device)?;
-        let (y, _) = model.forward(&batch.x, None, batch.dt.as_ref())?;
+        let (mut y, _) = model.forward(&batch.x, None, batch.dt.as_ref())?;
+        if let Some(m) = mask {
+            y = m.apply(&batch, task.objective(), &y)?;
+        }
         let l = remanence_train::loss::loss(task.objective(), &y, &batch)?;
         let grads = l.backward()?;
         for (s, (_, v)) in sum.iter_mut().zip(&vars) {
@@ -335,10 +348,16 @@ pub struct LwfPlugin {
     pub teacher: Arc<Mutex<SequenceModel>>,
     pub alpha: f64,
     pub temperature: f64,
+    /// Task-incremental: the mask the learner's read-out went through
+    /// ([`crate::task_il::TaskIlPlugin`]); the teacher's read-out is masked alike before the
+    /// distillation. `None`: one head, nothing masked.
+    pub mask: Option<Arc<TaskMask>>,
 }
 
 impl LwfPlugin {
-    /// The distillation term for `batch` given the learner's read-out `output`.
+    /// The distillation term for `batch` given the learner's read-out `output` (B, T, classes),
+    /// already masked when the plugin has a mask; the teacher's read-out (B, T, classes) is
+    /// masked to each sequence's group the same way.
     pub fn term(&self, batch: &Batch, output: &Tensor, objective: Objective) -> Result<Tensor> {
         if !matches!(
             objective,
@@ -348,11 +367,14 @@ impl LwfPlugin {
                 "lwf distils a class read-out; objective {objective:?} has none"
             )));
         }
-        let (y_old, _) =
+        let (mut y_old, _) =
             self.teacher
                 .lock()
                 .expect("lwf teacher")
                 .forward(&batch.x, None, batch.dt.as_ref())?;
+        if let Some(m) = &self.mask {
+            y_old = m.apply(batch, objective, &y_old)?;
+        }
         let old = class_readout(&y_old.detach(), &batch.lengths, objective)?;
         let new = class_readout(output, &batch.lengths, objective)?;
         distillation(&old, &new, self.alpha, self.temperature)
@@ -559,6 +581,7 @@ mod tests {
             teacher: Arc::new(Mutex::new(teacher)),
             alpha: 1.0,
             temperature: 1.5,
+            mask: None,
         };
         let b = batch();
         let obj = Objective::ClassLastStep;
@@ -644,7 +667,7 @@ mod tests {
             }
         }
         let (model, store, _) = tiny_model();
-        let f = empirical_fisher(&model, &store, &Two, 1, DType::F64, &Device::Cpu).unwrap();
+        let f = empirical_fisher(&model, &store, &Two, 1, DType::F64, &Device::Cpu, None).unwrap();
         // By hand: one gradient a sequence, squared, averaged.
         let mut want: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for i in 0..2 {

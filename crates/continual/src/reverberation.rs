@@ -204,6 +204,12 @@ pub struct Reverb {
     /// Reverberations `R` (0: one pass from the seed, Robins's pseudo-rehearsal).
     pub rounds: usize,
     pub noise: Noise,
+    /// σ of the denoising head (0: none). When the head was trained to denoise, each
+    /// reverberation first corrupts its input the same way, `x ← clamp(r(x + σ·std·ε))`: the
+    /// sampling chain of a denoising auto-encoder (Bengio et al. 2013), which moves seeds toward
+    /// the data instead of letting them all fall into one attractor.
+    #[serde(default)]
+    pub denoise: f64,
 }
 
 /// A batch of pseudo-patterns and their soft targets.
@@ -252,11 +258,19 @@ pub fn generate(
     let n = seed_seq.dim(0)?;
     let t = seed_seq.dim(1)?;
     let input_part = |r: &Tensor| -> Result<Tensor> { Ok(r.narrow(D::Minus1, 0, f)?) };
+    let corrupt = |x: &Tensor, rng: &mut ChaCha8Rng| -> Result<Tensor> {
+        if reverb.denoise > 0.0 {
+            Ok((x + corruption(range, reverb.denoise, x, rng)?)?)
+        } else {
+            Ok(x.clone())
+        }
+    };
     match reverb.kind {
         PseudoKind::Sequence => {
             let mut x = seed_seq;
             for _ in 0..reverb.rounds {
-                let (_, hs, _) = gen.forward_full(&x, None, None)?;
+                let xin = corrupt(&x, rng)?;
+                let (_, hs, _) = gen.forward_full(&xin, None, None)?;
                 x = range.clamp(&input_part(&gen.reconstruct(&hs)?)?)?.detach();
             }
             let (y, hs, _) = gen.forward_full(&x, None, None)?;
@@ -272,7 +286,7 @@ pub fn generate(
             let zero = gen.rnn_zero_state(n, dtype, device)?;
             let mut x = seed_seq.narrow(1, 0, 1)?.squeeze(1)?;
             for _ in 0..reverb.rounds {
-                let (_, r, _) = gen.step_autoassoc(&x, &zero)?;
+                let (_, r, _) = gen.step_autoassoc(&corrupt(&x, rng)?, &zero)?;
                 x = range.clamp(&input_part(&r)?)?.detach();
             }
             let (mut xs, mut ys, mut rs) = (Vec::new(), Vec::new(), Vec::new());
@@ -310,7 +324,7 @@ pub fn generate(
             let has_c = state.c.is_some();
             for _ in 0..reverb.rounds {
                 let st = RnnState::unflatten(&s, rc.num_layers, rc.hidden_size, has_c)?;
-                let (_, r, _) = gen.step_autoassoc(&x, &st)?;
+                let (_, r, _) = gen.step_autoassoc(&corrupt(&x, rng)?, &st)?;
                 x = range.clamp(&input_part(&r)?)?.detach();
                 s = r.narrow(1, f, s.dim(1)?)?.detach();
             }

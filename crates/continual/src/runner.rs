@@ -2,9 +2,9 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `config.json` | the run configuration (model, base task, training settings per experience) |
-//! | `continual.json` | scenario, method, class order and the experiences' classes |
-//! | `exp-NN/` | the ordinary run folder of experience NN (its config, checkpoint, epoch metrics) |
+//! | `config.json` | the run configuration (model, base task, training settings per experience; for sequence lists, whose sequences come from no task of the registry, the task is a stand-in and `continual.json` says what was learned) |
+//! | `continual.json` | scenario, its seed, method with all its settings, class order and the experiences' classes |
+//! | `exp-NN/` | the ordinary run folder of experience NN (its config, checkpoint, epoch metrics), the method's state after it (`method-state.json`, `method-state.safetensors`) and its row of the matrix, exactly (`scores.json`) |
 //! | `metrics.jsonl` | one record per experience: the accuracy on every experience after it, time |
 //! | `matrix.json`, `summary.json` | the accuracy matrix, with the row before any training; ACC, BWT, FWT, forgetting |
 //! | `heatmap.png`, `acc.png` (+ `.md` beside each) | the matrix as a heatmap; mean accuracy over seen experiences after each |
@@ -13,11 +13,21 @@
 //!
 //! Before any training the untrained model is scored on every experience (the row that forward
 //! transfer is measured against); after experience i it is scored on all of them (row i).
+//!
+//! **Stopping and resuming.** Every file is written to a temporary name and renamed. After
+//! experience i, everything it leaves (the method's state, the model and the exact scores in
+//! `exp-NN/`, NET2, the metrics line, `model.safetensors`) is written before row i of
+//! `matrix.json`, which commits the experience: a run stopped at any point ([`run_limited`] stops on purpose) is continued by
+//! [`resume`] at the first experience without a row, from the model and method state of the
+//! experience before it; the folder of the interrupted experience and any metrics line after the
+//! last row are discarded. Since each experience's random streams start from (seed, experience)
+//! ([`MethodState::begin_experience`]) and the trainer's batch order from (seed, epoch), the
+//! resumed run gives the same numbers as an uninterrupted one.
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use remanence_cells::{io, SequenceModel};
+use remanence_cells::{io, ParamStore, SequenceModel};
 use remanence_train::trainer::Observer;
 use remanence_train::{RunConfig, RunDir, Trainer};
 use serde::{Deserialize, Serialize};
@@ -25,18 +35,117 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ContinualError, Result};
 use crate::matrix::AccuracyMatrix;
 use crate::plots;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioSpec};
 use crate::strategy::{Method, MethodState};
 use crate::task_il::TaskIlPlugin;
 use remanence_train::Plugin;
 
+/// The scenario's record in a run folder ([`ContinualInfo`]).
+pub const CONTINUAL: &str = "continual.json";
+/// The accuracy matrix ([`AccuracyMatrix`]); its rows commit the experiences.
+pub const MATRIX: &str = "matrix.json";
+/// dual-net: NET2's accuracy matrix.
+pub const NET2_MATRIX: &str = "net2-matrix.json";
+/// One [`ExperienceRecord`] per line.
+pub const METRICS: &str = "metrics.jsonl";
+/// In an experience's folder: its row of the matrix, exactly ([`SavedScores`]).
+pub const SCORES: &str = "scores.json";
+
+/// What `exp-NN/scores.json` records: row NN of the accuracy matrix (and of NET2's), each
+/// accuracy written as the 16 hexadecimal digits of its f64's bits, so that a resumed run writes
+/// back exactly the numbers it measured (a JSON reader may round a 17-digit decimal to a
+/// neighbouring f64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedScores {
+    /// 0-based experience.
+    pub experience: usize,
+    /// The accuracy on every experience after it.
+    pub row: Vec<String>,
+    /// dual-net: NET2's accuracy on every experience after the transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net2_row: Option<Vec<String>>,
+}
+
+fn to_bits(v: &[f64]) -> Vec<String> {
+    v.iter().map(|x| format!("{:016x}", x.to_bits())).collect()
+}
+
+fn from_bits(v: &[String], path: &Path) -> Result<Vec<f64>> {
+    v.iter()
+        .map(|s| {
+            u64::from_str_radix(s, 16)
+                .map(f64::from_bits)
+                .map_err(|e| file_err(path, format!("`{s}` is not the bits of an f64: {e}")))
+        })
+        .collect()
+}
+
+/// Row `k` of the matrix (and of NET2's when `net2`) from `exp-NN/scores.json`, `experiences`
+/// accuracies each.
+fn read_scores(
+    run: &RunDir,
+    k: usize,
+    experiences: usize,
+    net2: bool,
+) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+    let p = run.file(&format!("{}/{SCORES}", experience_dir(k)));
+    let s: SavedScores = read_json(&p, "not a record of scores")?;
+    let row = from_bits(&s.row, &p)?;
+    let net2_row = match (&s.net2_row, net2) {
+        (Some(r), true) => Some(from_bits(r, &p)?),
+        (None, true) => return Err(file_err(&p, "records no scores of NET2")),
+        _ => None,
+    };
+    let lengths_fit =
+        row.len() == experiences && net2_row.as_ref().is_none_or(|r| r.len() == experiences);
+    if s.experience != k || !lengths_fit {
+        return Err(file_err(
+            &p,
+            format!(
+                "holds the scores of experience {} over {} experiences, not of experience {k} \
+                 over {experiences}",
+                s.experience,
+                row.len()
+            ),
+        ));
+    }
+    Ok((row, net2_row))
+}
+
 /// What `continual.json` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContinualInfo {
+    /// The scenario as written on the command line (`split:mnist-rows:2`, `lists:4:5:6:24`).
     pub scenario: String,
+    /// The method's name ([`Method::name`]).
     pub method: String,
+    /// The method with every setting ([`Method`]'s serialised form); `None` in folders written
+    /// before runs could be resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_settings: Option<Method>,
+    /// The seed the scenario was drawn from ([`Scenario::seed`]); `None` in older folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_seed: Option<u64>,
     pub class_order: Vec<usize>,
     pub experience_classes: Vec<Vec<usize>>,
+}
+
+impl ContinualInfo {
+    /// The record of `scenario` learned with `method`.
+    pub fn new(scenario: &Scenario, method: Method) -> Self {
+        Self {
+            scenario: scenario.spec.to_string(),
+            method: method.name().into(),
+            method_settings: Some(method),
+            scenario_seed: Some(scenario.seed),
+            class_order: scenario.class_order.clone(),
+            experience_classes: scenario
+                .experiences
+                .iter()
+                .map(|e| e.classes.clone())
+                .collect(),
+        }
+    }
 }
 
 /// One line of the scenario's `metrics.jsonl`.
@@ -96,6 +205,21 @@ pub fn score_all(
         .collect()
 }
 
+/// The folder name of experience `k`.
+pub fn experience_dir(k: usize) -> String {
+    format!("exp-{k:02}")
+}
+
+/// `cfg` as `method` runs it: the dual network's models carry the auto-associative head their
+/// pseudo-patterns need.
+fn method_config(cfg: &RunConfig, method: Method) -> RunConfig {
+    let mut cfg = cfg.clone();
+    if let Method::DualNet(o) = method {
+        cfg.model.autoassoc = Some(o.kind.autoassoc());
+    }
+    cfg
+}
+
 /// Runs `method` over `scenario` in the run folder `run` (already created), `cfg.train.epochs`
 /// epochs per experience; `report` hears about each experience as it ends.
 pub fn run(
@@ -107,37 +231,376 @@ pub fn run(
     observer: &mut dyn Observer,
     report: &mut dyn FnMut(&ExperienceRecord),
 ) -> Result<AccuracyMatrix> {
-    let mut cfg = cfg.clone();
-    if let Method::DualNet(o) = method {
-        // Both networks carry the auto-associative head their pseudo-patterns need.
-        cfg.model.autoassoc = Some(o.kind.autoassoc());
-    }
-    let cfg = &cfg;
+    run_limited(cfg, scenario, method, run, device, observer, report, None)
+}
+
+/// [`run`], stopping after `max_experiences` experiences when given (the matrix then has that
+/// many rows; [`resume`] continues the run).
+#[allow(clippy::too_many_arguments)]
+pub fn run_limited(
+    cfg: &RunConfig,
+    scenario: &Scenario,
+    method: Method,
+    run: &RunDir,
+    device: &Device,
+    observer: &mut dyn Observer,
+    report: &mut dyn FnMut(&ExperienceRecord),
+    max_experiences: Option<usize>,
+) -> Result<AccuracyMatrix> {
+    method.check_scenario(&scenario.spec)?;
+    let cfg = &method_config(cfg, method);
     let dtype = cfg.dtype()?;
-    let info = ContinualInfo {
-        scenario: scenario.spec.to_string(),
-        method: method.name().into(),
-        class_order: scenario.class_order.clone(),
-        experience_classes: scenario
-            .experiences
-            .iter()
-            .map(|e| e.classes.clone())
-            .collect(),
-    };
-    write_json(&run.file("continual.json"), &info)?;
+    write_json(&run.file(CONTINUAL), &ContinualInfo::new(scenario, method))?;
     run.write_config(cfg)?;
-    let (mut model, mut store) = SequenceModel::init(&cfg.model, cfg.train.seed, dtype, device)?;
-    let n = scenario.experiences.len();
-    let initial = score_all(&model, scenario, cfg, device)?;
-    let mut matrix = AccuracyMatrix {
-        experiences: n,
+    let (model, store) = SequenceModel::init(&cfg.model, cfg.train.seed, dtype, device)?;
+    let matrix = initial_matrix(&model, scenario, cfg, device)?;
+    write_json(&run.file(MATRIX), &matrix)?;
+    let state = MethodState::new(method, cfg, device)?;
+    let net2_matrix = state.dual.is_some().then(|| matrix.clone());
+    drive(
+        cfg,
+        scenario,
+        method,
+        run,
+        device,
+        observer,
+        report,
+        Progress {
+            model,
+            store,
+            state,
+            matrix,
+            net2_matrix,
+        },
+        max_experiences,
+    )
+}
+
+/// The matrix of `scenario` with `model`'s scores before any training and no row.
+fn initial_matrix(
+    model: &SequenceModel,
+    scenario: &Scenario,
+    cfg: &RunConfig,
+    device: &Device,
+) -> Result<AccuracyMatrix> {
+    let initial = score_all(model, scenario, cfg, device)?;
+    Ok(AccuracyMatrix {
+        experiences: scenario.experiences.len(),
         initial: initial.into_iter().map(Some).collect(),
         rows: Vec::new(),
+    })
+}
+
+/// A stopped scenario run, read back from its folder by [`Stopped::read`]: everything
+/// [`resume`] needs beside the scenario itself (which the caller builds from `spec`, `seed` and,
+/// for scenarios cut from a registry task, `cfg.task`).
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    /// `config.json`. Settings of the machine rather than the run (kernel threads) are not
+    /// stored; set them before resuming.
+    pub cfg: RunConfig,
+    pub info: ContinualInfo,
+    pub spec: ScenarioSpec,
+    pub method: Method,
+    /// The seed the scenario was drawn from.
+    pub seed: u64,
+    /// Experiences in the stream.
+    pub experiences: usize,
+    /// Experiences finished (rows of `matrix.json`): the first experience to learn.
+    pub next: usize,
+}
+
+impl Stopped {
+    /// Reads the run folder `run` and checks it can be resumed; writes nothing. Refuses a
+    /// folder without `continual.json` (not a scenario run), one whose `continual.json` predates
+    /// resuming, and a finished run (every row in `matrix.json`); a file that cannot be read
+    /// or parsed is named in the error.
+    pub fn read(run: &RunDir) -> Result<Self> {
+        let p = run.file(CONTINUAL);
+        if !p.is_file() {
+            return Err(ContinualError::Config(format!(
+                "{}: not a continual-learning run folder (it has no {CONTINUAL}); `--resume` \
+                 continues runs of `remanence continual`",
+                run.path().display()
+            )));
+        }
+        let info: ContinualInfo = read_json(&p, "not a continual-learning record")?;
+        let spec: ScenarioSpec = info
+            .scenario
+            .parse()
+            .map_err(|e| file_err(&p, format!("bad scenario: {e}")))?;
+        let method = info.method_settings.ok_or_else(|| {
+            file_err(
+                &p,
+                "records no method settings (the run was written before runs could be \
+                 resumed), so it cannot be resumed",
+            )
+        })?;
+        if method.name() != info.method {
+            return Err(file_err(
+                &p,
+                format!(
+                    "names the method {} and holds the settings of {}",
+                    info.method,
+                    method.name()
+                ),
+            ));
+        }
+        let cfg = run.read_config()?;
+        let seed = info.scenario_seed.unwrap_or(cfg.task.data_seed);
+        let experiences = info.experience_classes.len();
+        let next = match read_matrix(run, experiences)? {
+            Some(m) if m.is_complete() => {
+                return Err(ContinualError::Config(format!(
+                    "{}: the run is finished ({MATRIX} has a row for each of its {experiences} \
+                     experiences); there is nothing to resume",
+                    run.path().display()
+                )))
+            }
+            Some(m) => m.rows.len(),
+            None => 0,
+        };
+        Ok(Self {
+            cfg,
+            info,
+            spec,
+            method,
+            seed,
+            experiences,
+            next,
+        })
+    }
+}
+
+/// `matrix.json` of `run`, checked to be a matrix of `experiences` experiences; `None` when the
+/// run stopped before writing it.
+fn read_matrix(run: &RunDir, experiences: usize) -> Result<Option<AccuracyMatrix>> {
+    let p = run.file(MATRIX);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let m = AccuracyMatrix::load_json(&p)?;
+    if m.experiences != experiences {
+        return Err(file_err(
+            &p,
+            format!(
+                "is a matrix of {} experiences, and {CONTINUAL} lists {experiences}",
+                m.experiences
+            ),
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Continues the stopped run `stopped` (read from `run` by [`Stopped::read`]) over `scenario`,
+/// which must be the scenario the run began (same spec, seed, class order and experiences): at
+/// experience `stopped.next`, from the model and method state saved after the experience before
+/// it. The folders of experiences from `stopped.next` on (an interrupted experience) and the
+/// metrics lines after the last row are discarded first. Stops after `max_experiences` more
+/// experiences when given. Gives the numbers an uninterrupted run gives.
+#[allow(clippy::too_many_arguments)]
+pub fn resume(
+    stopped: &Stopped,
+    scenario: &Scenario,
+    run: &RunDir,
+    device: &Device,
+    observer: &mut dyn Observer,
+    report: &mut dyn FnMut(&ExperienceRecord),
+    max_experiences: Option<usize>,
+) -> Result<AccuracyMatrix> {
+    let method = stopped.method;
+    method.check_scenario(&scenario.spec)?;
+    let now = ContinualInfo::new(scenario, method);
+    let p = run.file(CONTINUAL);
+    let mismatch = |what: &str, was: String, is: String| {
+        Err(file_err(
+            &p,
+            format!("the run learned {what} {was}, and the scenario given has {is}"),
+        ))
     };
-    write_json(&run.file("matrix.json"), &matrix)?;
-    let mut state = MethodState::new(method, cfg, device)?;
-    let mut net2_matrix = state.dual.is_some().then(|| matrix.clone());
-    for k in 0..n {
+    let was = &stopped.info;
+    if was.scenario != now.scenario {
+        return mismatch("the scenario", was.scenario.clone(), now.scenario);
+    }
+    if stopped.seed != scenario.seed {
+        return mismatch(
+            "a scenario drawn from seed",
+            stopped.seed.to_string(),
+            scenario.seed.to_string(),
+        );
+    }
+    if was.class_order != now.class_order || was.experience_classes != now.experience_classes {
+        return mismatch(
+            "the classes",
+            format!("{:?}", was.experience_classes),
+            format!("{:?}", now.experience_classes),
+        );
+    }
+    let cfg = &method_config(&stopped.cfg, method);
+    let dtype = cfg.dtype()?;
+    let k0 = stopped.next;
+    let matrix_read = read_matrix(run, stopped.experiences)?;
+    if matrix_read.as_ref().map_or(0, |m| m.rows.len()) != k0
+        || matrix_read
+            .as_ref()
+            .is_some_and(AccuracyMatrix::is_complete)
+    {
+        return Err(ContinualError::Config(format!(
+            "{}: {MATRIX} changed since the run was read; read it again",
+            run.path().display()
+        )));
+    }
+    // The scores before any training again, and the rows of the finished experiences from their
+    // exact records (the decimals of matrix.json may read back as a neighbouring f64).
+    let (init_model, init_store) = SequenceModel::init(&cfg.model, cfg.train.seed, dtype, device)?;
+    let mut matrix = initial_matrix(&init_model, scenario, cfg, device)?;
+    let with_net2 = matches!(method, Method::DualNet(_));
+    let mut net2_matrix = with_net2.then(|| matrix.clone());
+    for i in 0..k0 {
+        let (row, net2_row) = read_scores(run, i, stopped.experiences, with_net2)?;
+        let listed = matrix_read.as_ref().and_then(|m| m.rows.get(i));
+        let agrees = listed.is_some_and(|l| l.iter().zip(&row).all(|(a, b)| (a - b).abs() <= 1e-9));
+        if !agrees {
+            return Err(file_err(
+                &run.file(MATRIX),
+                format!("row {i} disagrees with {}/{SCORES}", experience_dir(i)),
+            ));
+        }
+        matrix.push_row(row)?;
+        if let (Some(m), Some(r)) = (&mut net2_matrix, net2_row) {
+            m.push_row(r)?;
+        }
+    }
+    let (model, store, state) = if k0 == 0 {
+        (
+            init_model,
+            init_store,
+            MethodState::new(method, cfg, device)?,
+        )
+    } else {
+        let last = experience_dir(k0 - 1);
+        let (model, store) = run.load_weights(
+            &format!("{last}/{}", remanence_train::run_dir::MODEL),
+            cfg,
+            device,
+        )?;
+        let state = MethodState::load(
+            method,
+            cfg,
+            device,
+            &run.file(&last),
+            k0,
+            &scenario.experiences[k0 - 1],
+            &store,
+        )?;
+        (model, store, state)
+    };
+    // Nothing was changed before this point: every file needed has been read.
+    discard_from(run, k0)?;
+    truncate_records(run, k0)?;
+    write_json(&run.file(MATRIX), &matrix)?;
+    if let Some(m) = &net2_matrix {
+        write_json(&run.file(NET2_MATRIX), m)?;
+    }
+    drive(
+        cfg,
+        scenario,
+        method,
+        run,
+        device,
+        observer,
+        report,
+        Progress {
+            model,
+            store,
+            state,
+            matrix,
+            net2_matrix,
+        },
+        max_experiences,
+    )
+}
+
+/// Removes the folders of experiences `k0` and after (`exp-NN`, and `exp-NN-2`… that a second
+/// creation of the same folder would make).
+fn discard_from(run: &RunDir, k0: usize) -> Result<()> {
+    let entries = std::fs::read_dir(run.path()).map_err(|e| file_err(run.path(), e.to_string()))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("exp-") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let tail = &rest[digits.len()..];
+        let own = tail.is_empty()
+            || tail
+                .strip_prefix('-')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        let Ok(k) = digits.parse::<usize>() else {
+            continue;
+        };
+        if own && k >= k0 && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path())
+                .map_err(|err| file_err(&e.path(), format!("cannot remove: {err}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the lines of `metrics.jsonl` of experiences before `k0` (unreadable lines go too).
+fn truncate_records(run: &RunDir, k0: usize) -> Result<()> {
+    let p = run.file(METRICS);
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<ExperienceRecord>(l).is_ok_and(|r| r.experience < k0))
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    io::write_atomic(&p, out.as_bytes())?;
+    Ok(())
+}
+
+/// Where a run stands between experiences.
+struct Progress {
+    model: SequenceModel,
+    store: ParamStore,
+    state: MethodState,
+    /// Its rows: the experiences finished.
+    matrix: AccuracyMatrix,
+    net2_matrix: Option<AccuracyMatrix>,
+}
+
+/// Learns the experiences from the first without a row in `p.matrix`, at most
+/// `max_experiences` of them.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    cfg: &RunConfig,
+    scenario: &Scenario,
+    method: Method,
+    run: &RunDir,
+    device: &Device,
+    observer: &mut dyn Observer,
+    report: &mut dyn FnMut(&ExperienceRecord),
+    p: Progress,
+    max_experiences: Option<usize>,
+) -> Result<AccuracyMatrix> {
+    let dtype = cfg.dtype()?;
+    let Progress {
+        mut model,
+        mut store,
+        mut state,
+        mut matrix,
+        mut net2_matrix,
+    } = p;
+    let n = scenario.experiences.len();
+    let first = matrix.rows.len();
+    let last = max_experiences.map_or(n, |m| (first + m).min(n));
+    for k in first..last {
         let start = Instant::now();
         reset_peak_memory();
         if let Some(d) = &state.dual {
@@ -154,13 +617,14 @@ pub fn run(
             Method::Joint => scenario.cumulative(k),
             _ => scenario.experiences[k].clone(),
         };
-        let sub = RunDir::create_new(run.path(), &format!("exp-{k:02}"))?;
+        let sub = RunDir::create_new(run.path(), &experience_dir(k))?;
         let mask = exp
             .task_mask()
             .map(|m| Box::new(TaskIlPlugin::new(m)) as Box<dyn Plugin>);
         let learner = state.learner(cfg, k, &scenario.experiences[k], mask)?;
-        let trainer = Trainer::from_model(cfg.clone(), &exp, sub, device.clone(), model, store)?
-            .with_learner(learner);
+        let trainer =
+            Trainer::from_model(cfg.clone(), &exp, sub.clone(), device.clone(), model, store)?
+                .with_learner(learner);
         let mut trainer = trainer;
         trainer.run(observer)?;
         (model, store, _) = trainer.into_parts();
@@ -173,6 +637,14 @@ pub fn run(
             }
             None => None,
         };
+        // What the experience leaves, before the row of the matrix that commits it.
+        state.save(k + 1, sub.path())?;
+        let scores = SavedScores {
+            experience: k,
+            row: to_bits(&row),
+            net2_row: net2_row.as_deref().map(to_bits),
+        };
+        write_json(&sub.file(SCORES), &scores)?;
         let record = ExperienceRecord {
             experience: k,
             acc_seen: row[..=k].iter().sum::<f64>() / (k + 1) as f64,
@@ -185,25 +657,25 @@ pub fn run(
         };
         if let (Some(t), Some(d)) = (&record.transfer, &state.dual) {
             if let Some(x) = &t.sample {
-                let png = run.file(&format!("exp-{k:02}/pseudo-patterns.png"));
+                let png = sub.file("pseudo-patterns.png");
                 pseudo_png(x, &d.range, &png)?;
             }
         }
-        matrix.push_row(row)?;
         if let (Some(m), Some(r), Some(d)) = (&mut net2_matrix, net2_row, &state.dual) {
             m.push_row(r)?;
-            write_json(&run.file("net2-matrix.json"), m)?;
+            write_json(&run.file(NET2_MATRIX), m)?;
             run.write_weights("net2.safetensors", &d.net2_store, cfg)?;
         }
+        run.write_model(&store, cfg)?;
         run.append_metrics(&record)?;
-        write_json(&run.file("matrix.json"), &matrix)?;
+        matrix.push_row(row)?;
+        write_json(&run.file(MATRIX), &matrix)?;
         write_json(&run.file("summary.json"), &matrix.summary())?;
         plots::heatmap_png(&matrix, &run.file("heatmap.png"))?;
         plots::acc_curve_png(
             &[(method.name().to_string(), matrix.acc_seen_curve())],
             &run.file("acc.png"),
         )?;
-        run.write_model(&store, cfg)?;
         report(&record);
     }
     Ok(matrix)
@@ -227,6 +699,20 @@ fn pseudo_png(
     let lo = range.min.iter().cloned().fold(f64::INFINITY, f64::min) as f32;
     let hi = range.max.iter().cloned().fold(f64::NEG_INFINITY, f64::max) as f32;
     plots::patterns_png(&rows, t, f, (lo, hi), path)
+}
+
+fn file_err(path: &Path, msg: impl Into<String>) -> ContinualError {
+    ContinualError::File {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads the JSON file `path` as a `T`; `what` says what it is not when it does not parse.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| file_err(path, format!("{what}: {e}")))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use remanence_tasks::mnist::predicted_class;
 use remanence_tasks::task::{class_readout, Predict};
 use remanence_tasks::{Batch, Evaluation, Objective, SequenceTask, Split, TaskKind};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ContinualError, Result};
 use crate::lists::{Recall, SequenceLists};
@@ -163,7 +164,7 @@ impl std::fmt::Display for ScenarioSpec {
 }
 
 /// One sequence of the base task, read through one of the scenario's input permutations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     pub index: usize,
     /// Index into [`Scenario::permutations`]; `None`: the input as it is.
@@ -189,6 +190,8 @@ pub struct Experience {
 /// A stream of experiences over one base task.
 pub struct Scenario {
     pub spec: ScenarioSpec,
+    /// The seed the class order, the permutations or the sequence lists were drawn from.
+    pub seed: u64,
     /// The task the experiences read their sequences from: the registry task, or the
     /// [`SequenceLists`] of a `lists` scenario.
     pub base: Arc<dyn SequenceTask>,
@@ -346,6 +349,7 @@ impl Scenario {
         };
         Ok(Self {
             spec,
+            seed,
             base,
             class_order,
             permutations,
@@ -396,6 +400,7 @@ impl Scenario {
             .collect();
         Ok(Self {
             spec,
+            seed,
             base,
             class_order: (0..items).collect(),
             permutations: empty,
@@ -470,6 +475,14 @@ impl Experience {
         }
         b.indices = (0..items.len()).collect();
         Ok(b)
+    }
+
+    /// Whether `item` names a training sequence of the base task (index within its training
+    /// split) read through an input permutation of the scenario (or none): a stored memory item
+    /// read back from a file must, before it is batched.
+    pub fn reads_train_item(&self, item: &Item) -> bool {
+        item.index < self.base.len(Split::Train)
+            && item.permutation.is_none_or(|p| p < self.permutations.len())
     }
 
     /// The task-incremental mask of this experience's sequences; `None` for one head over every

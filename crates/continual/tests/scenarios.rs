@@ -933,3 +933,363 @@ fn a_lists_scenario_has_one_experience_a_list_and_scores_next_items() {
     assert_eq!(base.metric, 47.0 / 48.0);
     assert_eq!(base.solved, Some(false));
 }
+
+// ---- Task-incremental masks in every method ----
+
+/// The largest absolute difference between two gradient lists (missing entries read as 0), and
+/// the largest absolute entry of `a`.
+fn grad_gap(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> (f64, f64) {
+    let flat = |g: &Option<Tensor>| -> Vec<f64> {
+        g.as_ref()
+            .map(|t| {
+                t.to_dtype(DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .unwrap_or_default()
+    };
+    let (mut gap, mut top) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (flat(x), flat(y));
+        let n = x.len().max(y.len());
+        for i in 0..n {
+            let (u, v) = (
+                x.get(i).copied().unwrap_or(0.0),
+                y.get(i).copied().unwrap_or(0.0),
+            );
+            gap = gap.max((u - v).abs());
+            top = top.max(u.abs());
+        }
+    }
+    (gap, top)
+}
+
+/// The gradient of the task loss of `model` on `batch`, its read-out masked by `mask` if given.
+fn loss_gradient(
+    model: &remanence_cells::SequenceModel,
+    store: &remanence_cells::ParamStore,
+    batch: &Batch,
+    mask: Option<&remanence_continual::task_il::TaskMask>,
+) -> Vec<Option<Tensor>> {
+    let (mut y, _) = model.forward(&batch.x, None, None).unwrap();
+    if let Some(m) = mask {
+        y = m.apply(batch, Objective::ClassLastStep, &y).unwrap();
+    }
+    let g = remanence_train::loss::loss(Objective::ClassLastStep, &y, batch)
+        .unwrap()
+        .backward()
+        .unwrap();
+    store
+        .vars()
+        .iter()
+        .map(|(_, v)| g.get(v.as_tensor()).cloned())
+        .collect()
+}
+
+#[test]
+fn lwf_distils_within_the_group_under_split_task() {
+    use remanence_continual::regularizers::{frozen_copy, LwfPlugin};
+    let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+    let exp = &s.experiences[1];
+    let mask = exp.task_mask().unwrap();
+    let cfg = config(1);
+    let dev = Device::Cpu;
+    let (student, _) =
+        remanence_cells::SequenceModel::init(&cfg.model, 0, DType::F32, &dev).unwrap();
+    let (_, other) = remanence_cells::SequenceModel::init(&cfg.model, 1, DType::F32, &dev).unwrap();
+    let teacher = Arc::new(std::sync::Mutex::new(
+        frozen_copy(&cfg.model, &other, DType::F32, &dev).unwrap(),
+    ));
+    let batch = exp
+        .batch(Split::Train, &[0, 1, 2, 3, 4, 5], DType::F32, &dev)
+        .unwrap();
+    // The learner's read-out, masked as TaskIlPlugin masks it in training.
+    let y = mask
+        .apply(
+            &batch,
+            Objective::ClassLastStep,
+            &student.forward(&batch.x, None, None).unwrap().0,
+        )
+        .unwrap();
+    let term = |mask| {
+        LwfPlugin {
+            teacher: teacher.clone(),
+            alpha: 1.0,
+            temperature: 1.5,
+            mask,
+        }
+        .term(&batch, &y, Objective::ClassLastStep)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64
+    };
+    // An unmasked teacher puts probability where the masked student's logits are −10⁹.
+    let unmasked = term(None);
+    assert!(unmasked > 1e6, "{unmasked}");
+    let within = term(Some(mask.clone()));
+    assert!(
+        within.is_finite() && (0.0..10.0).contains(&within),
+        "{within}"
+    );
+    // Within the group it is the distillation of the two classes' logits alone.
+    let keep: Vec<usize> = {
+        let mut g = exp.classes.clone();
+        g.sort();
+        g
+    };
+    let idx = Tensor::new(
+        keep.iter()
+            .map(|&c| c as u32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &dev,
+    )
+    .unwrap();
+    let last = |t: &Tensor| {
+        t.narrow(1, 2, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .index_select(&idx, 1)
+            .unwrap()
+    };
+    let y_old = teacher
+        .lock()
+        .unwrap()
+        .forward(&batch.x, None, None)
+        .unwrap()
+        .0;
+    let want = remanence_continual::regularizers::distillation(&last(&y_old), &last(&y), 1.0, 1.5)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    assert!((within - want).abs() < 1e-5, "{within} {want}");
+}
+
+#[test]
+fn lwf_keeps_a_small_loss_on_a_whole_split_task_run() {
+    remanence_train::stack::with_deep_stack(|| {
+        let root =
+            std::env::temp_dir().join(format!("remanence-cl-lwf-til-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+        let method = Method::parse("lwf", &MethodOptions::default()).unwrap();
+        let run = RunDir::create_new(&root, "lwf").unwrap();
+        let m = runner::run(
+            &config(3),
+            &s,
+            method,
+            &run,
+            &Device::Cpu,
+            &mut Silent,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(m.rows.len(), 2);
+        let text = std::fs::read_to_string(run.file("exp-01/metrics.jsonl")).unwrap();
+        for line in text.lines() {
+            let loss = serde_json::from_str::<serde_json::Value>(line).unwrap()["loss"]
+                .as_f64()
+                .unwrap();
+            assert!(loss.is_finite() && loss < 10.0, "{loss}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+#[test]
+fn agem_takes_its_reference_gradient_on_the_masked_loss_under_split_task() {
+    use remanence_continual::agem::AgemPlugin;
+    let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+    let mask = s.experiences[0].task_mask().unwrap();
+    let mut cfg = config(1);
+    cfg.dtype = "f64".into();
+    let dev = Device::Cpu;
+    let (model, store) =
+        remanence_cells::SequenceModel::init(&cfg.model, 0, DType::F64, &dev).unwrap();
+    let vars = store.vars();
+    let ctx = remanence_train::StepContext {
+        model: &model,
+        store: &store,
+        vars: &vars,
+        objective: Objective::ClassLastStep,
+        lr: 0.01,
+        epoch: 0,
+        batch: 0,
+    };
+    let buffer = Arc::new(std::sync::Mutex::new(ReplayBuffer::new(5, 0)));
+    buffer.lock().unwrap().add_experience(&s.experiences[0]);
+    let items: Vec<_> = buffer
+        .lock()
+        .unwrap()
+        .items()
+        .iter()
+        .map(|(_, i)| *i)
+        .collect();
+    assert_eq!(items.len(), 10);
+    // A reference batch larger than the memory takes all of it (in some order).
+    let mut plugin = AgemPlugin::new(buffer, 64).with_mask(Some(mask.clone()));
+    let got = plugin.reference_gradient(&ctx).unwrap().unwrap();
+    let all = s.experiences[0]
+        .batch_of(Split::Train, &items, DType::F64, &dev)
+        .unwrap();
+    let masked = loss_gradient(&model, &store, &all, Some(&mask));
+    let unmasked = loss_gradient(&model, &store, &all, None);
+    let (gap, top) = grad_gap(&got, &masked);
+    assert!(gap <= 1e-9 * top.max(1.0), "{gap} of {top}");
+    let (differ, _) = grad_gap(&got, &unmasked);
+    assert!(differ > 1e-4, "{differ}");
+}
+
+#[test]
+fn ewc_takes_its_fisher_on_the_masked_loss_under_split_task() {
+    use remanence_continual::regularizers::empirical_fisher;
+    let s = Scenario::new("split-task:mnist-rows:2".parse().unwrap(), toy(), 3).unwrap();
+    let exp = &s.experiences[1];
+    let mask = exp.task_mask().unwrap();
+    let dev = Device::Cpu;
+    let cfg = config(1);
+    let (model, store) =
+        remanence_cells::SequenceModel::init(&cfg.model, 0, DType::F64, &dev).unwrap();
+    let n = exp.len(Split::Train);
+    // One batch of every training sequence: the Fisher is its gradient squared.
+    let fisher = empirical_fisher(&model, &store, exp, n, DType::F64, &dev, Some(&mask)).unwrap();
+    let plain = empirical_fisher(&model, &store, exp, n, DType::F64, &dev, None).unwrap();
+    let all: Vec<usize> = (0..n).collect();
+    let batch = exp.batch(Split::Train, &all, DType::F64, &dev).unwrap();
+    let g = loss_gradient(&model, &store, &batch, Some(&mask));
+    let want: Vec<Option<Tensor>> = g
+        .iter()
+        .map(|g| g.as_ref().map(|g| g.sqr().unwrap()))
+        .collect();
+    let as_list = |f: &BTreeMap<String, Tensor>| -> Vec<Option<Tensor>> {
+        store
+            .vars()
+            .iter()
+            .map(|(n, _)| f.get(n).cloned())
+            .collect()
+    };
+    let (gap, top) = grad_gap(&as_list(&fisher), &want);
+    assert!(gap <= 1e-12 * top.max(1.0), "{gap} of {top}");
+    let (differ, _) = grad_gap(&as_list(&fisher), &as_list(&plain));
+    assert!(differ > 1e-8, "{differ}");
+}
+
+#[test]
+fn dual_net_refuses_a_task_incremental_scenario_and_lwf_sequence_lists() {
+    let o = MethodOptions::default();
+    let dual = Method::parse("dual-net", &o).unwrap();
+    let til: ScenarioSpec = "split-task:mnist-rows:2".parse().unwrap();
+    let e = dual.check_scenario(&til).unwrap_err().to_string();
+    assert!(
+        e.contains("dual-net") && e.contains("split-task:mnist-rows:2"),
+        "{e}"
+    );
+    assert!(dual.check_scenario(&split2()).is_ok());
+    let lists: ScenarioSpec = "lists:2:3:4:8".parse().unwrap();
+    let e = Method::parse("lwf", &o)
+        .unwrap()
+        .check_scenario(&lists)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("lwf") && e.contains("lists:2:3:4:8"), "{e}");
+    for name in ["naive", "joint", "replay", "ewc", "si", "agem", "dual-net"] {
+        assert!(
+            Method::parse(name, &o)
+                .unwrap()
+                .check_scenario(&lists)
+                .is_ok(),
+            "{name}"
+        );
+    }
+    // The runner refuses before it writes anything.
+    remanence_train::stack::with_deep_stack(move || {
+        let root = std::env::temp_dir().join(format!("remanence-cl-refuse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let s = Scenario::new(til, toy(), 3).unwrap();
+        let run = RunDir::create_new(&root, "dual").unwrap();
+        let e = runner::run(
+            &config(1),
+            &s,
+            dual,
+            &run,
+            &Device::Cpu,
+            &mut Silent,
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("task-incremental"), "{e}");
+        assert!(!run.file("continual.json").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+// ---- Sequence lists with every method ----
+
+fn lists_config(spec: &Scenario, epochs: usize) -> RunConfig {
+    let mut cfg = config(epochs);
+    cfg.model.rnn.input_size = spec.base.input_size();
+    cfg.model.output_size = spec.base.output_size();
+    cfg
+}
+
+#[test]
+fn the_memory_keeps_each_list_whole_and_replay_learns_lists() {
+    let s = Scenario::synthetic("lists:3:4:5:12".parse().unwrap(), 2).unwrap();
+    // No labels: up to per_class × 12 sequences of each list, so all 4 of each.
+    let mut buf = ReplayBuffer::new(1, 0);
+    for e in &s.experiences {
+        buf.add_experience(e);
+    }
+    assert_eq!(buf.len(), 12);
+    assert!(buf.counts().is_empty());
+    let mut held: Vec<usize> = buf
+        .items()
+        .iter()
+        .map(|(c, i)| {
+            assert!(c.is_none());
+            i.index
+        })
+        .collect();
+    held.sort();
+    assert_eq!(held, (0..12).collect::<Vec<_>>());
+    remanence_train::stack::with_deep_stack(move || {
+        let root = std::env::temp_dir().join(format!("remanence-cl-lists-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for name in ["replay", "agem", "ewc"] {
+            let method = Method::parse(
+                name,
+                &MethodOptions {
+                    per_class: 1,
+                    per_batch: 4,
+                    ..MethodOptions::default()
+                },
+            )
+            .unwrap();
+            let run = RunDir::create_new(&root, name).unwrap();
+            let m = runner::run(
+                &lists_config(&s, 3),
+                &s,
+                method,
+                &run,
+                &Device::Cpu,
+                &mut Silent,
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!(m.rows.len(), 3, "{name}");
+            let info: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(run.file("continual.json")).unwrap())
+                    .unwrap();
+            assert_eq!(info["scenario"], "lists:3:4:5:12");
+            assert_eq!(info["method_settings"]["name"], name);
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
