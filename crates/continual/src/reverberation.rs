@@ -219,6 +219,10 @@ pub struct Pseudo {
     pub x: Tensor,
     /// Transitions: the starting states (P, state).
     pub state: Option<Tensor>,
+    /// Transitions: the generator's state after the step (P, state), a target too, so that the
+    /// learner's transition map is learned in the generator's coordinates and its own states
+    /// follow the generator's when it runs over a sequence.
+    pub next_state: Option<Tensor>,
     /// The generator's read-out: (P, T, outputs) or (P, outputs).
     pub y: Tensor,
     /// The generator's reconstruction: (P, T, F) or (P, F + state).
@@ -278,6 +282,7 @@ pub fn generate(
             Ok(Pseudo {
                 x,
                 state: None,
+                next_state: None,
                 y: y.detach(),
                 recon: recon.detach(),
             })
@@ -306,6 +311,7 @@ pub fn generate(
             Ok(Pseudo {
                 x: Tensor::stack(&xs, 1)?,
                 state: None,
+                next_state: None,
                 y: Tensor::stack(&ys, 1)?,
                 recon: Tensor::stack(&rs, 1)?,
             })
@@ -329,10 +335,11 @@ pub fn generate(
                 s = r.narrow(1, f, s.dim(1)?)?.detach();
             }
             let st = RnnState::unflatten(&s, rc.num_layers, rc.hidden_size, has_c)?;
-            let (y, recon, _) = gen.step_autoassoc(&x, &st)?;
+            let (y, recon, next) = gen.step_autoassoc(&x, &st)?;
             Ok(Pseudo {
                 x,
                 state: Some(s),
+                next_state: Some(next.flatten()?.detach()),
                 y: y.detach(),
                 recon: recon.detach(),
             })
@@ -344,7 +351,8 @@ pub fn generate(
 /// read-out (soft: cross-entropy with the generator's class probabilities, which is the KL
 /// divergence up to a constant; hard: with its arg-max class; sigmoid targets for multi-label
 /// read-outs, squared error for regression), plus `recon_weight` × the mean squared error of the
-/// reconstruction. Sequence patterns read the class at the last step for
+/// reconstruction, plus for transitions the mean squared error of the state after the step.
+/// Sequence patterns read the class at the last step for
 /// [`Objective::ClassLastStep`], the mean over time for [`Objective::ClassMeanOverTime`], every
 /// step otherwise; transitions read their one step.
 pub fn distill_loss(
@@ -354,18 +362,22 @@ pub fn distill_loss(
     soft: bool,
     recon_weight: f64,
 ) -> Result<Tensor> {
-    let (y, recon) = match &p.state {
+    let (y, recon, state_err) = match &p.state {
         Some(s) => {
             let rc = learner.rnn().config();
             let has_c = rc.cell == remanence_cells::CellKind::Lstm;
             let st = RnnState::unflatten(s, rc.num_layers, rc.hidden_size, has_c)?;
-            let (y, r, _) = learner.step_autoassoc(&p.x, &st)?;
-            (y, r)
+            let (y, r, next) = learner.step_autoassoc(&p.x, &st)?;
+            let err = match &p.next_state {
+                Some(target) => Some((next.flatten()? - target)?.sqr()?.mean_all()?),
+                None => None,
+            };
+            (y, r, err)
         }
         None => {
             let (y, hs, _) = learner.forward_full(&p.x, None, None)?;
             let r = learner.reconstruct(&hs)?;
-            (y, r)
+            (y, r, None)
         }
     };
     let view = |y: &Tensor| -> Result<Tensor> {
@@ -403,7 +415,11 @@ pub fn distill_loss(
         }
     };
     let rec = (recon - &p.recon)?.sqr()?.mean_all()?;
-    Ok((hetero + (rec * recon_weight)?)?)
+    let l = (hetero + (rec * recon_weight)?)?;
+    Ok(match state_err {
+        Some(e) => (l + e)?,
+        None => l,
+    })
 }
 
 /// The reconstruction targets of real sequences for `model`'s head, (B, T, size): each step's
