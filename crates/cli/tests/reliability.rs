@@ -337,6 +337,11 @@ fn catalogue_of_bad_inputs() {
         a.extend(owned(extra));
         a
     };
+    let cont = |extra: &[&str]| -> Vec<String> {
+        let mut a = owned(&["continual", "--runs-dir", r]);
+        a.extend(owned(extra));
+        a
+    };
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
         // Data sets: unknown names, missing folders and changed files.
         (
@@ -559,6 +564,87 @@ fn catalogue_of_bad_inputs() {
             1,
             vec!["missing.safetensors"],
         ),
+        // continual: scenarios and methods that make no sense.
+        (
+            cont(&["--scenario", "split:reber:2"]),
+            1,
+            vec!["split:reber:2", "not a sequence classification"],
+        ),
+        (cont(&["--scenario", "lists:4:5:6:10"]), 1, vec!["L·S ≤ V"]),
+        (
+            cont(&["--scenario", "wrong:x"]),
+            1,
+            vec!["unknown scenario kind", "split-task"],
+        ),
+        (
+            cont(&[
+                "--scenario",
+                "lists:2:2:4:8",
+                "--method",
+                "dual-net",
+                "--transfer-size",
+                "0",
+            ]),
+            1,
+            vec!["--transfer-size"],
+        ),
+        (
+            cont(&[
+                "--scenario",
+                "lists:2:2:4:8",
+                "--method",
+                "dual-net",
+                "--reverberations",
+                "-1",
+            ]),
+            2,
+            vec!["--reverberations"],
+        ),
+        (
+            cont(&[
+                "--scenario",
+                "lists:2:2:4:8",
+                "--method",
+                "dual-net",
+                "--pseudo",
+                "dream",
+            ]),
+            1,
+            vec!["--pseudo", "transition"],
+        ),
+        (
+            cont(&[
+                "--scenario",
+                "lists:2:2:4:8",
+                "--method",
+                "dual-net",
+                "--pseudo-per-example",
+                "nan",
+            ]),
+            1,
+            vec!["--pseudo-per-example"],
+        ),
+        (
+            cont(&[
+                "--scenario",
+                "split-task:mnist-rows:2",
+                "--method",
+                "dual-net",
+            ]),
+            1,
+            vec!["dual-net", "task-incremental"],
+        ),
+        (
+            cont(&["--scenario", "lists:2:2:4:8", "--method", "lwf"]),
+            1,
+            vec!["lwf", "next item"],
+        ),
+        (
+            cont(&["--scenario", "lists:2:2:4:8", "--method", "magic"]),
+            1,
+            vec!["unknown method", "dual-net"],
+        ),
+        (owned(&["continual", "--resume", g]), 1, vec!["continual"]),
     ];
     for (args, code, words) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -248,6 +248,7 @@ pub fn run_limited(
     max_experiences: Option<usize>,
 ) -> Result<AccuracyMatrix> {
     method.check_scenario(&scenario.spec)?;
+    method.check_memory(scenario)?;
     let cfg = &method_config(cfg, method);
     let dtype = cfg.dtype()?;
     write_json(&run.file(CONTINUAL), &ContinualInfo::new(scenario, method))?;

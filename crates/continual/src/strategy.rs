@@ -253,6 +253,34 @@ impl Method {
         }
     }
 
+    /// Refuses a class-balanced memory that would keep every training sequence of some class of
+    /// an experience: it would be the data, not a memory (use joint training for that).
+    pub fn check_memory(&self, scenario: &crate::scenario::Scenario) -> Result<()> {
+        let (per_class, flag) = match self {
+            Self::Replay { per_class, .. } | Self::Agem { per_class, .. } => {
+                (*per_class, "--buffer-per-class")
+            }
+            Self::DualNet(o) if o.seeds_per_class > 0 => (o.seeds_per_class, "--seeds-per-class"),
+            _ => return Ok(()),
+        };
+        for (k, e) in scenario.experiences.iter().enumerate() {
+            let mut counts = std::collections::BTreeMap::<usize, usize>::new();
+            for i in 0..e.train.len() {
+                if let Some(c) = remanence_tasks::SequenceTask::label(e, Split::Train, i) {
+                    *counts.entry(c).or_default() += 1;
+                }
+            }
+            if let Some((class, n)) = counts.iter().min_by_key(|(_, n)| **n) {
+                if per_class >= *n {
+                    return Err(ContinualError::Config(format!(
+                        "{flag} {per_class} keeps every training sequence of class {class} of experience {k} ({n} of them): the memory would be the data; use a smaller memory, or --method joint"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Naive => "naive",

@@ -92,7 +92,7 @@ pub struct ContinualArgs {
     #[arg(long, default_value = "sequence")]
     pseudo: String,
     /// dual-net: reverberations R (0: one pass from the seed, Robins's pseudo-rehearsal).
-    #[arg(long, default_value_t = DualOptions::default().rounds)]
+    #[arg(long, default_value_t = DualOptions::default().rounds, allow_negative_numbers = true)]
     reverberations: usize,
     /// dual-net: noise seeds: uniform, gaussian or binary, matched per feature to the data.
     #[arg(long, default_value = "uniform")]
@@ -310,6 +310,7 @@ fn fresh(args: ContinualArgs) -> Result<()> {
                 s
             }
         };
+        method.check_memory(&scenario)?;
         super::check_memory(&cfg)?;
         let run = RunDir::create_new(&args.runs_dir, &name)?;
         let _lock = run.lock()?;
