@@ -625,16 +625,6 @@ fn catalogue_of_bad_inputs() {
             vec!["--pseudo-per-example"],
         ),
         (
-            cont(&[
-                "--scenario",
-                "split-task:mnist-rows:2",
-                "--method",
-                "dual-net",
-            ]),
-            1,
-            vec!["dual-net", "task-incremental"],
-        ),
-        (
             cont(&["--scenario", "lists:2:2:4:8", "--method", "lwf"]),
             1,
             vec!["lwf", "next item"],

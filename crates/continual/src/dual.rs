@@ -206,7 +206,11 @@ impl Plugin for DualPlugin {
             dtype,
             device,
         )
-        .map_err(train_err)?;
+        .map_err(|e| {
+            train_err(ContinualError::Config(format!(
+                "NET2's pseudo-patterns: {e}"
+            )))
+        })?;
         let l = distill_loss(
             ctx.model,
             &p,
@@ -276,7 +280,8 @@ pub fn transfer(
                 rng,
                 dtype,
                 device,
-            )?;
+            )
+            .map_err(|e| ContinualError::Config(format!("transfer from NET1 to NET2: {e}")))?;
             count_classes(&p, objective, &mut class_counts)?;
             if sample.is_none() {
                 sample = Some(p.x.narrow(0, 0, p.x.dim(0)?.min(16))?);

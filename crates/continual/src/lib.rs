@@ -9,11 +9,17 @@
 //!   random binary items made up from the seed, learned list after list by next-item prediction.
 //! - [`matrix`]: the accuracy matrix R[i][j] and ACC, BWT, FWT and forgetting derived from it.
 //! - [`strategy`]: how the learner treats each experience (naive fine-tuning, joint training,
-//!   replay, EWC, SI, LwF, A-GEM), plugged into the trainer's [`Learner`](remanence_train::Learner) seam.
+//!   replay, EWC, SI, LwF, A-GEM, the dual network), plugged into the trainer's
+//!   [`Learner`](remanence_train::Learner) seam.
+//! - [`reverberation`]: pseudo-patterns reverberated through a model's auto-associative head
+//!   (whole sequences, closed loop, or single transitions), and the distillation loss on them.
+//! - [`dual`]: Ans & Rousset's dual network: NET1 learns with NET2's pseudo-patterns, NET2 learns
+//!   only NET1's.
 //! - [`regularizers`]: the penalties of EWC, SI and LwF as trainer plugins.
 //! - [`agem`]: A-GEM's gradient projection against a reference batch from the memory.
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
-//! - [`runner`]: one scenario run end to end, into a run folder.
+//! - [`runner`]: one scenario run end to end, into a run folder; a stopped run resumes at the
+//!   experience where it stopped, with the numbers an uninterrupted run gives.
 pub mod agem;
 pub mod dual;
 pub mod error;

@@ -261,6 +261,41 @@ pub fn generate(
     };
     let n = seed_seq.dim(0)?;
     let t = seed_seq.dim(1)?;
+    let p = generate_unchecked(gen, reverb, range, seed_seq, n, t, f, rng, dtype, device)?;
+    for (what, v) in [
+        ("read-out", Some(&p.y)),
+        ("reconstruction", Some(&p.recon)),
+        ("next state", p.next_state.as_ref()),
+    ] {
+        if let Some(v) = v {
+            let s = v
+                .abs()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            if !s.is_finite() {
+                return Err(ContinualError::Config(format!(
+                    "the generator's pseudo-pattern {what} is not finite ({s}): its weights have diverged"
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate_unchecked(
+    gen: &SequenceModel,
+    reverb: &Reverb,
+    range: &InputRange,
+    seed_seq: Tensor,
+    n: usize,
+    t: usize,
+    f: usize,
+    rng: &mut ChaCha8Rng,
+    dtype: DType,
+    device: &Device,
+) -> Result<Pseudo> {
     let input_part = |r: &Tensor| -> Result<Tensor> { Ok(r.narrow(D::Minus1, 0, f)?) };
     let corrupt = |x: &Tensor, rng: &mut ChaCha8Rng| -> Result<Tensor> {
         if reverb.denoise > 0.0 {
@@ -435,9 +470,14 @@ pub fn recon_targets(model: &SequenceModel, batch: &Batch) -> Result<Tensor> {
             let mut state = model.rnn_zero_state(b, batch.x.dtype(), batch.x.device())?;
             let mut rows = Vec::with_capacity(t);
             for k in 0..t {
-                let xk = batch.x.narrow(1, k, 1)?.squeeze(1)?;
-                rows.push(Tensor::cat(&[&xk, &state.flatten()?.detach()], 1)?);
-                let (_, s) = model.step(&xk, &state)?;
+                let xk = batch.x.narrow(1, k, 1)?;
+                rows.push(Tensor::cat(
+                    &[&xk.squeeze(1)?, &state.flatten()?.detach()],
+                    1,
+                )?);
+                // One step of the sequence pass, with the batch's elapsed time for that step.
+                let dt = batch.dt.as_ref().map(|d| d.narrow(1, k, 1)).transpose()?;
+                let (_, _, s) = model.forward_full(&xk, Some(&state), dt.as_ref())?;
                 state = RnnState {
                     h: s.h.detach(),
                     c: s.c.map(|c| c.detach()),

@@ -25,8 +25,9 @@
 //!
 //! **Task-incremental scenarios** (`split-task`): the learner masks each sequence's read-out to
 //! its group ([`crate::task_il`]); A-GEM's reference loss, EWC's Fisher and LwF's teacher read-out
-//! are masked alike. The dual network distils unlabelled pseudo-patterns, which belong to no
-//! group, so it refuses these scenarios ([`Method::check_scenario`]).
+//! are masked alike. The dual network masks its real data alike but distils its unlabelled
+//! pseudo-patterns on the whole read-out: they belong to no group, and keeping every logit
+//! keeps the order within each group that the masked arg-max reads.
 //!
 //! **Sequences without class labels** (sequence lists): the memory of replay and A-GEM keeps, of
 //! each experience, up to `per_class × (classes of the experience)` sequences drawn at random
@@ -229,21 +230,10 @@ impl Method {
     }
 
     /// Refuses a method that cannot learn the scenario `spec`, saying why:
-    /// - dual-net on `split-task`: its pseudo-patterns carry no class label, so there is no group
-    ///   to mask their read-out to (the transfer would distil every class against each other,
-    ///   which a task-incremental model never learned to do);
     /// - lwf on `lists`: it distils one class read-out per sequence, and sequence lists predict
     ///   an item at every step.
     pub fn check_scenario(&self, spec: &ScenarioSpec) -> Result<()> {
         match (self, spec) {
-            (Self::DualNet(_), ScenarioSpec::SplitTask { .. }) => {
-                Err(ContinualError::Config(format!(
-                    "--method dual-net cannot learn the task-incremental scenario {spec}: its \
-                     pseudo-patterns carry no class label, so there is no group to mask their \
-                     read-out to; use split:… (class-incremental) with dual-net, or another \
-                     method with split-task:…"
-                )))
-            }
             (Self::Lwf { .. }, ScenarioSpec::Lists { .. }) => Err(ContinualError::Config(format!(
                 "--method lwf cannot learn the scenario {spec}: it distils one class read-out \
                  per sequence, and sequence lists predict the next item at every step; use \
