@@ -354,6 +354,12 @@ impl Settings {
             if let Some(to) = Self::unalias(&key) {
                 key = to;
             }
+            if !keys.contains(&key) && (key == "scenario" || key == "method") {
+                bail!(
+                    "key `{k}` belongs to a continual-learning recipe: run it with \
+                     `remanence continual --recipe FILE`"
+                );
+            }
             if !keys.contains(&key) {
                 let near = keys
                     .iter()
@@ -369,6 +375,55 @@ impl Settings {
             }
         }
         Self::from_table(out)
+    }
+
+    /// Reads a recipe that may also hold `extra` keys (given with dashes) of the command that
+    /// reads it: the settings, and a table of the extra keys (with dashes; the recipe may write
+    /// them with underscores). Unknown keys are refused with the closest key of either set.
+    pub fn from_recipe_with(path: &Path, extra: &[String]) -> Result<(Settings, Table)> {
+        let read = || -> Result<(Settings, Table)> {
+            let text = std::fs::read_to_string(path).context("cannot read it")?;
+            let table: Table = toml::from_str(&text)?;
+            let keys = Self::keys();
+            let (mut own, mut rest) = (Table::new(), Table::new());
+            for (k, v) in table {
+                let key = k.replace('_', "-");
+                if extra.contains(&key) {
+                    if own.insert(key.clone(), v).is_some() {
+                        bail!("key `{key}` is given twice (with dashes and with underscores)");
+                    }
+                    continue;
+                }
+                let known = Self::unalias(&key).unwrap_or_else(|| key.clone());
+                if !keys.contains(&known) {
+                    let all: Vec<&str> = keys.iter().chain(extra).map(String::as_str).collect();
+                    let near = all
+                        .iter()
+                        .min_by_key(|c| edit_distance(c, &key))
+                        .expect("settings have keys");
+                    bail!(
+                        "unknown key `{k}` (did you mean `{near}`?); valid keys: {}",
+                        all.join(", ")
+                    );
+                }
+                rest.insert(k, v);
+            }
+            let settings = Self::from_toml(&toml::to_string(&rest)?).map_err(|e| {
+                // Name the key whose value is refused (serde's message may not).
+                let alone = |k: &String, v: &toml::Value| {
+                    let one = Table::from_iter([(k.clone(), v.clone())]);
+                    toml::to_string(&one).map_or(true, |t| Self::from_toml(&t).is_err())
+                };
+                match rest.iter().find(|(k, v)| alone(k, v)) {
+                    Some((k, v)) => {
+                        anyhow::anyhow!("`{k} = {v}`: {}", format!("{e:#}").trim_end())
+                    }
+                    None => e,
+                }
+            })?;
+            Ok((settings, own))
+        };
+        read().with_context(|| format!("invalid recipe {}", path.display()))
     }
 
     /// The defaults: an LSTM on the embedded Reber grammar.
@@ -854,6 +909,13 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "toml") {
+                // `remanence continual`'s recipes also hold its scenario and method keys; the
+                // command's tests resolve each of them whole (crates/cli/tests/continual.rs).
+                if p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("continual-"))
+                {
+                    continue;
+                }
                 let recipe = Settings::from_recipe(&p).unwrap();
                 let s = Settings::defaults().overlay(recipe.clone());
                 s.check_applicable(&recipe.given())

@@ -1,6 +1,7 @@
 //! `remanence continual` end to end on sequence lists (made up from the seed, so no data set is
 //! needed): a run, a run stopped with --max-experiences and continued with --resume (the same
-//! matrix), and the inputs it refuses (message on stderr, non-zero exit, nothing changed).
+//! matrix), and the inputs it refuses (message on stderr, non-zero exit, nothing changed); recipes
+//! that give the scenario, the method and its settings, and every shipped models/continual-*.toml.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -134,16 +135,6 @@ fn what_lists_and_resume_refuse() {
         e.contains("--train-size") && e.contains("makes up its own sequences"),
         "{e}"
     );
-    let e = fails(&[
-        "continual",
-        "--scenario",
-        "split-task:mnist-rows:2",
-        "--method",
-        "dual-net",
-        "--runs-dir",
-        r,
-    ]);
-    assert!(e.contains("task-incremental"), "{e}");
     lists(&root, "a", "naive", &["--max-experiences", "1"]);
     let a = root.join("a");
     let e = fails(&[
@@ -171,5 +162,267 @@ fn what_lists_and_resume_refuse() {
         root.join("nothing").to_str().unwrap(),
     ]);
     assert!(e.contains("no such run folder"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Writes `text` as the recipe `root/name`.
+fn recipe(root: &Path, name: &str, text: &str) -> PathBuf {
+    let p = root.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A dual-network recipe on a small sequence-list scenario (keys with dashes and underscores).
+const DUAL_RECIPE: &str = r#"scenario = "lists:2:2:4:8"
+method = "dual-net"
+reverberations = 2
+noise = "binary"
+pseudo_per_example = 0.5
+transfer-size = 32
+transfer_epochs = 1
+hard-targets = true
+recon-weight = 0.25
+cell = "srn"
+hidden = 8
+epochs = 2
+"#;
+
+fn json(p: PathBuf) -> serde_json::Value {
+    serde_json::from_str(&read(p)).unwrap()
+}
+
+#[test]
+fn a_recipe_gives_the_scenario_the_method_and_its_settings() {
+    let root = tmp("recipe");
+    let r = recipe(&root, "dual.toml", DUAL_RECIPE);
+    let runs = root.join("runs");
+    let out = ok(&[
+        "continual",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "dual",
+    ]);
+    assert!(
+        out.contains("lists:2:2:4:8 · dual-net") && out.contains("hidden 8"),
+        "{out}"
+    );
+    let info = json(runs.join("dual/continual.json"));
+    assert_eq!(info["scenario"], "lists:2:2:4:8");
+    let m = &info["method_settings"];
+    assert_eq!(m["name"], "dual-net", "{info}");
+    assert_eq!(m["rounds"], 2, "{info}");
+    assert_eq!(m["noise"], "binary", "{info}");
+    assert_eq!(m["per_example"], 0.5, "{info}");
+    assert_eq!(m["transfer_size"], 32, "{info}");
+    assert_eq!(m["transfer_epochs"], 1, "{info}");
+    assert_eq!(m["soft"], false, "{info}");
+    assert_eq!(m["recon_weight"], 0.25, "{info}");
+    // Keys the recipe leaves out keep their defaults.
+    assert_eq!(m["kind"], "sequence", "{info}");
+    assert_eq!(m["denoise"], 0.0, "{info}");
+    let cfg = json(runs.join("dual/config.json"));
+    assert_eq!(cfg["model"]["rnn"]["cell"], "srn");
+    assert_eq!(cfg["train"]["epochs"], 2);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn flags_override_the_recipe_and_check_writes_nothing() {
+    let root = tmp("override");
+    let r = recipe(&root, "dual.toml", DUAL_RECIPE);
+    let runs = root.join("runs");
+    let check = |extra: &[&str]| {
+        let mut a = vec![
+            "continual",
+            "--recipe",
+            r.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--check",
+        ];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let plain = check(&[]);
+    assert!(
+        plain.contains(r#""rounds":2"#) && plain.contains(r#""soft":false"#),
+        "{plain}"
+    );
+    let over = check(&[
+        "--reverberations",
+        "3",
+        "--hard-targets",
+        "false",
+        "--noise",
+        "gaussian",
+        "--hidden",
+        "6",
+        "--seed",
+        "4",
+    ]);
+    assert!(
+        over.contains(r#""rounds":3"#)
+            && over.contains(r#""soft":true"#)
+            && over.contains(r#""noise":"gaussian""#)
+            && over.contains(r#""per_example":0.5"#)
+            && over.contains(r#""hidden_size": 6"#)
+            && over.contains("continual-lists-2-2-4-8-dual-net-srn-s4"),
+        "{over}"
+    );
+    let other = check(&[
+        "--method",
+        "ewc",
+        "--ewc-lambda",
+        "7",
+        "--scenario",
+        "lists:3:2:4:8",
+    ]);
+    assert!(
+        other.contains("scenario: lists:3:2:4:8")
+            && other.contains(r#"{"name":"ewc","lambda":7.0,"decay":1.0}"#),
+        "{other}"
+    );
+    assert!(!runs.exists(), "--check wrote {}", runs.display());
+    // --resume with --recipe stays refused.
+    let e = fails(&[
+        "continual",
+        "--resume",
+        root.join("x").to_str().unwrap(),
+        "--recipe",
+        r.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--recipe"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn bad_recipes_are_refused_naming_the_key_and_the_file() {
+    let root = tmp("bad-recipe");
+    let runs = root.join("runs");
+    let refused = |name: &str, text: &str| -> String {
+        let r = recipe(&root, name, text);
+        let e = fails(&[
+            "continual",
+            "--recipe",
+            r.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ]);
+        assert!(e.contains(name), "the file is not named: {e}");
+        e
+    };
+    let lists = "scenario = \"lists:2:2:4:8\"\n";
+    // Unknown keys: the closest of the continual and the training keys.
+    let e = refused("a.toml", &format!("{lists}reverbations = 3\n"));
+    assert!(
+        e.contains("`reverbations`") && e.contains("`reverberations`"),
+        "{e}"
+    );
+    let e = refused("b.toml", &format!("{lists}buffer_per_clas = 3\n"));
+    assert!(e.contains("`buffer-per-class`"), "{e}");
+    let e = refused("c.toml", &format!("{lists}hiden = 3\n"));
+    assert!(e.contains("did you mean `hidden`"), "{e}");
+    // Values of the wrong type.
+    for (text, key, takes) in [
+        (
+            "reverberations = \"five\"",
+            "`reverberations`",
+            "whole number",
+        ),
+        ("reverberations = -1", "`reverberations`", "whole number"),
+        ("hard-targets = 3", "`hard-targets`", "true or false"),
+        ("ewc_lambda = \"big\"", "`ewc-lambda`", "a number"),
+        ("method = 2", "`method`", "text"),
+    ] {
+        let e = refused("d.toml", &format!("{lists}{text}\n"));
+        assert!(e.contains(key) && e.contains(takes), "{text}: {e}");
+    }
+    let e = refused("e.toml", &format!("{lists}hidden = \"big\"\n"));
+    assert!(e.contains("hidden"), "{e}");
+    // A setting given twice, and a bad value of a setting's own kind.
+    let e = refused("f.toml", &format!("{lists}si_c = 1\nsi-c = 2\n"));
+    assert!(e.contains("twice"), "{e}");
+    let e = refused(
+        "g.toml",
+        &format!("{lists}method = \"dual-net\"\npseudo = \"dream\"\n"),
+    );
+    assert!(e.contains("--pseudo") && e.contains("transition"), "{e}");
+    // No scenario anywhere.
+    let e = refused("h.toml", "method = \"replay\"\nhidden = 8\n");
+    assert!(e.contains("no scenario") && e.contains("--scenario"), "{e}");
+    let e = fails(&["continual", "--runs-dir", runs.to_str().unwrap()]);
+    assert!(e.contains("no scenario") && e.contains("--scenario"), "{e}");
+    assert!(!runs.exists(), "a refused recipe wrote {}", runs.display());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn every_shipped_continual_recipe_resolves() {
+    let root = tmp("shipped");
+    let runs = root.join("runs");
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let p = entry.unwrap().path();
+        let file = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !(file.starts_with("continual-") && file.ends_with(".toml")) {
+            continue;
+        }
+        let text = read(p.clone());
+        assert!(
+            text.starts_with('#')
+                && text.contains(&format!("remanence continual --recipe models/{file}")),
+            "{file}: the opening comment should say what it reproduces and how to run it"
+        );
+        let out = ok(&[
+            "continual",
+            "--recipe",
+            p.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--check",
+        ]);
+        let method = file
+            .trim_end_matches(".toml")
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .replace("net", "dual-net");
+        assert!(
+            out.contains(&format!(r#"{{"name":"{method}""#)),
+            "{file}: {out}"
+        );
+        if file.contains("mnist-rows") {
+            assert!(
+                out.contains(r#""hidden_size": 128"#)
+                    && out.contains(r#""batch_size": 64"#)
+                    && out.contains(r#""clip_norm": 5.0"#)
+                    && out.contains(r#""epochs": 3"#),
+                "{file}: {out}"
+            );
+        }
+        if file == "continual-split-mnist-rows-dual-net.toml" {
+            assert!(
+                out.contains(r#""rounds":10"#) && out.contains(r#""denoise":2.0"#),
+                "{out}"
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 11, "{n} continual recipes");
+    assert!(!runs.exists(), "--check wrote {}", runs.display());
+    // The help shows each continual setting's default.
+    let help = ok(&["continual", "--help"]);
+    for default in [
+        "[default: 1000]",
+        "[default: 5]",
+        "[default: uniform]",
+        "[default: naive]",
+    ] {
+        assert!(help.contains(default), "{default} missing in: {help}");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -2,13 +2,19 @@
 //! its summary and the per-experience runs land in the run folder. `--resume RUN_DIR` continues a
 //! run that stopped (interrupted, or `--max-experiences` spent) at its first unfinished
 //! experience, with the numbers an uninterrupted run gives.
-use std::path::PathBuf;
+//!
+//! `--recipe FILE.toml` takes, beside the training settings' keys, `scenario`, `method` and each
+//! method setting's flag name (dashes or underscores) at the top level (models/continual-*.toml);
+//! flags override the recipe, which overrides the defaults. `--check` (hidden) prints what the
+//! command line resolves to and stops.
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use remanence_cells::device::parse_device;
 use remanence_cells::encoder::EncoderConfig;
 use remanence_continual::dual::DualOptions;
+use remanence_continual::reverberation::{Noise, PseudoKind};
 use remanence_continual::runner::{self, ExperienceRecord};
 use remanence_continual::scenario::{Scenario, ScenarioSpec};
 use remanence_continual::strategy::{Method, MethodOptions};
@@ -16,6 +22,7 @@ use remanence_tasks::{build_task, TaskKind};
 use remanence_train::stack::with_deep_stack;
 use remanence_train::trainer::Silent;
 use remanence_train::{RunConfig, RunDir};
+use serde::{Deserialize, Serialize};
 
 use crate::settings::Settings;
 
@@ -27,14 +34,8 @@ const STAND_IN_TASK: TaskKind = TaskKind::MnistPixels;
 
 #[derive(Args)]
 pub struct ContinualArgs {
-    /// The stream of experiences: split:TASK:CLASSES_PER_EXPERIENCE (class-incremental),
-    /// split-task:TASK:CLASSES_PER_EXPERIENCE (task-incremental: each sequence's read-out masked
-    /// to its own group), permuted:TASK:EXPERIENCES (domain-incremental) or
-    /// lists:LISTS:SEQUENCES_PER_LIST:ITEMS_PER_SEQUENCE:VOCABULARY (sequence lists made up from
-    /// the seed, learned list after list by next-item prediction; no data set), e.g.
-    /// split:mnist-rows:2, lists:4:5:6:24.
-    #[arg(long, required_unless_present = "resume")]
-    scenario: Option<String>,
+    #[command(flatten)]
+    choice: Choice,
     /// Continue the stopped run in RUN_DIR at its first experience without a row in
     /// matrix.json (an interrupted experience starts over), with the run's own scenario, method
     /// and settings.
@@ -46,86 +47,22 @@ pub struct ContinualArgs {
             "si_c", "si_xi", "lwf_alpha", "lwf_temperature", "agem_batch", "pseudo",
             "reverberations", "noise", "pseudo_per_example", "transfer_size", "transfer_epochs",
             "hard_targets", "reset_net1", "seeds_per_class", "recon_weight", "denoise", "recipe",
-            "runs_dir", "name",
+            "runs_dir", "name", "check",
         ]
     )]
     resume: Option<PathBuf>,
     /// Learn at most this many experiences in this call, then stop (`--resume` continues).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     max_experiences: Option<usize>,
-    /// naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si
-    /// (synaptic intelligence), lwf (learning without forgetting), agem (averaged gradient
-    /// episodic memory) or dual-net (Ans & Rousset's two networks with reverberated
-    /// pseudo-patterns: no real data kept).
-    #[arg(long, default_value = "naive")]
-    method: String,
-    /// replay, agem: sequences kept per class in the memory.
-    #[arg(long, default_value_t = 50)]
-    buffer_per_class: usize,
-    /// replay: buffered sequences added to each training batch.
-    #[arg(long, default_value_t = 20)]
-    replay_batch: usize,
-    /// ewc: strength λ of the penalty (λ/2) Σ F (θ − θ*)², F the mean squared batch gradient.
-    #[arg(long, default_value_t = MethodOptions::default().ewc_lambda)]
-    ewc_lambda: f64,
-    /// ewc: F ← decay·F + F_new after each experience (1: plain EWC, < 1: online EWC).
-    #[arg(long, default_value_t = MethodOptions::default().ewc_decay)]
-    ewc_decay: f64,
-    /// si: strength c of the penalty c Σ Ω (θ − θ*)².
-    #[arg(long, default_value_t = MethodOptions::default().si_c)]
-    si_c: f64,
-    /// si: damping ξ of Ω += ω / (Δθ² + ξ).
-    #[arg(long, default_value_t = MethodOptions::default().si_xi)]
-    si_xi: f64,
-    /// lwf: weight α of the distillation term α·T²·KL(old ‖ new).
-    #[arg(long, default_value_t = MethodOptions::default().lwf_alpha)]
-    lwf_alpha: f64,
-    /// lwf: softmax temperature T (1.5 in Cossu et al. 2021).
-    #[arg(long, default_value_t = MethodOptions::default().lwf_temperature)]
-    lwf_temperature: f64,
-    /// agem: memory sequences in each step's reference batch (all of them when fewer).
-    #[arg(long, default_value_t = MethodOptions::default().agem_batch)]
-    agem_batch: usize,
-    /// dual-net: what a pseudo-pattern is: sequence (a whole input sequence reverberated through
-    /// the auto-associative head), closed-loop (the generator fed its own reconstruction step
-    /// after step) or transition (one (item, state) pair, Ans et al. 2004).
-    #[arg(long, default_value = "sequence")]
-    pseudo: String,
-    /// dual-net: reverberations R (0: one pass from the seed, Robins's pseudo-rehearsal).
-    #[arg(long, default_value_t = DualOptions::default().rounds, allow_negative_numbers = true)]
-    reverberations: usize,
-    /// dual-net: noise seeds: uniform, gaussian or binary, matched per feature to the data.
-    #[arg(long, default_value = "uniform")]
-    noise: String,
-    /// dual-net: pseudo-patterns of NET2 per real sequence in each of NET1's batches.
-    #[arg(long, default_value_t = DualOptions::default().per_example)]
-    pseudo_per_example: f64,
-    /// dual-net: pseudo-patterns of NET1 per transfer epoch.
-    #[arg(long, default_value_t = DualOptions::default().transfer_size)]
-    transfer_size: usize,
-    /// dual-net: transfer epochs (NET2 learns NET1's pseudo-patterns after each experience).
-    #[arg(long, default_value_t = DualOptions::default().transfer_epochs)]
-    transfer_epochs: usize,
-    /// dual-net: hard targets (the generator's arg-max class) instead of its probabilities.
-    #[arg(long)]
-    hard_targets: bool,
-    /// dual-net: re-initialise NET1 before each experience after the first.
-    #[arg(long)]
-    reset_net1: bool,
-    /// dual-net: real sequences kept per class as reverberation seeds instead of noise
-    /// (Solinas et al.'s combined replay; 0: noise only).
-    #[arg(long, default_value_t = 0)]
-    seeds_per_class: usize,
-    /// dual-net: weight of the reconstruction error beside the task loss.
-    #[arg(long, default_value_t = DualOptions::default().recon_weight)]
-    recon_weight: f64,
-    /// dual-net: train the reconstruction as a denoising auto-encoder, inputs corrupted by
-    /// Gaussian noise of this many standard deviations per feature (0: plain).
-    #[arg(long, default_value_t = DualOptions::default().denoise)]
-    denoise: f64,
-    /// A TOML recipe (see models/); flags given here override its keys.
+    /// A TOML recipe (see models/continual-*.toml): the training settings' keys and those of
+    /// the flags above (scenario, method and the method settings); flags given here override
+    /// its keys.
     #[arg(long)]
     recipe: Option<PathBuf>,
+    /// Resolve the scenario, method and settings (recipe, flags, defaults), print them and stop:
+    /// nothing is trained, read or written.
+    #[arg(long, hide = true)]
+    check: bool,
     /// Folder that holds run folders.
     #[arg(long, default_value_os_t = crate::default_runs_dir())]
     runs_dir: PathBuf,
@@ -134,6 +71,276 @@ pub struct ContinualArgs {
     name: Option<String>,
     #[command(flatten)]
     settings: Settings,
+}
+
+/// The method when neither a flag nor the recipe names one.
+const DEFAULT_METHOD: &str = "naive";
+
+/// `text` with the default `value` the way clap shows one.
+fn with_default(text: &str, value: impl std::fmt::Display) -> String {
+    format!("{} [default: {value}]", text.trim_end_matches('.'))
+}
+
+/// The name a setting of an enumeration has in recipes and on the command line (its serde
+/// name: `closed-loop`).
+fn serde_name(value: impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+fn method_defaults() -> MethodOptions {
+    MethodOptions::default()
+}
+
+fn dual_defaults() -> DualOptions {
+    DualOptions::default()
+}
+
+/// The scenario, the method and its settings: flags of `remanence continual` and keys of its
+/// recipe with the same names (dashes or underscores); `None`: not given there. Precedence:
+/// defaults ([`MethodOptions::default`], whose values the help shows) < recipe < flags.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Choice {
+    /// The stream of experiences: split:TASK:CLASSES_PER_EXPERIENCE (class-incremental),
+    /// split-task:TASK:CLASSES_PER_EXPERIENCE (task-incremental: each sequence's read-out masked
+    /// to its own group), permuted:TASK:EXPERIENCES (domain-incremental) or
+    /// lists:LISTS:SEQUENCES_PER_LIST:ITEMS_PER_SEQUENCE:VOCABULARY (sequence lists made up from
+    /// the seed, learned list after list by next-item prediction; no data set), e.g.
+    /// split:mnist-rows:2, lists:4:5:6:24. Required, here or in the recipe (unless --resume).
+    #[arg(long)]
+    scenario: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si \
+             (synaptic intelligence), lwf (learning without forgetting), agem (averaged gradient \
+             episodic memory) or dual-net (Ans & Rousset's two networks with reverberated \
+             pseudo-patterns: no real data kept).",
+            DEFAULT_METHOD,
+        )
+    )]
+    method: Option<String>,
+    #[arg(long, help = with_default(
+        "replay, agem: sequences kept per class in the memory.",
+        method_defaults().per_class,
+    ))]
+    buffer_per_class: Option<usize>,
+    #[arg(long, help = with_default(
+        "replay: buffered sequences added to each training batch.",
+        method_defaults().per_batch,
+    ))]
+    replay_batch: Option<usize>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "ewc: strength λ of the penalty (λ/2) Σ F (θ − θ*)², F the mean squared batch gradient.",
+        method_defaults().ewc_lambda,
+    ))]
+    ewc_lambda: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "ewc: F ← decay·F + F_new after each experience (1: plain EWC, < 1: online EWC).",
+        method_defaults().ewc_decay,
+    ))]
+    ewc_decay: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "si: strength c of the penalty c Σ Ω (θ − θ*)².",
+        method_defaults().si_c,
+    ))]
+    si_c: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "si: damping ξ of Ω += ω / (Δθ² + ξ).",
+        method_defaults().si_xi,
+    ))]
+    si_xi: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "lwf: weight α of the distillation term α·T²·KL(old ‖ new).",
+        method_defaults().lwf_alpha,
+    ))]
+    lwf_alpha: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "lwf: softmax temperature T (1.5 in Cossu et al. 2021).",
+        method_defaults().lwf_temperature,
+    ))]
+    lwf_temperature: Option<f64>,
+    #[arg(long, help = with_default(
+        "agem: memory sequences in each step's reference batch (all of them when fewer).",
+        method_defaults().agem_batch,
+    ))]
+    agem_batch: Option<usize>,
+    #[arg(long, help = with_default(
+        "dual-net: what a pseudo-pattern is: sequence (a whole input sequence reverberated \
+         through the auto-associative head), closed-loop (the generator fed its own \
+         reconstruction step after step) or transition (one (item, state) pair, Ans et al. 2004).",
+        serde_name(dual_defaults().kind),
+    ))]
+    pseudo: Option<String>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "dual-net: reverberations R (0: one pass from the seed, Robins's pseudo-rehearsal).",
+        dual_defaults().rounds,
+    ))]
+    reverberations: Option<usize>,
+    #[arg(long, help = with_default(
+        "dual-net: noise seeds: uniform, gaussian or binary, matched per feature to the data.",
+        serde_name(dual_defaults().noise),
+    ))]
+    noise: Option<String>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "dual-net: pseudo-patterns of NET2 per real sequence in each of NET1's batches.",
+        dual_defaults().per_example,
+    ))]
+    pseudo_per_example: Option<f64>,
+    #[arg(long, help = with_default(
+        "dual-net: pseudo-patterns of NET1 per transfer epoch.",
+        dual_defaults().transfer_size,
+    ))]
+    transfer_size: Option<usize>,
+    #[arg(long, help = with_default(
+        "dual-net: transfer epochs (NET2 learns NET1's pseudo-patterns after each experience).",
+        dual_defaults().transfer_epochs,
+    ))]
+    transfer_epochs: Option<usize>,
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|false",
+        help = with_default(
+            "dual-net: hard targets (the generator's arg-max class) instead of its probabilities.",
+            !dual_defaults().soft,
+        )
+    )]
+    hard_targets: Option<bool>,
+    #[arg(
+        long,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "true|false",
+        help = with_default(
+            "dual-net: re-initialise NET1 before each experience after the first.",
+            dual_defaults().reset,
+        )
+    )]
+    reset_net1: Option<bool>,
+    #[arg(long, help = with_default(
+        "dual-net: real sequences kept per class as reverberation seeds instead of noise \
+         (Solinas et al.'s combined replay; 0: noise only).",
+        dual_defaults().seeds_per_class,
+    ))]
+    seeds_per_class: Option<usize>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "dual-net: weight of the reconstruction error beside the task loss.",
+        dual_defaults().recon_weight,
+    ))]
+    recon_weight: Option<f64>,
+    #[arg(long, allow_negative_numbers = true, help = with_default(
+        "dual-net: train the reconstruction as a denoising auto-encoder, inputs corrupted by \
+         Gaussian noise of this many standard deviations per feature (0: plain).",
+        dual_defaults().denoise,
+    ))]
+    denoise: Option<f64>,
+}
+
+impl Choice {
+    /// Every recipe key of this group, which is also its flag's name (read from the flags).
+    fn keys() -> Vec<String> {
+        <Choice as Args>::augment_args(clap::Command::new("continual"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect()
+    }
+
+    fn to_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("continual settings serialise to a table")
+    }
+
+    /// `top` wins where it gives a value.
+    fn overlay(self, top: Choice) -> Choice {
+        let mut base = self.to_table();
+        base.extend(top.to_table());
+        base.try_into()
+            .expect("an overlay of valid continual settings is valid")
+    }
+
+    /// Reads the continual keys (with dashes) of the recipe `path`, each value checked against
+    /// its flag's type; a wrong one is refused naming the key, the file and what it takes.
+    fn from_recipe_table(table: toml::Table, path: &Path) -> Result<Choice> {
+        let mut out = Choice::default();
+        for (key, value) in table {
+            let one = |v: toml::Value| -> std::result::Result<Choice, toml::de::Error> {
+                toml::Table::from_iter([(key.clone(), v)]).try_into()
+            };
+            let read = one(value.clone()).map_err(|_| {
+                // What the key takes, found by trying a value of each kind.
+                let takes = if one(toml::Value::Boolean(true)).is_ok() {
+                    "true or false"
+                } else if one(toml::Value::Float(0.5)).is_ok() {
+                    "a number"
+                } else if one(toml::Value::Integer(1)).is_ok() {
+                    "a whole number ≥ 0"
+                } else {
+                    "a text in quotes"
+                };
+                anyhow!(
+                    "invalid recipe {}: `{key}` takes {takes}, got `{value}`",
+                    path.display()
+                )
+            })?;
+            out = out.overlay(read);
+        }
+        // The values that name something, checked here so that the message names the file.
+        let invalid = |key: &str| format!("invalid recipe {}: `{key}`", path.display());
+        if let Some(s) = &out.scenario {
+            s.parse::<ScenarioSpec>()
+                .with_context(|| invalid("scenario"))?;
+        }
+        if let Some(m) = &out.method {
+            Method::parse(m, &MethodOptions::default()).with_context(|| invalid("method"))?;
+        }
+        if let Some(p) = &out.pseudo {
+            p.parse::<PseudoKind>().with_context(|| invalid("pseudo"))?;
+        }
+        if let Some(n) = &out.noise {
+            n.parse::<Noise>().with_context(|| invalid("noise"))?;
+        }
+        Ok(out)
+    }
+
+    /// The method settings: those given here, the defaults for the rest.
+    fn options(&self) -> Result<MethodOptions> {
+        let m = MethodOptions::default();
+        let d = m.dual;
+        Ok(MethodOptions {
+            per_class: self.buffer_per_class.unwrap_or(m.per_class),
+            per_batch: self.replay_batch.unwrap_or(m.per_batch),
+            ewc_lambda: self.ewc_lambda.unwrap_or(m.ewc_lambda),
+            ewc_decay: self.ewc_decay.unwrap_or(m.ewc_decay),
+            si_c: self.si_c.unwrap_or(m.si_c),
+            si_xi: self.si_xi.unwrap_or(m.si_xi),
+            lwf_alpha: self.lwf_alpha.unwrap_or(m.lwf_alpha),
+            lwf_temperature: self.lwf_temperature.unwrap_or(m.lwf_temperature),
+            agem_batch: self.agem_batch.unwrap_or(m.agem_batch),
+            dual: DualOptions {
+                kind: match &self.pseudo {
+                    Some(p) => p.parse()?,
+                    None => d.kind,
+                },
+                rounds: self.reverberations.unwrap_or(d.rounds),
+                noise: match &self.noise {
+                    Some(n) => n.parse()?,
+                    None => d.noise,
+                },
+                per_example: self.pseudo_per_example.unwrap_or(d.per_example),
+                transfer_size: self.transfer_size.unwrap_or(d.transfer_size),
+                transfer_epochs: self.transfer_epochs.unwrap_or(d.transfer_epochs),
+                soft: self.hard_targets.map_or(d.soft, |hard| !hard),
+                reset: self.reset_net1.unwrap_or(d.reset),
+                seeds_per_class: self.seeds_per_class.unwrap_or(d.seeds_per_class),
+                recon_weight: self.recon_weight.unwrap_or(d.recon_weight),
+                denoise: self.denoise.unwrap_or(d.denoise),
+            },
+        })
+    }
 }
 
 /// A whole number ≥ 1.
@@ -218,43 +425,36 @@ fn fit_to_scenario(cfg: &mut RunConfig, scenario: &Scenario) -> Result<()> {
 }
 
 fn fresh(args: ContinualArgs) -> Result<()> {
-    let text = args
-        .scenario
-        .as_deref()
-        .context("--scenario is required (or --resume RUN_DIR)")?;
+    let (recipe, from_recipe) = match &args.recipe {
+        Some(r) => {
+            let (settings, own) = Settings::from_recipe_with(r, &Choice::keys())?;
+            (settings, Choice::from_recipe_table(own, r)?)
+        }
+        None => (Settings::default(), Choice::default()),
+    };
+    let choice = from_recipe.overlay(args.choice.clone());
+    let text = choice.scenario.as_deref().with_context(|| {
+        format!(
+            "no scenario: give --scenario (e.g. split:mnist-rows:2, lists:4:5:6:24){}, or \
+             --resume RUN_DIR",
+            match &args.recipe {
+                Some(r) => format!(" or `scenario = \"…\"` in {}", r.display()),
+                None => " or a recipe (--recipe) with `scenario = \"…\"`".into(),
+            }
+        )
+    })?;
     let spec: ScenarioSpec = text.parse()?;
     let method = Method::parse(
-        &args.method,
-        &MethodOptions {
-            per_class: args.buffer_per_class,
-            per_batch: args.replay_batch,
-            ewc_lambda: args.ewc_lambda,
-            ewc_decay: args.ewc_decay,
-            si_c: args.si_c,
-            si_xi: args.si_xi,
-            lwf_alpha: args.lwf_alpha,
-            lwf_temperature: args.lwf_temperature,
-            agem_batch: args.agem_batch,
-            dual: DualOptions {
-                kind: args.pseudo.parse()?,
-                rounds: args.reverberations,
-                noise: args.noise.parse()?,
-                per_example: args.pseudo_per_example,
-                transfer_size: args.transfer_size,
-                transfer_epochs: args.transfer_epochs,
-                soft: !args.hard_targets,
-                reset: args.reset_net1,
-                seeds_per_class: args.seeds_per_class,
-                recon_weight: args.recon_weight,
-                denoise: args.denoise,
-            },
-        },
-    )?;
+        choice.method.as_deref().unwrap_or(DEFAULT_METHOD),
+        &choice.options()?,
+    );
+    let method = match &args.recipe {
+        Some(r) => method
+            .with_context(|| format!("the method settings of {} and the flags", r.display()))?,
+        None => method?,
+    };
     method.check_scenario(&spec)?;
-    let mut given = Settings::default();
-    if let Some(r) = &args.recipe {
-        given = given.overlay(Settings::from_recipe(r)?);
-    }
+    let mut given = recipe;
     match spec.task() {
         Some(task) => {
             if args.settings.task.task.is_some_and(|t| t != task) {
@@ -297,6 +497,9 @@ fn fresh(args: ContinualArgs) -> Result<()> {
             cfg.train.seed
         )
     });
+    if args.check {
+        return check(&spec, method, cfg, &args.runs_dir.join(&name));
+    }
     let max = args.max_experiences;
     with_deep_stack(move || {
         let scenario = match spec.task() {
@@ -328,6 +531,26 @@ fn fresh(args: ContinualArgs) -> Result<()> {
         finish(&matrix, &run);
         Ok(())
     })
+}
+
+/// `--check`: prints what a run would learn, with which method and settings and where, and
+/// stops before reading any data (sequence lists, made up from the seed, are drawn to size the
+/// model).
+fn check(spec: &ScenarioSpec, method: Method, mut cfg: RunConfig, dir: &Path) -> Result<()> {
+    if spec.task().is_none() {
+        let scenario = Scenario::synthetic(spec.clone(), cfg.task.data_seed)?;
+        fit_to_scenario(&mut cfg, &scenario)?;
+        method.check_memory(&scenario)?;
+    }
+    println!("scenario: {spec}");
+    println!("method: {}", serde_json::to_string(&method)?);
+    println!("run folder: {}", dir.display());
+    if dir.exists() {
+        println!("  (it exists: a run there would be refused; give another --name)");
+    }
+    println!("settings: {}", serde_json::to_string_pretty(&cfg)?);
+    println!("checked: nothing was trained or written");
+    Ok(())
 }
 
 /// Prints the matrix and where the run is, and how to go on when it is not complete.
