@@ -25,7 +25,7 @@ use remanence_tasks::Batch;
 use remanence_train::learner::{Plugin, StepContext};
 
 use crate::error::{ContinualError, Result};
-use crate::strategy::ReplayBuffer;
+use crate::replay::ReplayBuffer;
 use crate::task_il::TaskMask;
 
 /// `Σ_i aᵢ·bᵢ` over the parameters where both gradients exist, in f64.

@@ -32,10 +32,10 @@ use remanence_train::RunConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ContinualError, Result};
+use crate::replay::ReplayBuffer;
 use crate::reverberation::{
     distill_loss, generate, recon_loss, InputRange, Noise, PseudoKind, Reverb,
 };
-use crate::strategy::ReplayBuffer;
 
 /// The dual network's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -146,7 +146,7 @@ fn seeds(
     }
     let mut it = parts.into_iter();
     let first = it.next().expect("at least one part");
-    it.try_fold(first, |acc, p| crate::strategy::concat(&acc, &p))
+    it.try_fold(first, |acc, p| crate::replay::concat(&acc, &p))
         .map(Some)
         .map_err(Into::into)
 }

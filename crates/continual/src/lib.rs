@@ -15,11 +15,13 @@
 //!   (whole sequences, closed loop, or single transitions), and the distillation loss on them.
 //! - [`dual`]: Ans & Rousset's dual network: NET1 learns with NET2's pseudo-patterns, NET2 learns
 //!   only NET1's.
+//! - [`replay`]: the class-balanced memory of real sequences and the plugin that replays it.
 //! - [`regularizers`]: the penalties of EWC, SI and LwF as trainer plugins.
 //! - [`agem`]: A-GEM's gradient projection against a reference batch from the memory.
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
 //! - [`runner`]: one scenario run end to end, into a run folder; a stopped run resumes at the
-//!   experience where it stopped, with the numbers an uninterrupted run gives.
+//!   experience where it stopped, with the numbers an uninterrupted run gives, from the method
+//!   state [`saved`] after each experience.
 pub mod agem;
 pub mod dual;
 pub mod error;
@@ -27,8 +29,10 @@ pub mod lists;
 pub mod matrix;
 pub mod plots;
 pub mod regularizers;
+pub mod replay;
 pub mod reverberation;
 pub mod runner;
+pub mod saved;
 pub mod scenario;
 pub mod strategy;
 pub mod task_il;
