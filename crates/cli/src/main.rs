@@ -42,6 +42,9 @@ enum Command {
     /// Learn a stream of experiences (a continual-learning scenario) with one method; writes the
     /// accuracy matrix and its summary.
     Continual(commands::continual::ContinualArgs),
+    /// Probe a model, untrained (--cell …) or trained (--run RUN_DIR): memory capacity,
+    /// echo-state property; writes a JSON report and a PNG picture.
+    Probe(commands::probe::ProbeArgs),
 }
 
 /// Threads of the fused CPU kernels (`--threads`); `None`: every core.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Data(a) => commands::data::run(a),
         Command::Continual(a) => commands::continual::run(a),
+        Command::Probe(a) => commands::probe::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,5 +112,16 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own consistency checks of every command and flag (ids, defaults, conflicts), which
+    /// otherwise run only in debug builds when a command is parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
