@@ -28,9 +28,12 @@ for entry in "$@"; do
     # A finished run (its summary says complete) is kept; anything else is run again.
     if grep -q '"complete": true' "$runs/$name/summary.json" 2>/dev/null; then continue; fi
     rm -rf "$runs/$name"
+    # The memory settings of Cossu et al. unless the entry sets its own.
+    memory=(--buffer-per-class 50 --replay-batch 20)
+    [[ " ${flags[*]} " == *" --buffer-per-class "* ]] && memory=(--replay-batch 20)
     "$bin" continual --scenario "$scenario" --method "$method" --cell lstm --hidden "$hidden" \
       --epochs "$epochs" --batch-size 64 --lr 0.001 --clip 5 --seed "$s" --data "$data" \
-      --buffer-per-class 50 --replay-batch 20 "${flags[@]}" --runs-dir "$runs" --name "$name" >/dev/null
+      "${memory[@]}" "${flags[@]}" --runs-dir "$runs" --name "$name" >/dev/null
   done
 done
 python3 - "$runs" "$hidden" "$epochs" "$seeds" "$tag" "${labels[@]}" <<'PY'
