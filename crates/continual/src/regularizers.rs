@@ -349,16 +349,27 @@ pub struct LwfPlugin {
     pub alpha: f64,
     pub temperature: f64,
     /// Task-incremental: the mask the learner's read-out went through
-    /// ([`crate::task_il::TaskIlPlugin`]); the teacher's read-out is masked alike before the
-    /// distillation. `None`: one head, nothing masked.
+    /// ([`crate::task_il::TaskIlPlugin`]). `None`: one head, nothing masked.
     pub mask: Option<Arc<TaskMask>>,
+    /// Task-incremental: the groups (heads) of the experiences before this one. Each is
+    /// distilled on its own softmax, on the current batch (Li & Hoiem's multi-head LwF: the old
+    /// tasks' heads keep answering as they did); the current group is the task loss's.
+    pub old_groups: Vec<usize>,
 }
 
 impl LwfPlugin {
-    /// The distillation term for `batch` given the learner's read-out `output` (B, T, classes),
-    /// already masked when the plugin has a mask; the teacher's read-out (B, T, classes) is
-    /// masked to each sequence's group the same way.
-    pub fn term(&self, batch: &Batch, output: &Tensor, objective: Objective) -> Result<Tensor> {
+    /// The distillation term for `batch` given the learner's read-out `output` (B, T, classes):
+    /// with one head, α T² KL over every class. Task-incremental (a mask): with old groups, the
+    /// mean over them of α T² KL over each old group's classes, between the teacher's and the
+    /// learner's unmasked read-outs (one more forward pass of `model`); with none, the teacher's
+    /// read-out masked like `output`.
+    pub fn term(
+        &self,
+        model: &SequenceModel,
+        batch: &Batch,
+        output: &Tensor,
+        objective: Objective,
+    ) -> Result<Tensor> {
         if !matches!(
             objective,
             Objective::ClassLastStep | Objective::ClassMeanOverTime
@@ -373,6 +384,30 @@ impl LwfPlugin {
                 .expect("lwf teacher")
                 .forward(&batch.x, None, batch.dt.as_ref())?;
         if let Some(m) = &self.mask {
+            if !self.old_groups.is_empty() {
+                // The learner's read-out of the old heads, unmasked (the batch's own mask hides them).
+                let (y_new, _) = model.forward(&batch.x, None, batch.dt.as_ref())?;
+                let old =
+                    class_readout(&y_old.detach(), &batch.lengths, objective)?.contiguous()?;
+                let new = class_readout(&y_new, &batch.lengths, objective)?.contiguous()?;
+                let mut total: Option<Tensor> = None;
+                for &g in &self.old_groups {
+                    let idx: Vec<u32> = m.classes_of_group(g).iter().map(|&c| c as u32).collect();
+                    let idx = Tensor::new(idx.as_slice(), old.device())?;
+                    let term = distillation(
+                        &old.index_select(&idx, 1)?,
+                        &new.index_select(&idx, 1)?,
+                        self.alpha,
+                        self.temperature,
+                    )?;
+                    total = Some(match total {
+                        Some(t) => (t + term)?,
+                        None => term,
+                    });
+                }
+                let total = total.expect("at least one old group");
+                return Ok((total / self.old_groups.len() as f64)?);
+            }
             y_old = m.apply(batch, objective, &y_old)?;
         }
         let old = class_readout(&y_old.detach(), &batch.lengths, objective)?;
@@ -391,7 +426,7 @@ impl Plugin for LwfPlugin {
         if self.alpha == 0.0 {
             return Ok(None);
         }
-        self.term(batch, output, ctx.objective)
+        self.term(ctx.model, batch, output, ctx.objective)
             .map(Some)
             .map_err(to_train)
     }
@@ -582,12 +617,13 @@ mod tests {
             alpha: 1.0,
             temperature: 1.5,
             mask: None,
+            old_groups: Vec::new(),
         };
         let b = batch();
         let obj = Objective::ClassLastStep;
         let y = model.forward(&b.x, None, None).unwrap().0;
         let same = plugin
-            .term(&b, &y, obj)
+            .term(&model, &b, &y, obj)
             .unwrap()
             .to_scalar::<f64>()
             .unwrap();
@@ -598,7 +634,7 @@ mod tests {
             v.set(&moved).unwrap();
         }
         let y = model.forward(&b.x, None, None).unwrap().0;
-        let term = plugin.term(&b, &y, obj).unwrap();
+        let term = plugin.term(&model, &b, &y, obj).unwrap();
         assert!(term.to_scalar::<f64>().unwrap() > 1e-6);
         // The gradient reaches the learner's weights only.
         let g = term.backward().unwrap();

@@ -403,6 +403,7 @@ impl MethodState {
                 alpha,
                 temperature,
                 mask: mask.clone(),
+                old_groups: (0..k).collect(),
             }));
         }
         Ok(Box::new(l))

@@ -90,6 +90,13 @@ impl TaskMask {
             .collect()
     }
 
+    /// The classes of group `g`, ascending.
+    pub fn classes_of_group(&self, g: usize) -> Vec<usize> {
+        (0..self.classes())
+            .filter(|&c| self.group[c] == Some(g))
+            .collect()
+    }
+
     /// Row-major (labels.len(), classes): 1 where the class is in the label's group.
     fn keep(&self, labels: &[u32]) -> Result<Vec<u8>> {
         let c = self.classes();

@@ -1014,21 +1014,58 @@ fn lwf_distils_within_the_group_under_split_task() {
             &student.forward(&batch.x, None, None).unwrap().0,
         )
         .unwrap();
-    let term = |mask| {
+    let term_with = |mask, old_groups: Vec<usize>| {
         LwfPlugin {
             teacher: teacher.clone(),
             alpha: 1.0,
             temperature: 1.5,
             mask,
+            old_groups,
         }
-        .term(&batch, &y, Objective::ClassLastStep)
+        .term(&student, &batch, &y, Objective::ClassLastStep)
         .unwrap()
         .to_scalar::<f32>()
         .unwrap() as f64
     };
+    let term = |mask| term_with(mask, Vec::new());
     // An unmasked teacher puts probability where the masked student's logits are −10⁹.
     let unmasked = term(None);
     assert!(unmasked > 1e6, "{unmasked}");
+    // With an old head (group 0), the old head's classes are distilled on the unmasked read-outs.
+    let old_head = term_with(Some(mask.clone()), vec![0]);
+    let group0: Vec<u32> = {
+        let mut g: Vec<u32> = s.experiences[0].classes.iter().map(|&c| c as u32).collect();
+        g.sort();
+        g
+    };
+    let idx0 = Tensor::new(group0.as_slice(), &dev).unwrap();
+    let last0 = |t: &Tensor| {
+        t.narrow(1, 2, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .index_select(&idx0, 1)
+            .unwrap()
+    };
+    let y_full = student.forward(&batch.x, None, None).unwrap().0;
+    let y_teacher = teacher
+        .lock()
+        .unwrap()
+        .forward(&batch.x, None, None)
+        .unwrap()
+        .0;
+    let want0 = remanence_continual::regularizers::distillation(
+        &last0(&y_teacher),
+        &last0(&y_full),
+        1.0,
+        1.5,
+    )
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap() as f64;
+    assert!((old_head - want0).abs() < 1e-5, "{old_head} {want0}");
     let within = term(Some(mask.clone()));
     assert!(
         within.is_finite() && (0.0..10.0).contains(&within),
