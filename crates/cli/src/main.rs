@@ -43,7 +43,8 @@ enum Command {
     /// accuracy matrix and its summary.
     Continual(commands::continual::ContinualArgs),
     /// Probe a model, untrained (--cell …) or trained (--run RUN_DIR): memory capacity,
-    /// echo-state property; writes a JSON report and a PNG picture.
+    /// echo-state property, distinguishability D(l, k), trajectory length; writes a JSON report
+    /// and PNG pictures.
     Probe(commands::probe::ProbeArgs),
 }
 

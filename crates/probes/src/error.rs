@@ -31,6 +31,10 @@ pub enum ProbeError {
     /// NaN or ±inf where numbers are needed (a diverging model, a broken checkpoint).
     #[error("non-finite values: {0}")]
     NonFinite(String),
+    /// An adaptive ODE solve that could not finish (non-finite state, a step too small, too
+    /// many steps), with where it stopped.
+    #[error("{0}")]
+    Solver(String),
     #[error(transparent)]
     Cells(#[from] remanence_cells::CellError),
     #[error(transparent)]

@@ -15,17 +15,31 @@
 //!   system), spectral radius and largest singular value.
 //! - [`signal`]: the seeded input series and initial states; [`plots`]: PNG pictures and
 //!   atomic writing of every output file.
+//! - [`distinguish`]: distinguishability D(l, k) of two words that differ in their first
+//!   symbol, over random weight draws of every cell (the cell's own or N(0, 1) initialisation)
+//!   or of a run's model; [`plain_cell`]: one layer of each cell in plain f64, for its millions of
+//!   short runs.
+//! - [`trajectory`]: trajectory length and computational depth of random Neural ODEs, CT-RNNs
+//!   and LTCs (Hasani et al. 2021, after Raghu et al. 2017), on [`adaptive`] (Dormand–Prince
+//!   5(4) in f64 with step counts and dense output) and [`pca`] (principal components by Jacobi
+//!   rotations, arc length); [`figures`]: their pictures.
 //!
 //! Everything runs in f64 and is seeded: the same seed gives the same numbers.
 
+pub mod adaptive;
+pub mod distinguish;
 pub mod dynamics;
 pub mod error;
 pub mod esp;
+pub mod figures;
 pub mod linalg;
 pub mod memory;
+pub mod pca;
+pub mod plain_cell;
 pub mod plots;
 pub mod signal;
 pub mod subject;
+pub mod trajectory;
 
 pub use error::{ProbeError, Result};
 pub use esp::{EspReport, EspSettings};

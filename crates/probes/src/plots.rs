@@ -517,3 +517,11 @@ pub fn esp_png(c: &Convergence, tolerance: f64, path: &Path) -> Result<()> {
     }
     write_atomic(&sidecar_path(path), md.as_bytes())
 }
+
+/// [`write_png`] for the pictures drawn in other modules of the crate ([`crate::figures`]).
+pub(crate) fn write_png_for(
+    path: &Path,
+    draw: impl FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
+) -> Result<()> {
+    write_png(path, draw)
+}
