@@ -8,7 +8,8 @@
 # An ENTRY is a method name (its settings at the defaults below), or LABEL=METHOD[,FLAG,VALUE…] for a variant:
 #   robins=dual-net,--reverberations,0   replay5=replay,--buffer-per-class,5
 # SCENARIO (default split:mnist-rows:2) and TAG (a suffix of the run names, e.g. TAG=-task for
-# SCENARIO=split-task:mnist-rows:2) choose another scenario. Prints, per entry, ACC (mean accuracy over the 5 experiences after the last), BWT and forgetting,
+# SCENARIO=split-task:mnist-rows:2) choose another scenario, PREFIX the start of the run names (split-mnist-rows),
+# CELL (lstm) and LR (0.001) the model and learning rate. Prints, per entry, ACC (mean accuracy over the 5 experiences after the last), BWT and forgetting,
 # mean ± std over seeds, and for dual-net NET2's ACC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,8 @@ epochs="$1"; hidden="$2"; seeds="$3"; data="$4"; runs="$5"; shift 5
 bin="${REMANENCE_BIN:-target/release/remanence}"
 scenario="${SCENARIO:-split:mnist-rows:2}"
 tag="${TAG:-}"
+prefix="${PREFIX:-split-mnist-rows}"
+cell="${CELL:-lstm}"; lr="${LR:-0.001}"
 [ -x "$bin" ] || cargo build --release
 labels=()
 for entry in "$@"; do
@@ -24,19 +27,19 @@ for entry in "$@"; do
   method="${parts[0]}"; flags=("${parts[@]:1}")
   labels+=("$label")
   for ((s = 0; s < seeds; s++)); do
-    name="split-mnist-rows$tag-$label-h$hidden-e$epochs-s$s"
+    name="$prefix$tag-$label-h$hidden-e$epochs-s$s"
     # A finished run (its summary says complete) is kept; anything else is run again.
     if grep -q '"complete": true' "$runs/$name/summary.json" 2>/dev/null; then continue; fi
     rm -rf "$runs/$name"
     # The memory settings of Cossu et al. unless the entry sets its own.
     memory=(--buffer-per-class 50 --replay-batch 20)
     [[ " ${flags[*]} " == *" --buffer-per-class "* ]] && memory=(--replay-batch 20)
-    "$bin" continual --scenario "$scenario" --method "$method" --cell lstm --hidden "$hidden" \
-      --epochs "$epochs" --batch-size 64 --lr 0.001 --clip 5 --seed "$s" --data "$data" \
+    "$bin" continual --scenario "$scenario" --method "$method" --cell "$cell" --hidden "$hidden" \
+      --epochs "$epochs" --batch-size 64 --lr "$lr" --clip 5 --seed "$s" --data "$data" \
       "${memory[@]}" "${flags[@]}" --runs-dir "$runs" --name "$name" >/dev/null
   done
 done
-python3 - "$runs" "$hidden" "$epochs" "$seeds" "$tag" "${labels[@]}" <<'PY'
+python3 - "$runs" "$hidden" "$epochs" "$seeds" "$prefix$tag" "${labels[@]}" <<'PY'
 import json, os, statistics, sys
 runs, hidden, epochs, seeds, tag, labels = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6:]
 def ms(v):
@@ -45,7 +48,7 @@ def ms(v):
 for m in labels:
     acc, bwt, fgt, secs, net2, peak = [], [], [], [], [], []
     for s in range(seeds):
-        d = f"{runs}/split-mnist-rows{tag}-{m}-h{hidden}-e{epochs}-s{s}"
+        d = f"{runs}/{tag}-{m}-h{hidden}-e{epochs}-s{s}"
         summ = json.load(open(f"{d}/summary.json"))
         acc.append(summ["acc_all"]); bwt.append(summ["bwt"]); fgt.append(summ["forgetting_chaudhry"])
         recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
