@@ -635,6 +635,52 @@ fn catalogue_of_bad_inputs() {
             vec!["unknown method", "dual-net"],
         ),
         (owned(&["continual", "--resume", g]), 1, vec!["continual"]),
+        // probe: settings a probe cannot honour; nothing is written.
+        (
+            owned(&[
+                "probe",
+                "memory-capacity",
+                "--cell",
+                "lstm",
+                "--k-max",
+                "300",
+                "--washout",
+                "100",
+                "--out",
+                r,
+            ]),
+            1,
+            vec!["k_max = 300", "washout"],
+        ),
+        (
+            owned(&["probe", "esp", "--out", r]),
+            1,
+            vec!["--cell", "--run"],
+        ),
+        (
+            owned(&["probe", "memory-capacity", "--run", m, "--out", r]),
+            1,
+            vec!["missing.safetensors"],
+        ),
+        (
+            owned(&[
+                "probe",
+                "distinguishability",
+                "--cell",
+                "lstm",
+                "--widths",
+                "0",
+                "--out",
+                r,
+            ]),
+            2,
+            vec!["--widths"],
+        ),
+        (
+            owned(&["probe", "trajectory-length", "--width", "0", "--out", r]),
+            2,
+            vec!["--width"],
+        ),
     ];
     for (args, code, words) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
