@@ -4,78 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_continual::matrix::AccuracyMatrix;
 use remanence_continual::runner::{self, Stopped};
 use remanence_continual::scenario::Scenario;
 use remanence_continual::strategy::{Method, MethodOptions};
-use remanence_tasks::task::Predict;
-use remanence_tasks::{Batch, Evaluation, Objective, SequenceTask, Split, TaskConfig, TaskKind};
+use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::trainer::Silent;
 use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, RunDir, Schedule, TrainConfig};
 
-/// 6 classes; sequence i has class i % 6 and reads 3 steps of 2 features that announce it.
-struct Toy6;
-
-impl SequenceTask for Toy6 {
-    fn name(&self) -> &str {
-        "toy6"
-    }
-    fn input_size(&self) -> usize {
-        2
-    }
-    fn output_size(&self) -> usize {
-        6
-    }
-    fn objective(&self) -> Objective {
-        Objective::ClassLastStep
-    }
-    fn len(&self, split: Split) -> usize {
-        match split {
-            Split::Train => 48,
-            Split::Test => 24,
-        }
-    }
-    fn batch(
-        &self,
-        _split: Split,
-        indices: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> remanence_tasks::Result<Batch> {
-        let value = |i: usize, s: usize, f: usize| {
-            let c = (i % 6) as f32;
-            (c - 2.5) * if f == 0 { 0.6 } else { -0.3 } + 0.02 * ((i * 5 + s * 3 + f) % 7) as f32
-        };
-        let x: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| (0..3).flat_map(move |s| (0..2).map(move |f| value(i, s, f))))
-            .collect();
-        let y: Vec<u32> = indices.iter().map(|&i| (i % 6) as u32).collect();
-        let b = indices.len();
-        Ok(Batch {
-            x: Tensor::from_vec(x, (b, 3, 2), device)?.to_dtype(dtype)?,
-            target: Tensor::from_vec(y, b, device)?,
-            mask: None,
-            dt: None,
-            indices: indices.to_vec(),
-            lengths: vec![3; b],
-        })
-    }
-    fn evaluate(
-        &self,
-        _: usize,
-        _: DType,
-        _: &Device,
-        _: &mut Predict<'_>,
-    ) -> remanence_tasks::Result<Evaluation> {
-        unreachable!("scenarios score experiences themselves")
-    }
-    fn label(&self, _split: Split, index: usize) -> Option<usize> {
-        Some(index % 6)
-    }
-}
+mod common;
+use common::Toy6;
 
 fn scenario(spec: &str) -> Scenario {
     Scenario::new(spec.parse().unwrap(), Arc::new(Toy6), 4).unwrap()
