@@ -7,7 +7,7 @@ pub mod probe;
 pub mod sample;
 pub mod train;
 
-mod memory;
+mod footprint;
 
 use std::path::Path;
 
@@ -69,15 +69,15 @@ pub fn load_run_weights(path: &Path, data: Option<&Path>, weights: &str) -> Resu
 /// available memory, with the estimate (before anything is allocated: an allocation that fails
 /// aborts the process).
 pub fn check_memory(cfg: &RunConfig) -> Result<()> {
-    let need = memory::training_bytes(cfg);
-    if let Some(avail) = memory::available_bytes() {
+    let need = footprint::training_bytes(cfg);
+    if let Some(avail) = footprint::available_bytes() {
         if need > avail {
             bail!(
                 "the model ({} parameters) and a training batch need about {} of memory, and this \
                  machine has {} available; choose a smaller --hidden, --layers or --batch-size",
-                memory::parameters(&cfg.model),
-                memory::human(need),
-                memory::human(avail)
+                footprint::parameters(&cfg.model),
+                footprint::human(need),
+                footprint::human(avail)
             );
         }
     }
