@@ -67,10 +67,13 @@ pub enum CellKind {
     Ctrnn,
     /// ODE-RNN (Rubanova et al. 2019): an MLP ODE between observations, a GRU update at each.
     Odernn,
+    /// Echo-state reservoir (Jaeger 2001), leaky: h' = (1 − a)h + a·tanh(W_in x + W h + b), with
+    /// a sparse random W scaled to a spectral radius; its read-out is fitted by ridge regression.
+    Esn,
 }
 
 impl CellKind {
-    pub const ALL: [CellKind; 7] = [
+    pub const ALL: [CellKind; 8] = [
         CellKind::Srn,
         CellKind::Lstm,
         CellKind::Gru,
@@ -78,6 +81,7 @@ impl CellKind {
         CellKind::Cfc,
         CellKind::Ctrnn,
         CellKind::Odernn,
+        CellKind::Esn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl CellKind {
             CellKind::Cfc => "cfc",
             CellKind::Ctrnn => "ctrnn",
             CellKind::Odernn => "odernn",
+            CellKind::Esn => "esn",
         }
     }
 
@@ -166,6 +171,9 @@ pub struct RnnConfig {
     /// Settings of the continuous-time cells.
     #[serde(default)]
     pub ct: CtOptions,
+    /// Settings of the echo-state reservoir.
+    #[serde(default, skip_serializing_if = "ReservoirOptions::is_default")]
+    pub reservoir: ReservoirOptions,
     /// Which implementation runs the sequence (decided by [`crate::Route::select`]).
     #[serde(default)]
     pub kernel: Kernel,
@@ -309,6 +317,77 @@ impl Default for CtOptions {
     }
 }
 
+/// Settings of the echo-state reservoir (ignored by the other cells). The defaults are
+/// ReservoirPy's `Reservoir` node (v0.4.2): `sr = 1`, `lr = 1`, `input_scaling = 1`,
+/// `rc_connectivity = input_connectivity = 0.1`, no bias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReservoirOptions {
+    /// Spectral radius ρ(W) the recurrent matrix is scaled to.
+    pub spectral_radius: f64,
+    /// Leak rate a ∈ (0, 1]: h' = (1 − a)h + a·tanh(…); 1 is the plain (non-leaky) reservoir.
+    pub leak_rate: f64,
+    /// Scale of the input weights (±1 before scaling).
+    pub input_scaling: f64,
+    /// Share of the H·H recurrent weights that are non-zero (N(0, 1) before scaling).
+    pub connectivity: f64,
+    /// Share of the H·I input weights that are non-zero.
+    pub input_connectivity: f64,
+    /// Scale of the bias (±1 before scaling; 0: no bias).
+    pub bias_scaling: f64,
+}
+
+impl Default for ReservoirOptions {
+    fn default() -> Self {
+        Self {
+            spectral_radius: 1.0,
+            leak_rate: 1.0,
+            input_scaling: 1.0,
+            connectivity: 0.1,
+            input_connectivity: 0.1,
+            bias_scaling: 0.0,
+        }
+    }
+}
+
+impl ReservoirOptions {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &str, v: f64, range: &str| {
+            Err(CellError::Config(format!(
+                "reservoir {name} must be {range}, got {v}"
+            )))
+        };
+        // `!(in range)` so that NaN fails every check.
+        if !(self.spectral_radius >= 0.0 && self.spectral_radius.is_finite()) {
+            return bad("spectral radius", self.spectral_radius, "finite and ≥ 0");
+        }
+        if !(self.leak_rate > 0.0 && self.leak_rate <= 1.0) {
+            return bad("leak rate", self.leak_rate, "in (0, 1]");
+        }
+        for (name, v) in [
+            ("input scaling", self.input_scaling),
+            ("bias scaling", self.bias_scaling),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(name, v, "finite and ≥ 0");
+            }
+        }
+        for (name, v) in [
+            ("connectivity", self.connectivity),
+            ("input connectivity", self.input_connectivity),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return bad(name, v, "in (0, 1]");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -329,6 +408,9 @@ impl RnnConfig {
         }
         if self.ct.ode_unfolds == 0 {
             return Err(CellError::Config("ode_unfolds must be at least 1".into()));
+        }
+        if self.cell == CellKind::Esn {
+            self.reservoir.validate()?;
         }
         Ok(())
     }

@@ -262,6 +262,7 @@ mod tests {
             activation: Default::default(),
             ct: Default::default(),
             kernel: Default::default(),
+            reservoir: Default::default(),
             threads: Some(1),
         };
         ModelConfig {

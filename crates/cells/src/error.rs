@@ -22,6 +22,8 @@ pub enum CellError {
     Missing { path: PathBuf, names: Vec<String> },
     #[error("{}: unexpected parameter(s) {names:?} that the configuration does not use", path.display())]
     Unexpected { path: PathBuf, names: Vec<String> },
+    #[error(transparent)]
+    Linalg(#[from] crate::linalg::LinalgError),
     #[error("device `{0}`: {1}")]
     Device(String, String),
 }

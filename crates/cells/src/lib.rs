@@ -8,7 +8,8 @@
 //! Layout of the crate, one concept per file:
 //! - [`cell`]: the [`RecurrentCell`] trait (one layer, one time step) and the [`Recurrent`] trait
 //!   (a whole recurrent network run over a sequence); [`state`]: their states.
-//! - [`cells`]: one file per cell (SRN, LSTM, GRU, LTC, CfC, CT-RNN, ODE-RNN).
+//! - [`cells`]: one file per cell (SRN, LSTM, GRU, LTC, CfC, CT-RNN, ODE-RNN, echo-state
+//!   reservoir).
 //! - [`config`]: cell kinds and every setting of a model, as typed enums.
 //! - [`route`]: the one decision of which implementation runs (reference, fused CPU, CUDA).
 //! - [`kernels`]: the fused CPU kernels and the CUDA kernels (for tests and benchmarks).
@@ -17,6 +18,7 @@
 //!   linear read-out, with an optional encoder in front ([`encoder`]).
 //! - [`params`]: a seeded parameter store behind Candle's `VarBuilder`; [`io`]: safetensors
 //!   reading and atomic writing with clear errors; [`device`]: `--device` parsing.
+//! - [`linalg`]: small dense f64 linear algebra (ridge solves, spectral radius, σ_max).
 //! - [`ops`]: element-wise functions Candle lacks (softplus, LeCun's tanh) with their gradients.
 
 pub mod cell;
@@ -27,6 +29,7 @@ pub mod encoder;
 pub mod error;
 pub mod io;
 pub mod kernels;
+pub mod linalg;
 pub mod model;
 pub mod ode;
 pub mod ops;
@@ -39,7 +42,7 @@ pub mod wiring;
 pub use cell::{Recurrent, RecurrentCell};
 pub use config::{
     Activation, AutoAssoc, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel,
-    Mapping, ModelConfig, RnnConfig, SolverKind,
+    Mapping, ModelConfig, ReservoirOptions, RnnConfig, SolverKind,
 };
 pub use encoder::Encoder;
 pub use error::{CellError, Result};

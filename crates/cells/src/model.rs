@@ -226,6 +226,7 @@ mod tests {
                 activation: Activation::Tanh,
                 ct,
                 kernel,
+                reservoir: Default::default(),
                 threads: Some(1),
             },
             C,

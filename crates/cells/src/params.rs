@@ -131,6 +131,14 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Runs `f` on the seeded generator (the stream that initialises every parameter), for
+    /// initialisations no `Init` hint expresses (the reservoir's scaled sparse matrices).
+    /// `None` for a store of loaded tensors.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> Option<T> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.rng.as_mut().map(f)
+    }
+
     pub fn get(&self, name: &str) -> Option<Var> {
         self.inner.lock().unwrap().vars.get(name).cloned()
     }

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::cell::{Recurrent, RecurrentCell};
-use crate::cells::{Cfc, CtRnn, Gru, Lstm, Ltc, OdeRnn, Srn};
+use crate::cells::{Cfc, CtRnn, Esn, Gru, Lstm, Ltc, OdeRnn, Srn};
 use crate::config::{CellKind, RnnConfig};
 use crate::error::{CellError, Result};
 use crate::params::ParamStore;
@@ -40,6 +40,7 @@ impl StackedRnn {
                 CellKind::Cfc => Box::new(Cfc::new(input, h, ct, vb.pp("rnn_cell"))?),
                 CellKind::Ctrnn => Box::new(CtRnn::new(input, h, k, ct, vb)?),
                 CellKind::Odernn => Box::new(OdeRnn::new(input, h, k, ct, vb)?),
+                CellKind::Esn => Box::new(Esn::new(input, h, k, &config.reservoir, vb)?),
             };
             input = layer.output_size();
             layers.push(layer);
@@ -51,7 +52,8 @@ impl StackedRnn {
     }
 
     /// Before building a fresh model from a seeded store: adds the tensors that do not come
-    /// from an initialisation rule (the LTC's wiring) under `prefix`.
+    /// from an initialisation rule (the LTC's wiring, the reservoir's scaled sparse matrices)
+    /// under `prefix`.
     pub fn seed_store(
         config: &RnnConfig,
         store: &ParamStore,
@@ -62,6 +64,13 @@ impl StackedRnn {
         if config.cell == CellKind::Ltc {
             let wiring = Ltc::wiring(config.input_size, config.hidden_size, &config.ct)?;
             Ltc::seed_wiring(store, &format!("{prefix}.rnn_cell"), &wiring, dtype, device)?;
+        }
+        if config.cell == CellKind::Esn {
+            let h = config.hidden_size;
+            let inputs: Vec<usize> = (0..config.num_layers)
+                .map(|k| if k == 0 { config.input_size } else { h })
+                .collect();
+            Esn::seed_reservoir(store, prefix, &inputs, h, &config.reservoir, dtype, device)?;
         }
         Ok(())
     }

@@ -99,6 +99,7 @@ fn reference(p: &Problem, dtype: DType) -> (Results, Vec<(String, Tensor)>) {
         num_layers: 1,
         activation: p.act,
         ct: Default::default(),
+        reservoir: Default::default(),
         threads: None,
         kernel: Kernel::Reference,
     };

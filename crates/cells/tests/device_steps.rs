@@ -51,6 +51,7 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
         num_layers: 1,
         activation: c.act,
         ct: ct.clone(),
+        reservoir: Default::default(),
         threads: None,
         kernel: Kernel::Reference,
     };

@@ -49,6 +49,7 @@ fn check_path(
         num_layers: layers,
         activation,
         ct,
+        reservoir: Default::default(),
         threads: None,
         kernel: if reference {
             Kernel::Reference

@@ -39,6 +39,7 @@ fn run(case: &Case, reference: bool, dtype: DType, seed: u64) -> Vec<(String, Te
         num_layers: 1,
         activation: Activation::Tanh,
         ct: case.ct.clone(),
+        reservoir: Default::default(),
         threads: None,
         kernel: if reference {
             Kernel::Reference

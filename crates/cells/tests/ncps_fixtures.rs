@@ -55,6 +55,7 @@ impl Fixture {
             num_layers: 1,
             activation: Activation::Tanh,
             ct,
+            reservoir: Default::default(),
             threads: None,
             kernel: if reference {
                 Kernel::Reference

@@ -37,6 +37,7 @@ fn run(
         num_layers: layers,
         activation: act,
         ct: Default::default(),
+        reservoir: Default::default(),
         threads: None,
         kernel: if reference {
             Kernel::Reference

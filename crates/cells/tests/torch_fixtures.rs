@@ -43,6 +43,7 @@ fn check_path(file: &str, cell: CellKind, dtype: DType, tol: f64, reference: boo
         num_layers: h0.dim(0).unwrap(),
         activation: Activation::Tanh,
         ct: Default::default(),
+        reservoir: Default::default(),
         threads: None,
         kernel: if reference {
             Kernel::Reference

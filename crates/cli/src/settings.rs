@@ -12,14 +12,16 @@ use clap::Args;
 use remanence_cells::encoder::EncoderConfig;
 use remanence_cells::{
     Activation, BackboneActivation, CellKind, CfcMode, Constraint, CtOptions, Kernel, Mapping,
-    ModelConfig, RnnConfig, SolverKind, WiringSpec,
+    ModelConfig, ReservoirOptions, RnnConfig, SolverKind, WiringSpec,
 };
 use remanence_tasks::audio::{FeatureConfig, FeatureKind};
 use remanence_tasks::fsdd::FsddSplit;
 use remanence_tasks::jsb::JsbResolution;
 use remanence_tasks::registry::TaskOptions;
 use remanence_tasks::{TaskConfig, TaskKind};
-use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
+use remanence_train::{
+    OptimizerConfig, OptimizerKind, RidgeConfig, RunConfig, Schedule, TrainConfig,
+};
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
@@ -38,6 +40,9 @@ pub struct Settings {
     )]
     #[serde(flatten)]
     pub ct: CtSettings,
+    #[command(flatten, next_help_heading = "Echo-state reservoir (esn)")]
+    #[serde(flatten)]
+    pub reservoir: ReservoirSettings,
     #[command(flatten, next_help_heading = "Training")]
     #[serde(flatten)]
     pub train: TrainSettings,
@@ -124,7 +129,7 @@ pub struct TaskSettings {
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ModelSettings {
-    /// Recurrent cell: srn, lstm, gru, ltc, cfc, ctrnn, odernn.
+    /// Recurrent cell: srn, lstm, gru, ltc, cfc, ctrnn, odernn, esn (echo-state reservoir).
     #[arg(long)]
     pub cell: Option<CellKind>,
     /// Hidden units per layer (the state size; LTC/CfC units).
@@ -191,7 +196,51 @@ pub struct CtSettings {
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+pub struct ReservoirSettings {
+    /// Spectral radius the reservoir's recurrent matrix is scaled to (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub spectral_radius: Option<f64>,
+    /// Leak rate a in (0, 1]: h' = (1 − a)h + a·tanh(…) (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub leak_rate: Option<f64>,
+    /// Scale of the ±1 input weights (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub input_scaling: Option<f64>,
+    /// Share of non-zero recurrent weights, in (0, 1] (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub connectivity: Option<f64>,
+    /// Share of non-zero input weights, in (0, 1] (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub input_connectivity: Option<f64>,
+    /// Scale of the ±1 bias (default 0: no bias).
+    #[arg(long, allow_negative_numbers = true)]
+    pub bias_scaling: Option<f64>,
+}
+
+/// How the weights are learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainerKind {
+    /// Backpropagation through time with the optimizer (every cell but esn).
+    Gradient,
+    /// The read-out fitted in closed form by ridge regression on the recurrent states; the
+    /// recurrent weights stay as drawn (esn's default).
+    Ridge,
+}
+
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct TrainSettings {
+    /// How the weights are learned: gradient, or ridge (default for --cell esn, and then one
+    /// epoch unless --epochs is given).
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerKind>,
+    /// Ridge λ of --trainer ridge (default 1e-6).
+    #[arg(long, allow_negative_numbers = true)]
+    pub ridge: Option<f64>,
+    /// Leading steps of every sequence left out of a per-step ridge fit (default 0).
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
+    pub washout: Option<usize>,
     /// Maximum number of epochs.
     #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub epochs: Option<usize>,
@@ -440,6 +489,7 @@ impl Settings {
                 ..Default::default()
             },
             ct: CtSettings::default(),
+            reservoir: ReservoirSettings::default(),
             train: TrainSettings {
                 epochs: Some(200),
                 batch_size: Some(16),
@@ -463,8 +513,14 @@ impl Settings {
         let cell = self.model.cell.context("no cell given")?;
         let task = self.task.task.context("no task given")?;
         use CellKind::*;
-        let rules: [(&str, &[CellKind]); 13] = [
+        let rules: [(&str, &[CellKind]); 19] = [
             ("activation", &[Srn]),
+            ("spectral-radius", &[Esn]),
+            ("leak-rate", &[Esn]),
+            ("input-scaling", &[Esn]),
+            ("connectivity", &[Esn]),
+            ("input-connectivity", &[Esn]),
+            ("bias-scaling", &[Esn]),
             ("wiring", &[Ltc]),
             ("constraint", &[Ltc]),
             ("input-mapping", &[Ltc]),
@@ -487,6 +543,24 @@ impl Settings {
                     names.join(", ")
                 );
             }
+        }
+        if self.trainer(cell) == TrainerKind::Ridge {
+            let gradient_only = [
+                "optimizer",
+                "lr",
+                "momentum",
+                "weight-decay",
+                "clip",
+                "schedule",
+            ];
+            if let Some(k) = given.iter().find(|g| gradient_only.contains(&g.as_str())) {
+                bail!(
+                    "--{k} is a setting of gradient training, and the read-out is fitted by ridge                      regression (--trainer ridge{}); remove it, or give --trainer gradient",
+                    if cell == Esn { ", the default for esn" } else { "" }
+                );
+            }
+        } else if let Some(k) = given.iter().find(|g| *g == "ridge" || *g == "washout") {
+            bail!("--{k} applies to --trainer ridge only (the default for --cell esn)");
         }
         let task_rules: [(&str, &[TaskKind]); 16] = [
             ("split", &[TaskKind::Fsdd]),
@@ -531,6 +605,16 @@ impl Settings {
             data_dir_for(task, d)?;
         }
         Ok(())
+    }
+
+    /// The trainer the settings ask for: --trainer, else ridge for the reservoir and gradient
+    /// for every other cell.
+    pub fn trainer(&self, cell: CellKind) -> TrainerKind {
+        self.train.trainer.unwrap_or(if cell == CellKind::Esn {
+            TrainerKind::Ridge
+        } else {
+            TrainerKind::Gradient
+        })
     }
 
     /// Turns complete settings (defaults overlaid) into a run configuration, checking every
@@ -592,7 +676,50 @@ impl Settings {
         let lr = tr.lr.context("no learning rate given")?;
         let clip = tr.clip.unwrap_or(0.0);
         let defaults = CtOptions::default();
-        let checks: [(&str, Option<f64>, fn(f64) -> bool, &str); 7] = [
+        let rv = &self.reservoir;
+        let checks: [(&str, Option<f64>, fn(f64) -> bool, &str); 14] = [
+            (
+                "ridge",
+                tr.ridge,
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "spectral-radius",
+                rv.spectral_radius,
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "leak-rate",
+                rv.leak_rate,
+                |v| v > 0.0 && v <= 1.0,
+                "in (0, 1]",
+            ),
+            (
+                "input-scaling",
+                rv.input_scaling,
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "bias-scaling",
+                rv.bias_scaling,
+                |v| v >= 0.0 && v.is_finite(),
+                "a finite number ≥ 0",
+            ),
+            (
+                "connectivity",
+                rv.connectivity,
+                |v| v > 0.0 && v <= 1.0,
+                "in (0, 1]",
+            ),
+            (
+                "input-connectivity",
+                rv.input_connectivity,
+                |v| v > 0.0 && v <= 1.0,
+                "in (0, 1]",
+            ),
             (
                 "lr",
                 Some(lr),
@@ -680,6 +807,19 @@ impl Settings {
                         ..defaults
                     },
                     kernel: m.kernel.unwrap_or_default(),
+                    reservoir: {
+                        let d = ReservoirOptions::default();
+                        ReservoirOptions {
+                            spectral_radius: rv.spectral_radius.unwrap_or(d.spectral_radius),
+                            leak_rate: rv.leak_rate.unwrap_or(d.leak_rate),
+                            input_scaling: rv.input_scaling.unwrap_or(d.input_scaling),
+                            connectivity: rv.connectivity.unwrap_or(d.connectivity),
+                            input_connectivity: rv
+                                .input_connectivity
+                                .unwrap_or(d.input_connectivity),
+                            bias_scaling: rv.bias_scaling.unwrap_or(d.bias_scaling),
+                        }
+                    },
                     threads: None,
                 },
                 output,
@@ -706,6 +846,10 @@ impl Settings {
                 early_stop: tr.early_stop.unwrap_or(true),
                 target: tr.target,
                 eval_batch_size: 256,
+                ridge: (self.trainer(cell) == TrainerKind::Ridge).then(|| RidgeConfig {
+                    lambda: tr.ridge.unwrap_or(RidgeConfig::default().lambda),
+                    washout: tr.washout.unwrap_or(0),
+                }),
             },
             dtype,
             device: d.device.clone().context("no device given")?,

@@ -585,6 +585,7 @@ mod tests {
                 num_layers: 1,
                 activation: Activation::Tanh,
                 ct: Default::default(),
+                reservoir: Default::default(),
                 threads: None,
                 kernel: Kernel::Auto,
             },

@@ -109,6 +109,7 @@ fn model_cfg(cell: CellKind, layers: usize, hidden: usize, head: Option<AutoAsso
                 ode_unfolds: 2,
                 ..CtOptions::default()
             },
+            reservoir: Default::default(),
             threads: Some(1),
             kernel: Kernel::Auto,
         },
@@ -272,6 +273,7 @@ fn run_config(cell: CellKind, hidden: usize, dtype: &str) -> RunConfig {
             early_stop: false,
             target: None,
             eval_batch_size: 64,
+            ridge: None,
         },
         dtype: dtype.into(),
         device: "cpu".into(),

@@ -115,6 +115,9 @@ impl Init {
                         ""
                     }
                 ),
+                CellKind::Esn => "weight_ih_l0 and weight_hh_l0 i.i.d. N(0, 1) (dense, not scaled \
+                     to a spectral radius); bias_l0 zero; the leak rate as configured"
+                    .into(),
                 CellKind::Odernn => "not offered for the ODE-RNN".into(),
             },
         }
@@ -165,7 +168,7 @@ fn normal_rule(cell: CellKind, mode: CfcMode, name: &str) -> Option<bool> {
             "bias_ih_l0" | "bias_hh_l0" => Some(false),
             _ => None,
         },
-        CellKind::Ctrnn => match local {
+        CellKind::Ctrnn | CellKind::Esn => match local {
             "weight_ih_l0" | "weight_hh_l0" => Some(true),
             "bias_l0" => Some(false),
             _ => None,

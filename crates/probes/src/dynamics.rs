@@ -149,7 +149,7 @@ pub fn run_series(
     }
     let mats = out
         .into_iter()
-        .map(|v| Mat::from_vec(len, n, v))
+        .map(|v| Mat::from_vec(len, n, v).map_err(ProbeError::from))
         .collect::<Result<Vec<_>>>()?;
     if let Some(b) = mats.iter().position(|m| !m.is_finite()) {
         return Err(ProbeError::NonFinite(format!(

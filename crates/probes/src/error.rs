@@ -8,16 +8,9 @@ pub enum ProbeError {
     /// A setting or an argument that makes no sense, naming it.
     #[error("{0}")]
     Invalid(String),
-    /// The ridge system stayed singular however much the regularisation was raised.
-    #[error(
-        "the ridge system ({size}×{size}) stayed singular after raising λ {attempts} times to \
-         {lambda:e}; the features are degenerate (constant, duplicated or non-finite)"
-    )]
-    Singular {
-        size: usize,
-        lambda: f64,
-        attempts: usize,
-    },
+    /// A singular ridge system, a non-finite matrix, shapes that do not fit.
+    #[error(transparent)]
+    Linalg(#[from] remanence_cells::linalg::LinalgError),
     /// A model whose parameters lack the recurrent matrix its cell is built from.
     #[error(
         "no recurrent matrix for the {cell} cell: looked for {looked_for:?}; the parameters are \

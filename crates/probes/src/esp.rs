@@ -63,7 +63,7 @@ pub struct WeightBlock {
 /// (LTC: conductances through sigmoids; CfC: a backbone over [x, h]).
 fn gate_names(cell: CellKind) -> Option<&'static [&'static str]> {
     match cell {
-        CellKind::Srn | CellKind::Ctrnn => Some(&["all"]),
+        CellKind::Srn | CellKind::Ctrnn | CellKind::Esn => Some(&["all"]),
         CellKind::Lstm => Some(&["i", "f", "g", "o"]),
         CellKind::Gru | CellKind::Odernn => Some(&["r", "z", "n"]),
         CellKind::Ltc | CellKind::Cfc => None,

@@ -11,7 +11,7 @@
 //! - [`esp`]: the echo-state property: σ_max and ρ of the recurrent matrix and of the step's
 //!   Jacobian, the sufficient and necessary conditions, and the convergence of runs from
 //!   different initial states (Jaeger 2001; Yildiz, Jaeger & Kiebel 2012).
-//! - [`linalg`]: a small dense matrix, the ridge solve (Cholesky, with λ raised on a singular
+//! - [`linalg`] (re-exported from the cells crate): a small dense matrix, the ridge solve (Cholesky, with λ raised on a singular
 //!   system), spectral radius and largest singular value.
 //! - [`signal`]: the seeded input series and initial states; [`plots`]: PNG pictures and
 //!   atomic writing of every output file.
@@ -32,7 +32,7 @@ pub mod dynamics;
 pub mod error;
 pub mod esp;
 pub mod figures;
-pub mod linalg;
+pub use remanence_cells::linalg;
 pub mod memory;
 pub mod pca;
 pub mod plain_cell;

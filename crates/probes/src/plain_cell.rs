@@ -122,6 +122,12 @@ enum Kind {
         solver: CtSolver,
         unfolds: usize,
     },
+    Esn {
+        w_ih: Vec<f64>,
+        w_hh: Vec<f64>,
+        bias: Vec<f64>,
+        leak: f64,
+    },
     Ltc(Box<LtcParams>),
     Cfc(Box<CfcParams>),
 }
@@ -401,6 +407,12 @@ impl PlainCell {
                     mode: ct.mode,
                 }))
             }
+            CellKind::Esn => Kind::Esn {
+                w_ih: p.get("weight_ih_l0", &[h, i])?,
+                w_hh: p.get("weight_hh_l0", &[h, h])?,
+                bias: p.get("bias_l0", &[h])?,
+                leak: config.reservoir.leak_rate,
+            },
             CellKind::Odernn => {
                 return Err(invalid(
                     "the plain f64 cells do not include the ODE-RNN; probe a trained one with \
@@ -470,6 +482,20 @@ impl PlainCell {
                         } else {
                             pre.tanh()
                         }
+                    })
+                    .collect();
+                s.h = next;
+            }
+            Kind::Esn {
+                w_ih,
+                w_hh,
+                bias,
+                leak,
+            } => {
+                let next: Vec<f64> = (0..h)
+                    .map(|r| {
+                        let pre = xin(w_ih, r) + dot(&w_hh[r * h..(r + 1) * h], &s.h) + bias[r];
+                        (1.0 - leak) * s.h[r] + leak * pre.tanh()
                     })
                     .collect();
                 s.h = next;

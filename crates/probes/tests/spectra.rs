@@ -5,7 +5,6 @@ mod common;
 use common::{orthogonal, rotation};
 use remanence_probes::esp::spectrum;
 use remanence_probes::linalg::{ridge_solve, sigma_max, spectral_radius, Mat};
-use remanence_probes::ProbeError;
 
 fn close(a: f64, b: f64, tol: f64) {
     assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} != {b}");
@@ -96,7 +95,7 @@ fn bad_matrices_are_refused() {
     let nan = Mat::diag(&[1.0, f64::NAN]);
     assert!(matches!(
         spectral_radius(&nan).unwrap_err(),
-        ProbeError::NonFinite(_)
+        remanence_cells::linalg::LinalgError::NonFinite(_)
     ));
 }
 

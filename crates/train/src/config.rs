@@ -4,6 +4,7 @@ use remanence_cells::ModelConfig;
 use remanence_tasks::TaskConfig;
 
 use crate::optim::OptimizerConfig;
+use crate::ridge::RidgeConfig;
 use crate::schedule::Schedule;
 
 /// How to train.
@@ -27,6 +28,10 @@ pub struct TrainConfig {
     /// Batch size for evaluation.
     #[serde(default = "eval_batch")]
     pub eval_batch_size: usize,
+    /// Fit the read-out in closed form by ridge regression instead of gradient steps (the
+    /// echo-state network's rule; [`crate::ridge`]). The optimizer settings are then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ridge: Option<RidgeConfig>,
 }
 
 fn yes() -> bool {
@@ -85,6 +90,9 @@ impl TrainConfig {
             if !ok {
                 return bad(format!("{name} must be {range}, got {value}"));
             }
+        }
+        if let Some(r) = &self.ridge {
+            r.validate()?;
         }
         if let Some(t) = self.target {
             if !t.is_finite() {

@@ -13,8 +13,9 @@
 //! θ      ← optimizer(θ, g, lr); then the model's constraints (the LTC's clamp in clip mode)
 //! ```
 //!
-//! A method that replaces backward and update altogether (backward tuning estimates the recurrent
-//! weights from desired states) implements [`Learner`] itself. Methods that learn a sequence of
+//! A method that replaces backward and update altogether implements [`Learner`] itself: the
+//! closed-form ridge read-out of echo-state networks ([`crate::ridge`]), backward tuning (the
+//! recurrent weights estimated from desired states). Methods that learn a sequence of
 //! experiences get [`Learner::before_experience`] and [`Learner::after_experience`].
 use std::collections::HashMap;
 
@@ -78,6 +79,11 @@ pub trait Learner: Send {
     fn state(&self) -> Vec<(String, Tensor)>;
     /// Restores a state saved by [`Learner::state`] after `steps` updates.
     fn load_state(&mut self, state: HashMap<String, Tensor>, steps: u64) -> Result<()>;
+    /// Values the learner reports at the end of each epoch (added to the epoch's line of
+    /// `metrics.jsonl`): the ridge fit's λ, for instance.
+    fn metrics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// An addition to gradient learning: every hook defaults to doing nothing.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use crate::error::{Result, TrainError};
 use crate::learner::{GradientLearner, Learner, StepContext};
+use crate::ridge::RidgeLearner;
 use crate::run_dir::{BestEpoch, RunDir, TrainerState, BEST};
 
 /// One line of `metrics.jsonl`.
@@ -140,12 +141,16 @@ fn check_task_fits(cfg: &RunConfig, task: &dyn SequenceTask) -> Result<()> {
     Ok(())
 }
 
-/// The learner a configuration asks for: gradient descent with its optimizer and clipping.
+/// The learner a configuration asks for: the closed-form ridge read-out when `train.ridge` is
+/// set, else gradient descent with its optimizer and clipping.
 pub fn default_learner(cfg: &RunConfig) -> Box<dyn Learner> {
-    Box::new(GradientLearner::new(
-        cfg.train.optimizer.build(),
-        cfg.train.clip_norm,
-    ))
+    match &cfg.train.ridge {
+        Some(r) => Box::new(RidgeLearner::new(r.clone())),
+        None => Box::new(GradientLearner::new(
+            cfg.train.optimizer.build(),
+            cfg.train.clip_norm,
+        )),
+    }
 }
 
 impl<'t> Trainer<'t> {
@@ -347,7 +352,12 @@ impl<'t> Trainer<'t> {
                 metric_name: eval.metric_name.clone(),
                 metric: eval.metric,
                 solved: eval.solved,
-                values: eval.values.clone(),
+                values: eval
+                    .values
+                    .clone()
+                    .into_iter()
+                    .chain(self.learner.metrics())
+                    .collect(),
             };
             self.run.append_metrics(&record)?;
             self.run

@@ -7,8 +7,10 @@
 //!   initialisation); what they share sits in `torch_layer`.
 //! - [`ltc`], [`cfc`]: ncps's liquid time-constant and closed-form continuous-time cells.
 //! - [`ctrnn`], [`odernn`]: the CT-RNN and ODE-RNN, integrated by [`crate::ode`].
+//! - [`esn`]: the echo-state reservoir (fixed random weights; a read-out fitted in closed form).
 pub mod cfc;
 pub mod ctrnn;
+pub mod esn;
 pub mod gru;
 pub mod lstm;
 pub mod ltc;
@@ -18,6 +20,7 @@ pub(crate) mod torch_layer;
 
 pub use cfc::Cfc;
 pub use ctrnn::CtRnn;
+pub use esn::Esn;
 pub use gru::Gru;
 pub use lstm::Lstm;
 pub use ltc::Ltc;

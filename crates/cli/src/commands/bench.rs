@@ -147,6 +147,7 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                     wiring: a.wiring.parse()?,
                     ..Default::default()
                 },
+                reservoir: Default::default(),
                 threads: crate::kernel_threads(),
                 kernel: if *path == "reference" {
                     Kernel::Reference

@@ -485,6 +485,16 @@ fn fresh(args: ContinualArgs) -> Result<()> {
     let s = Settings::defaults().overlay(given.clone());
     s.check_applicable(&given.given())?;
     let mut cfg = s.resolve()?;
+    if cfg.train.ridge.is_some() {
+        bail!(
+            "the continual-learning methods learn by gradient, and {} asks for a ridge read-out;              give --trainer gradient (the reservoir's weights then learn too) or another --cell",
+            if cfg.model.rnn.cell == remanence_cells::CellKind::Esn {
+                "--cell esn"
+            } else {
+                "--trainer ridge"
+            }
+        );
+    }
     cfg.train.early_stop = false;
     cfg.model.rnn.threads = crate::kernel_threads();
     let device = parse_device(&cfg.device).context("--device")?;

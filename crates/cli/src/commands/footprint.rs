@@ -18,6 +18,7 @@ pub fn parameters(m: &ModelConfig) -> u128 {
             CellKind::Ltc => 5 * h * h + 5 * input * h + 3 * h + 2 * input + 2 * h,
             CellKind::Cfc => (input + h) * u + bl.saturating_sub(1) * u * u + 4 * u * h + 4 * h,
             CellKind::Ctrnn => h * (input + h + 2),
+            CellKind::Esn => h * (input + h + 1),
             CellKind::Odernn => 3 * h * (input + h + 2) + h * u + bl * u * u + u * h + 2 * u,
         };
         input = h;

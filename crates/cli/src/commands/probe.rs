@@ -32,7 +32,9 @@ use remanence_probes::{Features, Source, Subject};
 use remanence_train::{run_dir, RunDir};
 use serde::Serialize;
 
-use crate::settings::{CtSettings, DeviceSettings, ModelSettings, Settings, TrainSettings};
+use crate::settings::{
+    CtSettings, DeviceSettings, ModelSettings, ReservoirSettings, Settings, TrainSettings,
+};
 
 #[derive(Args)]
 pub struct ProbeArgs {
@@ -86,6 +88,8 @@ struct SubjectArgs {
         next_help_heading = "Continuous-time cells (LTC, CfC, CT-RNN, ODE-RNN)"
     )]
     ct: CtSettings,
+    #[command(flatten, next_help_heading = "Echo-state reservoir (esn)")]
+    reservoir: ReservoirSettings,
 }
 
 #[derive(Args)]
@@ -299,6 +303,7 @@ impl Target {
         let given = Settings {
             model: a.model.clone(),
             ct: a.ct.clone(),
+            reservoir: a.reservoir.clone(),
             ..Default::default()
         }
         .given();
@@ -320,6 +325,7 @@ impl Target {
         let settings = Settings::defaults().overlay(Settings {
             model: a.model.clone(),
             ct: a.ct.clone(),
+            reservoir: a.reservoir.clone(),
             train: TrainSettings {
                 seed: Some(a.seed),
                 ..Default::default()

@@ -67,7 +67,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             given = given.overlay(args.settings.clone());
             let s = Settings::defaults().overlay(given.clone());
             s.check_applicable(&given.given())?;
-            let cfg = s.resolve()?;
+            let mut cfg = s.resolve()?;
+            if cfg.train.ridge.is_some() && !given.given().iter().any(|g| g == "epochs") {
+                // A closed-form fit over a fixed training set gives the same head every epoch.
+                cfg.train.epochs = 1;
+            }
             parse_device(&cfg.device).context("--device")?;
             let name = args.name.clone().unwrap_or_else(|| run_name(&cfg));
             (cfg, Target::New(args.runs_dir.clone(), name))

@@ -77,6 +77,7 @@ pub fn config(cell: CellKind, hidden: usize, layers: usize, kernel: Kernel) -> M
                 ..CtOptions::default()
             },
             kernel,
+            reservoir: Default::default(),
             threads: Some(1),
         },
         1,

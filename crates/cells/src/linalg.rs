@@ -3,10 +3,36 @@
 //! value of a square matrix.
 //!
 //! The matrices here are small (a state of at most a few hundred values), so plain loops do:
-//! no dependency for a 100 × 100 Cholesky.
+//! no dependency for a 100 × 100 Cholesky. Users: the echo-state reservoir's scaling to a
+//! spectral radius, ridge read-outs (the trainer's closed-form fit), and the probes.
 use serde::Serialize;
 
-use crate::error::{invalid, ProbeError, Result};
+/// Errors of the dense linear algebra.
+#[derive(Debug, thiserror::Error)]
+pub enum LinalgError {
+    /// Shapes that do not fit, an empty matrix, a negative λ.
+    #[error("{0}")]
+    Invalid(String),
+    /// NaN or ±inf in a matrix.
+    #[error("non-finite values: {0}")]
+    NonFinite(String),
+    /// The ridge system stayed singular however much the regularisation was raised.
+    #[error(
+        "the ridge system ({size}×{size}) stayed singular after raising λ {attempts} times to \
+         {lambda:e}; the features are degenerate (constant, duplicated or non-finite)"
+    )]
+    Singular {
+        size: usize,
+        lambda: f64,
+        attempts: usize,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, LinalgError>;
+
+fn invalid(msg: impl Into<String>) -> LinalgError {
+    LinalgError::Invalid(msg.into())
+}
 
 /// A dense row-major matrix of f64.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,7 +334,7 @@ pub fn ridge_solve(gram: &Mat, rhs: &Mat, lambda: f64) -> Result<RidgeSolution> 
         )));
     }
     if !gram.is_finite() || !rhs.is_finite() {
-        return Err(ProbeError::NonFinite(
+        return Err(LinalgError::NonFinite(
             "the ridge system holds NaN or infinite values".into(),
         ));
     }
@@ -337,7 +363,7 @@ pub fn ridge_solve(gram: &Mat, rhs: &Mat, lambda: f64) -> Result<RidgeSolution> 
                     pivot: e.pivot,
                 });
                 if raises.len() > MAX_RAISES {
-                    return Err(ProbeError::Singular {
+                    return Err(LinalgError::Singular {
                         size: n,
                         lambda: lam,
                         attempts: raises.len(),
@@ -371,7 +397,7 @@ pub fn spectral_radius(a: &Mat) -> Result<f64> {
         return Err(invalid("the spectral radius of an empty (0×0) matrix"));
     }
     if !a.is_finite() {
-        return Err(ProbeError::NonFinite(
+        return Err(LinalgError::NonFinite(
             "the matrix holds NaN or infinite values".into(),
         ));
     }
