@@ -2,10 +2,12 @@
 //! automatic raise of λ on a singular system, and the spectral radius and largest singular
 //! value of a square matrix.
 //!
-//! The matrices here are small (a state of at most a few hundred values), so plain loops do:
-//! no dependency for a 100 × 100 Cholesky. Users: the echo-state reservoir's scaling to a
+//! The matrices here are small (a state of at most a few thousand values): the products go
+//! through the `gemm` crate (as the fused kernels' do), the factorisations are plain loops. Users: the echo-state reservoir's scaling to a
 //! spectral radius, ridge read-outs (the trainer's closed-form fit), and the probes.
 use serde::Serialize;
+
+use crate::kernels::cpu::gemm::{self, View};
 
 /// Errors of the dense linear algebra.
 #[derive(Debug, thiserror::Error)]
@@ -145,16 +147,16 @@ impl Mat {
             )));
         }
         let mut out = Mat::zeros(self.rows, other.cols);
-        for i in 0..self.rows {
-            let o = &mut out.data[i * other.cols..(i + 1) * other.cols];
-            for (k, &a) in self.row(i).iter().enumerate() {
-                if a != 0.0 {
-                    for (x, &b) in o.iter_mut().zip(other.row(k)) {
-                        *x += a * b;
-                    }
-                }
-            }
-        }
+        gemm::matmul(
+            self.rows,
+            other.cols,
+            self.cols,
+            &mut out.data,
+            other.cols,
+            false,
+            View::rows(&self.data, self.cols),
+            View::rows(&other.data, other.cols),
+        );
         Ok(out)
     }
 
@@ -167,17 +169,16 @@ impl Mat {
             )));
         }
         let mut out = Mat::zeros(self.cols, other.cols);
-        for r in 0..self.rows {
-            let b = other.row(r);
-            for (i, &a) in self.row(r).iter().enumerate() {
-                if a != 0.0 {
-                    let o = &mut out.data[i * other.cols..(i + 1) * other.cols];
-                    for (x, &bv) in o.iter_mut().zip(b) {
-                        *x += a * bv;
-                    }
-                }
-            }
-        }
+        gemm::matmul(
+            self.cols,
+            other.cols,
+            self.rows,
+            &mut out.data,
+            other.cols,
+            false,
+            View::transposed(&self.data, self.cols),
+            View::rows(&other.data, other.cols),
+        );
         Ok(out)
     }
 
