@@ -46,6 +46,9 @@ enum Command {
     /// echo-state property, distinguishability D(l, k), trajectory length; writes a JSON report
     /// and PNG pictures.
     Probe(commands::probe::ProbeArgs),
+    /// Binary associative memories (Gripon–Berrou clique networks): store random messages,
+    /// recall erased or noisy probes by sum-of-sum and sum-of-max, and the reference benchmark.
+    Memory(commands::memory::MemoryArgs),
 }
 
 /// Threads of the fused CPU kernels (`--threads`); `None`: every core.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Data(a) => commands::data::run(a),
         Command::Continual(a) => commands::continual::run(a),
         Command::Probe(a) => commands::probe::run(a),
+        Command::Memory(a) => commands::memory::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -342,6 +342,24 @@ fn catalogue_of_bad_inputs() {
         a.extend(owned(extra));
         a
     };
+    // memory: a small stored network for the recall rows.
+    let mem = root.join("memory-net");
+    let o = run(&[
+        "memory",
+        "store",
+        "--clusters",
+        "4",
+        "--fanals",
+        "16",
+        "--messages",
+        "50",
+        "--out",
+        mem.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mem_dir = mem.to_str().unwrap();
+    let mem_out = runs.join("memory-out");
+    let mo = mem_out.to_str().unwrap();
     let cases: Vec<(Vec<String>, i32, Vec<&str>)> = vec![
         // Data sets: unknown names, missing folders and changed files.
         (
@@ -680,6 +698,42 @@ fn catalogue_of_bad_inputs() {
             owned(&["probe", "trajectory-length", "--width", "0", "--out", r]),
             2,
             vec!["--width"],
+        ),
+        // memory: sizes, shapes and folders that cannot be used; nothing is overwritten.
+        (
+            owned(&["memory", "store", "--fanals", "0", "--out", mo]),
+            2,
+            vec!["--fanals", "positive"],
+        ),
+        (
+            owned(&["memory", "store", "--clusters", "4", "--active", "5", "--out", mo]),
+            1,
+            vec!["--active", "5 clusters", "network of 4"],
+        ),
+        (
+            owned(&["memory", "store", "--messages", "10", "--out", g]),
+            1,
+            vec!["already exists", "nothing was overwritten"],
+        ),
+        (
+            owned(&["memory", "recall", "--net", mem_dir, "--erase", "5", "--out", mo]),
+            1,
+            vec!["--erase 5", "occupies 4"],
+        ),
+        (
+            owned(&["memory", "recall", "--net", "/nowhere", "--out", mo]),
+            1,
+            vec!["/nowhere", "no such folder"],
+        ),
+        (
+            owned(&["memory", "recall", "--net", g, "--out", mo]),
+            1,
+            vec!["store.json", "remanence memory store"],
+        ),
+        (
+            owned(&["memory", "bench", "--messages", "20,10", "--out", mo]),
+            1,
+            vec!["--messages", "ascending"],
         ),
     ];
     for (args, code, words) in cases {

@@ -3,6 +3,7 @@ pub mod continual;
 pub mod data;
 pub mod eval;
 pub mod infer;
+pub mod memory;
 pub mod probe;
 pub mod sample;
 pub mod train;
