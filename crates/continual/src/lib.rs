@@ -22,7 +22,10 @@
 //! - [`runner`]: one scenario run end to end, into a run folder; a stopped run resumes at the
 //!   experience where it stopped, with the numbers an uninterrupted run gives, from the method
 //!   state [`saved`] after each experience.
+//! - [`backtune`]: backward tuning (Viéville et al. 2017): weight estimation for recurrent
+//!   networks whose units are linear in their weights, by an adjoint pass and per-unit solves.
 pub mod agem;
+pub mod backtune;
 pub mod dual;
 pub mod error;
 pub mod lists;
