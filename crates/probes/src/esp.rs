@@ -312,6 +312,15 @@ pub struct JacobianAt {
     pub matrix: Mat,
 }
 
+/// How close to 1 a condition's value must be to count as undecided: the relative precision of
+/// weights stored in f32, far above the spectral estimates' own error (about 1e-14).
+pub const BORDERLINE: f64 = 1e-6;
+
+fn verdict(value: f64) -> (bool, bool) {
+    let borderline = (value - 1.0).abs() <= BORDERLINE;
+    (value < 1.0 && !borderline, borderline)
+}
+
 /// An echo-state condition, evaluated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Condition {
@@ -319,8 +328,11 @@ pub struct Condition {
     pub statement: String,
     /// Its left-hand side.
     pub value: f64,
-    /// value < 1.
+    /// value < 1 by more than [`BORDERLINE`].
     pub holds: bool,
+    /// |value − 1| ≤ [`BORDERLINE`]: too close to 1 for the measurement to decide (a reservoir
+    /// scaled to ρ = 1, weights stored in f32); `holds` is then false.
+    pub borderline: bool,
     /// `global` (for every state and input) or `local` (near one point).
     pub scope: String,
     /// What the verdict means and where it comes from.
@@ -367,7 +379,8 @@ fn sufficient(config: &RnnConfig, blocks: &[WeightBlock], j0: &JacobianAt) -> Co
                 "max over layers of σ_max(W_hh)/4 < 1".into()
             },
             value,
-            holds: value < 1.0,
+            holds: verdict(value).0,
+            borderline: verdict(value).1,
             scope: "global".into(),
             note: format!(
                 "{act} is {}-Lipschitz, so each step moves two states of a layer at most \
@@ -382,7 +395,8 @@ fn sufficient(config: &RnnConfig, blocks: &[WeightBlock], j0: &JacobianAt) -> Co
     Condition {
         statement: "σ_max(J) < 1 at the zero state with zero input".into(),
         value: s,
-        holds: s < 1.0,
+        holds: verdict(s).0,
+        borderline: verdict(s).1,
         scope: "local".into(),
         note: format!(
             "J = ∂F/∂s of one {} step; σ_max(J) < 1 makes the step a contraction near that \
@@ -402,7 +416,8 @@ fn necessary(rest: &RestState, j0: &JacobianAt, jr: Option<&JacobianAt>) -> Cond
             Condition {
                 statement: "ρ(J) < 1 at the rest state under zero input".into(),
                 value: v,
-                holds: v < 1.0,
+                holds: verdict(v).0,
+                borderline: verdict(v).1,
                 scope: "local".into(),
                 note: format!(
                     "the zero-input dynamics reach a fixed point in {} steps; ρ(J) > 1 there \
@@ -418,7 +433,8 @@ fn necessary(rest: &RestState, j0: &JacobianAt, jr: Option<&JacobianAt>) -> Cond
             Condition {
                 statement: "ρ(J) < 1 at the zero state with zero input".into(),
                 value: v,
-                holds: v < 1.0,
+                holds: verdict(v).0,
+                borderline: verdict(v).1,
                 scope: "local".into(),
                 note: format!(
                     "the zero-input dynamics reached no fixed point in {} steps (last move \

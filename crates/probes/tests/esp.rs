@@ -299,3 +299,19 @@ fn bad_settings_and_states_are_refused() {
     .to_string();
     assert!(e.contains("length zero"), "{e}");
 }
+
+#[test]
+fn a_matrix_at_exactly_one_is_borderline_not_holding() {
+    // An orthogonal W: σ_max = ρ = 1 up to rounding; neither condition can be decided.
+    let w = orthogonal(5, 4);
+    let subject = srn(&w, &[0.2; 5], &[0.0; 5], Activation::Tanh);
+    let rep = esp::run(&subject, &quick(), 0, &mut |_| {}).unwrap();
+    for c in [&rep.sufficient, &rep.necessary] {
+        assert!((c.value - 1.0).abs() < 1e-8, "{}", c.value);
+        assert!(c.borderline && !c.holds, "{}: {}", c.statement, c.value);
+    }
+    // Just below: decided.
+    let subject = srn(&w.scaled(0.99), &[0.2; 5], &[0.0; 5], Activation::Tanh);
+    let rep = esp::run(&subject, &quick(), 0, &mut |_| {}).unwrap();
+    assert!(rep.sufficient.holds && !rep.sufficient.borderline);
+}

@@ -715,7 +715,13 @@ fn echo_state(a: EspArgs) -> Result<()> {
             c.scope,
             c.statement,
             c.value,
-            if c.holds { "holds" } else { "does not hold" }
+            if c.borderline {
+                "borderline (within 1e-6 of 1: the measurement cannot decide)"
+            } else if c.holds {
+                "holds"
+            } else {
+                "does not hold"
+            }
         );
     }
     let c = &report.convergence;
