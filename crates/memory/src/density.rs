@@ -13,6 +13,16 @@
 //!   the connections taken as independent); retrieval fails if any of the c_e(l−1) wrong fanals
 //!   does: `P_e = 1 − (1 − d^{c−c_e})^{c_e(l−1)}`. With guided recall in the sparse network the
 //!   same formula holds with the sparse d (only the c guided clusters take part).
+//! - A second clique (the floor of sum-of-max, dense network): a wrong fanal s of an erased
+//!   cluster e connected to all c − 1 other fanals of the message completes the cue as well as
+//!   the right one. The connections of s are not independent: s is connected to the message's
+//!   fanal of cluster k iff one of the N other messages using s in cluster e has that symbol
+//!   in k, N ~ Binomial(M − 1, 1/l), and given N the c − 1 clusters are independent, so
+//!   `π = E_N[(1 − (1 − 1/l)^N)^{c−1}]` (about 1.3·d^{c−1} at the sheet's M = 15000), and a
+//!   probe has a rival with probability `P_2 = 1 − (1 − π)^{c_e(l−1)}` (≈ 0.0197 there; the
+//!   independent-connection value 1 − (1 − d^{c−1})^{c_e(l−1)} would be 0.0152). Sum-of-max
+//!   keeps such a rival beside the right fanal (see [`crate::gb`]), so its exact-retrieval
+//!   error is at least P_2.
 //! - Bits per connection: B/Q = M·c·log₂(l) / (c(c−1)/2·l²) for the dense network (B the bits
 //!   of the messages, Q the binary connections between distinct clusters). For the sparse
 //!   network a message also carries the choice of its clusters: B = M·(c·log₂ l + log₂ C(χ, c)),
@@ -53,6 +63,47 @@ pub fn one_iteration_error(density: f64, active: usize, erased: usize, fanals: u
     let known = active.saturating_sub(erased) as i32;
     let p = density.powi(known);
     fill(p, (erased * fanals.saturating_sub(1)) as f64)
+}
+
+/// π: probability that a given wrong fanal of cluster e is connected to the c − 1 other
+/// fanals of a stored message, in the dense network of c clusters of l fanals holding M uniform
+/// messages: `E_N[(1 − (1 − 1/l)^N)^{c−1}]`, N ~ Binomial(M − 1, 1/l) the other messages using
+/// that fanal.
+pub fn rival_probability(clusters: usize, fanals: usize, m: u64) -> f64 {
+    if clusters < 2 || fanals < 2 || m < 2 {
+        return 0.0;
+    }
+    let (p, trials) = (1.0 / fanals as f64, m - 1);
+    let q = 1.0 - p;
+    let ratio = (p / q).ln();
+    // ln P(N = n), by the recurrence P(n + 1) = P(n)·(trials − n)/(n + 1)·p/q.
+    let mut ln_pmf = trials as f64 * q.ln();
+    let mean = trials as f64 * p;
+    let mut sum = 0.0;
+    for n in 0..=trials {
+        if ln_pmf > -745.0 {
+            let covered = -(n as f64 * (-p).ln_1p()).exp_m1();
+            sum += ln_pmf.exp() * covered.powi(clusters as i32 - 1);
+        } else if n as f64 > mean {
+            break;
+        }
+        ln_pmf += ((trials - n) as f64 / (n + 1) as f64).ln() + ratio;
+    }
+    sum
+}
+
+/// P_2 = `1 − (1 − π)^{c_e(l−1)}`: probability that a probe of a stored message with c_e
+/// erased clusters admits a second clique (some wrong fanal of an erased cluster connected to
+/// all c − 1 other fanals of the message), π from [`rival_probability`]. A lower bound of the
+/// sum-of-max error.
+pub fn second_clique_probability(clusters: usize, fanals: usize, m: u64, erased: usize) -> f64 {
+    if erased == 0 {
+        return 0.0;
+    }
+    fill(
+        rival_probability(clusters, fanals, m),
+        (erased * fanals.saturating_sub(1)) as f64,
+    )
 }
 
 /// B/Q for the dense network: `M·c·log₂(l) / (c(c−1)/2·l²)`.
@@ -166,5 +217,25 @@ mod tests {
                 < 1e-12
         );
         assert!((willshaw_density(100, 10, 50, 5, 1) - 0.01).abs() < 1e-15);
+        assert_eq!(second_clique_probability(8, 256, 15_000, 0), 0.0);
+        assert_eq!(rival_probability(8, 256, 1), 0.0);
+    }
+
+    /// The sum-of-max floor at the sheet's M = 15000 (d = 0.2044): π ≈ 1.3·d⁷ and
+    /// P_2 ≈ 0.0197, above the sheet's SoM 0.006 (the independent-connection value is 0.0152).
+    /// With l = 2, c = 2 and M = 2 the other message uses the rival with probability 1/2 and
+    /// then shares the message's other symbol with probability 1/2: π = 1/4.
+    #[test]
+    fn second_clique_floor() {
+        let d = dense_density(256, 15_000);
+        let pi = rival_probability(8, 256, 15_000);
+        assert!((pi / d.powi(7) - 1.304).abs() < 0.01, "{pi}");
+        let p2 = second_clique_probability(8, 256, 15_000, 4);
+        assert!((p2 - 0.0197).abs() < 2e-4, "{p2}");
+        assert!((p2 - fill(d.powi(7), 4.0 * 255.0) - 0.0046).abs() < 3e-4);
+        assert!((rival_probability(2, 2, 2) - 0.25).abs() < 1e-15);
+        // Large M: the loop starts below the smallest normal exponent and still converges.
+        let big = rival_probability(8, 256, 1_000_000);
+        assert!((big - 1.0).abs() < 1e-5, "{big}");
     }
 }

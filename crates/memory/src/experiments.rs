@@ -6,7 +6,11 @@
 //! in the sparse setting) and recalled by SoS and by SoM on the same probes. The error is the
 //! fraction of probes whose final state is not exactly the message, with its binomial standard
 //! error √(p(1−p)/P); the density formula and the one-iteration estimate
-//! ([`crate::density`]) are reported beside the measured density.
+//! ([`crate::density`]) are reported beside the measured density. The SoM error is bounded
+//! below by the probability of a second clique
+//! ([`crate::density::second_clique_probability`]),
+//! ≈ 0.0197 at M = 15000: there the sheet's SoM (0.006) is out of reach, while SoS (0.020) and
+//! both rules at M ≥ 20000 match it.
 //!
 //! - [`SweepSettings::reference`]: c = 8, l = 256 (n = 2048), 4 of 8 clusters erased,
 //!   4 iterations, γ = 1, M = 5000 … 30000, 500 probes (the sheet's table).
@@ -404,8 +408,11 @@ mod tests {
     /// with 2000 probes against the sheet's 500: errors within 3.5 standard errors of the
     /// difference (M = 15000, SoS 0.020: ±0.025; M = 20000, SoS 0.178: ±0.067, SoM 0.122:
     /// ±0.057), SoM below SoS at M = 20000 (the same probes), and the densities beside the
-    /// formula. At M = 15000 the sheet's SoM (0.006) is not reproduced: this implementation
-    /// measures SoM ≈ SoS there (0.015–0.025 over seeds), so only an upper bound is checked.
+    /// formula. At M = 15000 the sheet's SoM (0.006) is not reproduced, and cannot be under the
+    /// sheet's rules: SoM fails on every probe whose erased clusters hold a rival fanal
+    /// connected to the 7 other fanals of the message (see `gb`'s module docs), which happens
+    /// with probability P_2 ≈ 0.0197 ([`density::second_clique_probability`]); SoM is checked
+    /// between P_2 − 3.5 standard errors and the sheet's SoS bound (measured: about SoS).
     #[test]
     fn the_reference_table_at_reduced_probes() {
         let s = SweepSettings {
@@ -430,6 +437,11 @@ mod tests {
         assert!(
             a.som.error <= 0.020 + tolerance(0.020, 2000, 500, 3.5),
             "{a:?}"
+        );
+        let p2 = density::second_clique_probability(8, 256, 15_000, 4);
+        assert!(
+            a.som.error >= p2 - 3.5 * (p2 * (1.0 - p2) / 2000.0).sqrt(),
+            "{a:?} {p2}"
         );
         assert!(
             (b.sos.error - 0.178).abs() <= tolerance(0.178, 2000, 500, 3.5),

@@ -19,6 +19,31 @@
 //!   cluster): each cluster contributes at most 1 (Yao, Gripon & Rabbat, arXiv 1303.7032; the
 //!   rule as the `gbnn-matlab` code's comment states it).
 //!
+//! **Against the reference code** (`lrq3000/gbnn-matlab`, `gbnn-core/`). Its network is the
+//! boolean product TᵀT of the stored codes (`gbnn_construct_network.m`, `gbnn_mini.m`), which
+//! also sets the diagonal of every used fanal; its densities subtract that diagonal. Its SoS is
+//! therefore our SoS with γ = 1 + `gamma_memory` (its own note in `gbnn_correct.m` says the
+//! memory effect is already 1): `gbnn_mini.m` (`gamma_memory = 0`) is our γ = 1, the sheet's
+//! setting. It implements no sum-of-max: SoM appears only as a to-do comment in
+//! `gbnn_correct.m` (and "only SoS is implemented" in `gbnn_test.m`), so the SoM rule here is
+//! the comment's and Yao et al.'s; the diagonal there is what makes an active fanal count its
+//! own cluster, and an extra memory effect on top changes no winner of an erasure cue (an active
+//! fanal stays iff it sees an active fanal in every other cluster). Erasure (fanals switched
+//! off), winner-take-all keeping ties with the zero-score guard, a fixed loop of iterations and
+//! success as an exact match of the whole state are the same rules as here.
+//!
+//! **The sum-of-max floor.** Whenever a wrong fanal s of an erased cluster is connected to all
+//! c − 1 other fanals of the message, SoM cannot separate it from the right one: after the first
+//! iteration every right fanal is active (each reaches the largest score available) and so is s
+//! (it ties with the right one on the known clusters); from then on every right fanal and s score
+//! c, the maximum, and stay. So the SoM error is at least the probability P_2 that a probe
+//! leaves such a rival in one of its erased clusters
+//! ([`crate::density::second_clique_probability`]): ≈ 0.0197 at the sheet's M = 15000
+//! (d ≈ 0.2046). The connections of a rival are positively correlated, so P_2 is above the
+//! independent-connection value 1 − (1 − d^{c−1})^{c_e(l−1)} ≈ 0.0152. Measured there, SoM sits
+//! just above P_2 and about at SoS (≈ 0.02): the sheet's SoM 0.006 (3 of 500 probes) is below
+//! this floor under its own rules (exact match, ties are errors).
+//!
 //! A fixed number of iterations (4 in the reference setting) is run; since an iteration is a
 //! function of the state alone, the loop stops early when an iteration leaves the state
 //! unchanged (the remaining ones would too), which changes no result. Success is a final state
@@ -1125,6 +1150,74 @@ mod tests {
             .matches(&m));
         assert!(net.connected((0, 1), (3, 7)) && net.connected((3, 7), (0, 1)));
         assert!(!net.connected((3, 4), (3, 7)) && !net.connected((0, 1), (0, 1)));
+    }
+
+    /// The sheet's setting (c = 8, l = 256, M = 15000, 4 erased). Rivals (a wrong fanal
+    /// connected to the 7 other fanals of a stored message) occur at the rate of the formula,
+    /// 7·255·π ≈ 0.040 per message over its 8 clusters (within 4 Poisson standard errors, over
+    /// all messages); SoM fails on every probe that leaves a rival in an erased cluster, and on
+    /// few others, so its error sits at P_2 ≈ 0.0197, not at the sheet's 0.006.
+    #[test]
+    fn som_fails_whenever_a_second_clique_completes_the_cue() {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let (c, l, m, erase, probes) = (8, 256, 15_000, 4, 3000);
+        let msgs = MessageSet::random(c, l, m, &mut rng).unwrap();
+        let mut net = GbNetwork::new(c, l).unwrap();
+        net.store_all(&msgs).unwrap();
+        let has_rival = |msg: &Message, e: usize| {
+            (0..l as u32).any(|f| {
+                f != msg[e].1
+                    && msg
+                        .iter()
+                        .all(|&(k, s)| k == e || net.connected((k, s), (e, f)))
+            })
+        };
+        let rivals: usize = (0..m)
+            .map(|i| {
+                let msg = msgs.get(i);
+                (0..c).filter(|&e| has_rival(&msg, e)).count()
+            })
+            .sum();
+        let expected = (c * (l - 1)) as f64 * density::rival_probability(c, l, m as u64);
+        let se = (expected / m as f64).sqrt();
+        let per_message = rivals as f64 / m as f64;
+        assert!(
+            (per_message - expected).abs() < 4.0 * se,
+            "{per_message} {expected}"
+        );
+        let mut idx = Vec::with_capacity(probes);
+        let mut cues = Vec::with_capacity(probes);
+        for _ in 0..probes {
+            let i = rng.random_range(0..m);
+            cues.push(Cue::probe(&msgs.get(i), l, erase, 0, false, &mut rng).unwrap());
+            idx.push(i);
+        }
+        let states = net.recall_batch(&cues, &RecallSettings::som(4), 2).unwrap();
+        let (mut second, mut failed) = (0usize, 0usize);
+        for ((st, cue), &i) in states.iter().zip(&cues).zip(&idx) {
+            let msg = msgs.get(i);
+            let ok = st.matches(&msg);
+            if cue.erased.iter().any(|&e| has_rival(&msg, e)) {
+                second += 1;
+                assert!(!ok, "probe of message {i}: {:?}", st.decode());
+            }
+            failed += usize::from(!ok);
+        }
+        // Failures beyond the second cliques are rare (SoM sits just above its floor).
+        assert!(
+            second > 0 && failed >= second && failed - second < probes / 100,
+            "{failed} {second}"
+        );
+        let p2 = density::second_clique_probability(c, l, m as u64, erase);
+        // The sheet's 3 failures of 500 probes: P(X ≤ 3) under 2% for X ~ Binomial(500, P_2),
+        // even at the floor (≈ 0.010).
+        let mut term = (1.0 - p2).powi(500);
+        let mut tail = term;
+        for k in 0..3 {
+            term *= (500 - k) as f64 / (k + 1) as f64 * p2 / (1.0 - p2);
+            tail += term;
+        }
+        assert!(p2 > 0.019 && tail < 0.02, "{p2} {tail}");
     }
 
     /// The measured density against d = 1 − (1 − 1/l²)^M and the sparse formula, within
