@@ -33,6 +33,7 @@ pub mod experiments;
 pub mod gb;
 pub mod ncm;
 pub mod quantize;
+pub mod readout;
 pub mod willshaw;
 
 pub use bits::BitMatrix;

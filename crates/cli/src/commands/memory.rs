@@ -13,6 +13,10 @@
 //!   M = 5000 … 30000), the sparse setting (χ = 100, c = 12, l = 64, guided), and the
 //!   throughput of the bit-packed network against the byte-per-connection one; prints the tables
 //!   and writes `results.json` to `--out`.
+//! - `classify`: the feature bridge (issue #13): a trained run's recurrent features, product
+//!   quantised, feed a binary bipartite class memory that learns classes one at a time, beside
+//!   the nearest class mean, a fine-tuned and a jointly trained softmax read-out
+//!   (`memory_classify.rs`).
 //!
 //! Retrieval runs over `--threads` threads (default 1); the results do not depend on it.
 use std::io::IsTerminal;
@@ -29,6 +33,9 @@ use remanence_memory::experiments::{
 };
 use remanence_memory::{ErasedStart, GbNetwork, MessageSet, RecallSettings, Rule};
 use serde::{Deserialize, Serialize};
+
+#[path = "memory_classify.rs"]
+mod memory_classify;
 
 #[derive(Args)]
 pub struct MemoryArgs {
@@ -47,6 +54,11 @@ enum MemoryCommand {
     /// The reference sweep (c = 8, l = 256, 4 erased), the sparse setting, and the throughput
     /// of the bit-packed network against a byte-per-connection one; writes results.json.
     Bench(BenchArgs),
+    /// Classes added one at a time to a binary bipartite memory over a trained run's recurrent
+    /// features (product quantised), against the nearest class mean, a softmax read-out
+    /// fine-tuned on each new class and one trained on all classes; writes classify.json and
+    /// classify.png.
+    Classify(memory_classify::ClassifyArgs),
 }
 
 #[derive(Args)]
@@ -185,6 +197,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
         MemoryCommand::Store(a) => store(a),
         MemoryCommand::Recall(a) => recall(a),
         MemoryCommand::Bench(a) => bench(a),
+        MemoryCommand::Classify(a) => memory_classify::run(a),
     }
 }
 
