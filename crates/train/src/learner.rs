@@ -11,6 +11,7 @@
 //! g      = ∂L/∂θ, then every plugin's transform_gradients in turn        (A-GEM, all-reduce)
 //! g      ← g·min(1, c/‖g‖₂) when clipping at c
 //! θ      ← optimizer(θ, g, lr); then the model's constraints (the LTC's clamp in clip mode)
+//! report ← plugins' report(loss, ‖g‖, sequences)                         (the global loss)
 //! ```
 //!
 //! A method that replaces backward and update altogether implements [`Learner`] itself: the
@@ -132,6 +133,13 @@ pub trait Plugin: Send {
     ) -> Result<()> {
         Ok(())
     }
+    /// Changes what the step reports, after the update (plugins in order, each on the report
+    /// the previous ones left): a data-parallel plugin that trained on its process's shard of
+    /// the batch reports the loss and the number of sequences of the whole batch. The trainer
+    /// averages `loss` weighted by `sequences` and adds `sequences` to `sequences_seen`.
+    fn report(&mut self, _ctx: &StepContext, report: StepReport) -> Result<StepReport> {
+        Ok(report)
+    }
     fn before_experience(&mut self, _ctx: &ExperienceContext) -> Result<()> {
         Ok(())
     }
@@ -215,11 +223,15 @@ impl Learner for GradientLearner {
         }
         self.optimizer.step(ctx.vars, &g, ctx.lr)?;
         ctx.model.apply_constraints(ctx.store)?;
-        Ok(StepReport {
+        let mut report = StepReport {
             loss: lv,
             grad_norm: norm,
             sequences: batch.indices.len(),
-        })
+        };
+        for p in &mut self.plugins {
+            report = p.report(ctx, report)?;
+        }
+        Ok(report)
     }
 
     fn before_experience(&mut self, ctx: &ExperienceContext) -> Result<()> {
