@@ -49,6 +49,9 @@ enum Command {
     /// Binary associative memories (Gripon–Berrou clique networks): store random messages,
     /// recall erased or noisy probes by sum-of-sum and sum-of-max, and the reference benchmark.
     Memory(commands::memory::MemoryArgs),
+    /// Backward tuning (Viéville et al. 2017): estimate a random recurrent network's weights
+    /// from the observed output of some of its units; writes the criterion per iteration.
+    ReverseEngineer(commands::reverse::ReverseArgs),
 }
 
 /// Threads of the fused CPU kernels (`--threads`); `None`: every core.
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Continual(a) => commands::continual::run(a),
         Command::Probe(a) => commands::probe::run(a),
         Command::Memory(a) => commands::memory::run(a),
+        Command::ReverseEngineer(a) => commands::reverse::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

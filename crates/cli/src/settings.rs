@@ -19,6 +19,7 @@ use remanence_tasks::fsdd::FsddSplit;
 use remanence_tasks::jsb::JsbResolution;
 use remanence_tasks::registry::TaskOptions;
 use remanence_tasks::{TaskConfig, TaskKind};
+use remanence_train::config::BacktuneConfig;
 use remanence_train::{
     OptimizerConfig, OptimizerKind, RidgeConfig, RunConfig, Schedule, TrainConfig,
 };
@@ -226,15 +227,26 @@ pub enum TrainerKind {
     /// The read-out fitted in closed form by ridge regression on the recurrent states; the
     /// recurrent weights stay as drawn (esn's default).
     Ridge,
+    /// Backward tuning (Viéville et al. 2017): the recurrent weights and the read-out estimated
+    /// from desired states given by an adjoint pass, per-unit least squares and line-searched
+    /// steps; least squares on the targets. One-layer tanh SRN only.
+    BackwardTuning,
 }
 
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TrainSettings {
-    /// How the weights are learned: gradient, or ridge (default for --cell esn, and then one
-    /// epoch unless --epochs is given).
+    /// How the weights are learned: gradient, ridge (default for --cell esn, and then one
+    /// epoch unless --epochs is given), or backward-tuning (--cell srn, tanh, one layer).
     #[arg(long, value_enum)]
     pub trainer: Option<TrainerKind>,
+    /// Backward-tuning estimator iterations per batch (default 3).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub bt_iterations: Option<usize>,
+    /// Backward tuning's DMAX: units with more weights than this (1 + hidden + inputs for a
+    /// hidden unit) get first-order steps only (default 16).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
+    pub bt_dmax: Option<usize>,
     /// Ridge λ of --trainer ridge (default 1e-6).
     #[arg(long, allow_negative_numbers = true)]
     pub ridge: Option<f64>,
@@ -544,23 +556,49 @@ impl Settings {
                 );
             }
         }
-        if self.trainer(cell) == TrainerKind::Ridge {
-            let gradient_only = [
-                "optimizer",
-                "lr",
-                "momentum",
-                "weight-decay",
-                "clip",
-                "schedule",
-            ];
+        let gradient_only = [
+            "optimizer",
+            "lr",
+            "momentum",
+            "weight-decay",
+            "clip",
+            "schedule",
+        ];
+        let trainer = self.trainer(cell);
+        if trainer == TrainerKind::Ridge {
             if let Some(k) = given.iter().find(|g| gradient_only.contains(&g.as_str())) {
                 bail!(
-                    "--{k} is a setting of gradient training, and the read-out is fitted by ridge                      regression (--trainer ridge{}); remove it, or give --trainer gradient",
-                    if cell == Esn { ", the default for esn" } else { "" }
+                    "--{k} is a setting of gradient training, and the read-out is fitted by ridge \
+                     regression (--trainer ridge{}); remove it, or give --trainer gradient",
+                    if cell == Esn {
+                        ", the default for esn"
+                    } else {
+                        ""
+                    }
                 );
             }
         } else if let Some(k) = given.iter().find(|g| *g == "ridge" || *g == "washout") {
             bail!("--{k} applies to --trainer ridge only (the default for --cell esn)");
+        }
+        if trainer == TrainerKind::BackwardTuning {
+            if let Some(k) = given.iter().find(|g| gradient_only.contains(&g.as_str())) {
+                bail!(
+                    "--{k} is a setting of gradient training, and --trainer backward-tuning \
+                     estimates the weights without an optimizer; remove it, or give --trainer \
+                     gradient"
+                );
+            }
+            if cell != Srn {
+                bail!(
+                    "--trainer backward-tuning trains the Elman SRN only (--cell srn), and the \
+                     cell is {cell}; give --cell srn or another --trainer"
+                );
+            }
+        } else if let Some(k) = given
+            .iter()
+            .find(|g| *g == "bt-iterations" || *g == "bt-dmax")
+        {
+            bail!("--{k} applies to --trainer backward-tuning only");
         }
         let task_rules: [(&str, &[TaskKind]); 16] = [
             ("split", &[TaskKind::Fsdd]),
@@ -849,6 +887,13 @@ impl Settings {
                 ridge: (self.trainer(cell) == TrainerKind::Ridge).then(|| RidgeConfig {
                     lambda: tr.ridge.unwrap_or(RidgeConfig::default().lambda),
                     washout: tr.washout.unwrap_or(0),
+                }),
+                backtune: (self.trainer(cell) == TrainerKind::BackwardTuning).then(|| {
+                    let d = BacktuneConfig::default();
+                    BacktuneConfig {
+                        iterations: tr.bt_iterations.unwrap_or(d.iterations),
+                        dmax: tr.bt_dmax.unwrap_or(d.dmax),
+                    }
                 }),
             },
             dtype,

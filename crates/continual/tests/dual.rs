@@ -274,6 +274,7 @@ fn run_config(cell: CellKind, hidden: usize, dtype: &str) -> RunConfig {
             target: None,
             eval_batch_size: 64,
             ridge: None,
+            backtune: None,
         },
         dtype: dtype.into(),
         device: "cpu".into(),

@@ -56,6 +56,7 @@ fn config() -> RunConfig {
             target: None,
             eval_batch_size: 64,
             ridge: None,
+            backtune: None,
         },
         dtype: "f32".into(),
         device: "cpu".into(),

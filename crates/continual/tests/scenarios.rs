@@ -281,6 +281,7 @@ fn config(epochs: usize) -> RunConfig {
             target: None,
             eval_batch_size: 64,
             ridge: None,
+            backtune: None,
         },
         dtype: "f32".into(),
         device: "cpu".into(),

@@ -32,6 +32,52 @@ pub struct TrainConfig {
     /// echo-state network's rule; [`crate::ridge`]). The optimizer settings are then unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ridge: Option<RidgeConfig>,
+    /// Estimate the recurrent weights and the read-out by backward tuning (Viéville et al.
+    /// 2017) instead of gradient steps. The learner lives in `remanence-continual`
+    /// (`backtune::learner::BacktuneLearner`); the command line builds it, since
+    /// [`crate::trainer::default_learner`] cannot. The optimizer settings are then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtune: Option<BacktuneConfig>,
+}
+
+/// Settings of backward tuning as a trainer (`remanence train --trainer backward-tuning`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacktuneConfig {
+    /// Estimator iterations (forward, adjoint, per-unit solves, line searches) per batch.
+    pub iterations: usize,
+    /// The largest kernel dimension given a per-unit second-order solve (`DMAX`, 16 in the
+    /// report's code); units with more weights get first-order steps only.
+    #[serde(default = "backtune_dmax")]
+    pub dmax: usize,
+}
+
+fn backtune_dmax() -> usize {
+    16
+}
+
+impl Default for BacktuneConfig {
+    fn default() -> Self {
+        Self {
+            iterations: 3,
+            dmax: backtune_dmax(),
+        }
+    }
+}
+
+impl BacktuneConfig {
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.iterations == 0 {
+            return Err(crate::TrainError::Config(
+                "backward tuning needs at least 1 iteration per batch".into(),
+            ));
+        }
+        if self.dmax == 0 {
+            return Err(crate::TrainError::Config(
+                "backward tuning's DMAX must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -93,6 +139,12 @@ impl TrainConfig {
         }
         if let Some(r) = &self.ridge {
             r.validate()?;
+        }
+        if let Some(b) = &self.backtune {
+            if self.ridge.is_some() {
+                return bad("ridge and backward tuning are two trainers; give one".into());
+            }
+            b.validate()?;
         }
         if let Some(t) = self.target {
             if !t.is_finite() {

@@ -65,6 +65,9 @@ pub struct Trainer<'t> {
     model: SequenceModel,
     store: ParamStore,
     learner: Box<dyn Learner>,
+    /// Whether [`Trainer::with_learner`] installed the learner (a configuration whose learner
+    /// this crate cannot build, backward tuning, must not run with the default one).
+    learner_given: bool,
     state: TrainerState,
     run: RunDir,
     device: Device,
@@ -186,6 +189,7 @@ impl<'t> Trainer<'t> {
             model,
             store,
             learner,
+            learner_given: false,
             state: TrainerState::default(),
             run,
             device,
@@ -224,6 +228,7 @@ impl<'t> Trainer<'t> {
             model,
             store,
             learner,
+            learner_given: false,
             state,
             run,
             device,
@@ -235,6 +240,7 @@ impl<'t> Trainer<'t> {
     /// over to the new one.
     pub fn with_learner(mut self, learner: Box<dyn Learner>) -> Self {
         self.learner = learner;
+        self.learner_given = true;
         self
     }
 
@@ -260,6 +266,14 @@ impl<'t> Trainer<'t> {
     /// Trains until the epoch budget is spent or the early-stop criterion holds.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<TrainOutcome> {
         let tc = self.cfg.train.clone();
+        if tc.backtune.is_some() && !self.learner_given {
+            return Err(TrainError::Config(
+                "the configuration asks for backward tuning, whose learner is built outside this \
+                 crate (remanence_continual::backtune::learner); install it with \
+                 Trainer::with_learner before running"
+                    .into(),
+            ));
+        }
         let dtype = self.cfg.dtype()?;
         let vars = self.store.vars();
         let mut last = None;

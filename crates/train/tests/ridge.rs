@@ -247,6 +247,7 @@ fn an_echo_state_network_learns_the_reber_grammar_through_the_trainer() {
             target: None,
             eval_batch_size: 128,
             ridge: Some(RidgeConfig::default()),
+            backtune: None,
         },
         dtype: "f32".into(),
         device: "cpu".into(),

@@ -55,6 +55,7 @@ fn config(cell: CellKind, hidden: usize, epochs: usize, seed: u64) -> RunConfig 
             target: None,
             eval_batch_size: 64,
             ridge: None,
+            backtune: None,
         },
         dtype: "f32".into(),
         device: "cpu".into(),
@@ -481,4 +482,23 @@ fn the_best_validation_epoch_keeps_its_weights_and_test_metric() {
             .unwrap();
         assert_eq!(ck.state.best, Some(best));
     });
+}
+
+#[test]
+fn a_backward_tuning_configuration_never_trains_by_gradient_unannounced() {
+    // The learner lives in the continual crate; without it the run refuses to start.
+    let mut cfg = config(CellKind::Srn, 8, 1, 0);
+    cfg.train.backtune = Some(remanence_train::config::BacktuneConfig::default());
+    let dir = tmp("backtune-guard");
+    let task = build_task(&cfg.task).unwrap();
+    let run = RunDir::create_new(&dir, "run").unwrap();
+    let mut t = Trainer::new(cfg, task.as_ref(), run, Device::Cpu).unwrap();
+    let e = t.run(&mut Silent).unwrap_err().to_string();
+    assert!(e.contains("with_learner"), "{e}");
+    assert!(
+        !dir.join("run/metrics.jsonl").exists()
+            || std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
 }

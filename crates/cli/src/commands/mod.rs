@@ -5,6 +5,7 @@ pub mod eval;
 pub mod infer;
 pub mod memory;
 pub mod probe;
+pub mod reverse;
 pub mod sample;
 pub mod train;
 

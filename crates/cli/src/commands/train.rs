@@ -4,9 +4,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use remanence_cells::device::parse_device;
 use remanence_cells::SequenceModel;
+use remanence_continual::backtune::learner::BacktuneLearner;
 use remanence_tasks::build_task;
 use remanence_train::stack::with_deep_stack;
-use remanence_train::{RunConfig, RunDir, Trainer};
+use remanence_train::{Learner, RunConfig, RunDir, Trainer};
 
 use crate::progress::Progress;
 use crate::settings::{data_dir_for, run_name, Settings};
@@ -96,6 +97,11 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
     }
     super::check_memory(&cfg)?;
     let stats = task.fitted_statistics();
+    if cfg.train.backtune.is_some() {
+        // Before the run folder exists: a model backward tuning cannot train leaves nothing.
+        remanence_continual::backtune::learner::check_model(&cfg.model)
+            .context("--trainer backward-tuning")?;
+    }
     let (dir, _lock, mut trainer) = match target {
         Target::New(root, name) => {
             // The model is built once, before its folder exists, so a bad configuration leaves
@@ -130,6 +136,15 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
             (dir, lock, t)
         }
     };
+    if let Some(b) = &cfg.train.backtune {
+        // The trainer's default learner is gradient descent (remanence-train cannot build this
+        // one): replace it, for a new run and a resumed one alike. Backward tuning keeps no
+        // state between batches but its count of updates.
+        let threads = crate::kernel_threads().unwrap_or(1);
+        let mut learner = BacktuneLearner::new(b.clone(), threads)?;
+        learner.load_state(Default::default(), trainer.state().optimizer_steps)?;
+        trainer = trainer.with_learner(Box::new(learner));
+    }
     let path = dir.path().to_path_buf();
     println!(
         "{}",

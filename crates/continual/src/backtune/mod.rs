@@ -35,10 +35,13 @@
 //! - [`sparse`]: the reweighted L1/L0 regulariser that learns the architecture (described in the
 //!   report, never implemented in its code), the learned mask.
 //! - [`reverse`]: the reverse-engineering experiment and the distributed estimator.
+//! - [`learner`]: backward tuning as a trainer's learner for the one-layer tanh SRN and its
+//!   read-out (`remanence train --trainer backward-tuning`).
 pub mod adjoint;
 pub mod criteria;
 pub mod estimator;
 pub mod guard;
+pub mod learner;
 pub mod linalg;
 pub mod line_search;
 pub mod network;

@@ -1,0 +1,996 @@
+//! `remanence reverse-engineer`: the reverse-engineering experiment of backward tuning
+//! (Viéville, Hinaut, Drumond & Alexandre, Inria RR-9100, 2017; `remanence_continual::backtune`).
+//!
+//! A random *root* network of `N` units (LNL `x = tanh(α + W x(t−1) + Win i(t−1))`,
+//! integrate-and-fire, or sparse ReLU units) is driven by one uniform random input on [−1, 1];
+//! units `0..K` are observed for `T` steps (default `T = 2N(N+1)`, about twice the weights of an
+//! LNL network); a fresh network of the same structure, its weights drawn from the same law, is
+//! estimated from the observed output alone. Root and fresh weights are normal with standard
+//! deviation `0.5/√N` (the report's code), drawn from `--seed` in the order root weights, input,
+//! fresh weights (so `--observe 1` gives the data of the library's `reverse::setup`).
+//!
+//! - the full estimator (per-unit second-order solves and momentum steps, line-searched), or
+//!   with `--distributed` the report's random-unit / random-window estimator;
+//! - with `--sparse NU`, the reweighted-L1 penalty on the connections (the architecture learned
+//!   as the set of weights above `--threshold`, then a re-fit of the kept ones); the root then
+//!   keeps `max(2, ⌊√N⌋)` random recurrent connections per unit (the others 0) so that there is
+//!   an architecture to recover.
+//!
+//! The run folder holds `reverse.json` (settings, the per-iteration trace, the final criterion
+//! relative to `L_0`, the criterion on a held-out input, seconds, the root and estimated
+//! weights), `criterion.png` (criterion/L_0 against iteration, log scale) and, with `--sparse`,
+//! `adjacency.png` (learned connection mask beside the true one); every picture has a `.md`
+//! description beside it (the build has no font). Every file is written to a temporary name and
+//! renamed.
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use remanence_continual::backtune::criteria::{loss, Criterion};
+use remanence_continual::backtune::estimator::{
+    estimate, Candidate, EstimatorConfig, IterationRecord, Trace,
+};
+use remanence_continual::backtune::network::{Data, Network, Sequence, Source};
+use remanence_continual::backtune::reverse::{distributed_estimate, DistributedConfig};
+use remanence_continual::backtune::sparse::{sparse_estimate, SparseKind, SparsePenalty};
+use remanence_continual::backtune::units::{aif, lnl, normal, sparse_relu, Leak, LnlSpec};
+use remanence_probes::plots::{write_atomic, write_json};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitArg {
+    /// Linear–non-linear: x = tanh(α + W x(t−1) + Win i(t−1)) (two nodes per unit).
+    Lnl,
+    /// Integrate-and-fire: leak γ = 0.9, spike sharpness 1/ε = 10 (one node per unit).
+    Aif,
+    /// ReLU (saturated at 1e6) with a fixed leak 0.5 and a fixed random connectivity of
+    /// max(2, ⌊√N⌋) sources per unit.
+    SparseRelu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CriterionArg {
+    /// Least squares e²/2.
+    L2,
+    /// Reweighted L1 e²/(2(ν + |ê|)).
+    L1,
+    /// Reweighted L0 e²/(2(ν + ê²)).
+    L0,
+    /// Pseudo-Huber with δ = --scale.
+    Huber,
+    /// Tukey's biweight with c = --scale.
+    Biweight,
+    /// Boolean margin with ν = --nu; the targets are then Boolean: 1 where the root's output
+    /// is above its median over the T steps, else 0 (the output must be at least ν beyond ½ on
+    /// the target's side).
+    Margin,
+}
+
+#[derive(Args)]
+pub struct ReverseArgs {
+    /// Unit type of the root and estimated networks.
+    #[arg(long, value_enum, default_value_t = UnitArg::Lnl)]
+    units: UnitArg,
+    /// N, the number of units.
+    #[arg(long = "units-count", visible_alias = "hidden", value_name = "N",
+          default_value_t = 4, allow_negative_numbers = true, value_parser = positive)]
+    units_count: usize,
+    /// Observed units (units 0..K).
+    #[arg(long, value_name = "K", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = positive)]
+    observe: usize,
+    /// T, the observed steps (default 2N(N+1)).
+    #[arg(long, value_name = "T", allow_negative_numbers = true, value_parser = positive)]
+    samples: Option<usize>,
+    /// The criterion fitted.
+    #[arg(long, value_enum, default_value_t = CriterionArg::L2)]
+    criterion: CriterionArg,
+    /// ν of the l1 and l0 criteria (default 1e-3) and of the margin (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    nu: Option<f64>,
+    /// δ of huber, c of biweight (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    scale: Option<f64>,
+    /// DMAX: units with more weights than this get first-order steps only. An LNL unit has
+    /// N + 2 weights, so N ≥ 15 needs a larger DMAX (e.g. 64) for the second-order steps.
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = positive)]
+    dmax: usize,
+    /// Estimator iterations at most (each a forward pass, an adjoint pass, 3 per-unit solves and
+    /// 8 momentum candidates, each line-searched).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = positive)]
+    max_iterations: usize,
+    /// Stop once the criterion is below this fraction of its initial value.
+    #[arg(long, default_value_t = 1e-6, allow_negative_numbers = true)]
+    rel_stop: f64,
+    /// Seed of the root network, the input and the fresh network.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
+    seed: u64,
+    /// Sparse estimation: the reweighted-L1 penalty ν·W²/(ε + |Ŵ|) on every connection, the
+    /// weights below --threshold then cut (the learned architecture) and the kept ones re-fitted.
+    /// The root keeps max(2, ⌊√N⌋) random recurrent connections per unit.
+    #[arg(long, value_name = "NU", allow_negative_numbers = true)]
+    sparse: Option<f64>,
+    /// With --sparse: connections with |W| below this are cut.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    threshold: f64,
+    /// The distributed estimator: repeatedly one random unit re-fitted on a random window of
+    /// steps from the desired values of a full backward pass, line-searched, kept if it lowers
+    /// the criterion.
+    #[arg(long, conflicts_with = "sparse")]
+    distributed: bool,
+    /// With --distributed: unit updates tried (default: --max-iterations × the units with
+    /// weights).
+    #[arg(long, requires = "distributed", allow_negative_numbers = true, value_parser = positive)]
+    updates: Option<usize>,
+    /// Output folder, which must not exist or be empty (default: a fresh folder
+    /// runs/reverse/<units>-n<N>-s<seed>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) => Err(format!("must be a positive whole number, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+fn seed(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if (0..=i64::MAX as i128).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(format!("must be between 0 and 2^63 - 1, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// The settings as resolved, written in `reverse.json`.
+#[derive(Debug, Clone, Serialize)]
+struct Settings {
+    units: UnitArg,
+    n: usize,
+    observe: usize,
+    samples: usize,
+    criterion: Criterion,
+    dmax: usize,
+    max_iterations: usize,
+    rel_stop: f64,
+    seed: u64,
+    threads: usize,
+    /// `0.5/√N`.
+    weight_std: f64,
+    sparse: Option<f64>,
+    threshold: Option<f64>,
+    distributed: bool,
+    updates: Option<usize>,
+}
+
+/// The structure of a network of `n` units of `kind`, one input; the connectivity of sparse
+/// ReLU units is drawn from `rng`.
+fn structure(kind: UnitArg, n: usize, rng: &mut ChaCha8Rng) -> Result<Network> {
+    Ok(match kind {
+        UnitArg::Lnl => {
+            lnl(&LnlSpec {
+                units: n,
+                inputs: 1,
+                a: -1.0,
+                b: 1.0,
+                leak: Leak::None,
+                input_delay: 1,
+            })?
+            .network
+        }
+        UnitArg::Aif => aif(n, 1, 0.9, 0.1)?,
+        UnitArg::SparseRelu => sparse_relu(n, 1, 0.5, rng)?.0,
+    })
+}
+
+/// The unit a node belongs to (LNL and sparse ReLU: nodes `n` and `N + n`; AIF: node `n`).
+fn unit_of(node: usize, n: usize) -> usize {
+    node % n
+}
+
+/// `adj[u][k]`: whether unit `u` has a weight reading unit `k` that `keep` keeps.
+fn adjacency(net: &Network, n: usize, keep: &dyn Fn(usize) -> bool) -> Vec<Vec<bool>> {
+    let mut adj = vec![vec![false; n]; n];
+    for (node, nd) in net.nodes().iter().enumerate() {
+        for (d, term) in nd.kernels.iter().enumerate() {
+            if let Source::Node(k) = term.source {
+                if k < n && keep(net.offset(node) + d) {
+                    adj[unit_of(node, n)][k] = true;
+                }
+            }
+        }
+    }
+    adj
+}
+
+/// Draws the root's sparse connectivity: unit `u` keeps `max(2, ⌊√N⌋)` of its connections from
+/// units, at ±U(0.4, 0.9), the others 0.
+fn sparsify(root: &mut Network, n: usize, rng: &mut ChaCha8Rng) {
+    let d = ((n as f64).sqrt().floor() as usize).max(2).min(n);
+    let mut keep = vec![vec![false; n]; n];
+    for row in keep.iter_mut() {
+        for k in sample(rng, n, d).into_vec() {
+            row[k] = true;
+        }
+    }
+    let nodes = root.nodes().to_vec();
+    for (node, nd) in nodes.iter().enumerate() {
+        for (d, term) in nd.kernels.iter().enumerate() {
+            if let Source::Node(k) = term.source {
+                if k < n {
+                    let i = root.offset(node) + d;
+                    root.weights[i] = if keep[unit_of(node, n)][k] {
+                        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                        sign * rng.random_range(0.4..0.9)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The input sequence of `steps` steps and the observed units' output of `net` on it (with
+/// `split = Some(m)`, 1 where it is above `m[o]`, else 0); and the median of each observed
+/// output.
+fn observe(
+    net: &Network,
+    inputs: Vec<f64>,
+    observed: usize,
+    split: Option<&[f64]>,
+) -> (Data, Vec<f64>) {
+    let steps = inputs.len();
+    let probe = Data::single(inputs.clone(), vec![], vec![], steps);
+    let x = net.forward(&probe);
+    let medians: Vec<f64> = (0..observed)
+        .map(|o| {
+            let mut v: Vec<f64> = (0..steps).map(|t| x.get(o, t)).collect();
+            v.sort_by(f64::total_cmp);
+            v[steps / 2]
+        })
+        .collect();
+    let targets: Vec<f64> = (0..observed)
+        .flat_map(|o| (0..steps).map(move |t| (o, t)))
+        .map(|(o, t)| match split {
+            Some(m) => f64::from(u8::from(x.get(o, t) > m[o])),
+            None => x.get(o, t),
+        })
+        .collect();
+    let data = Data::concat(
+        &[Sequence {
+            len: steps,
+            inputs,
+            targets,
+        }],
+        1,
+        (0..observed).collect(),
+        0,
+        false,
+    );
+    (data, medians)
+}
+
+#[derive(Serialize)]
+struct SparseOut {
+    nu: f64,
+    threshold: f64,
+    /// Kept connections (from units) per unit in `learned`, of `dense` each.
+    kept_per_unit: Vec<usize>,
+    dense: usize,
+    /// `[u][k]`: unit u reads unit k: the connections whose weight is at least the threshold
+    /// after the re-fit (the penalised estimation's mask, less the weights the re-fit brought
+    /// below the threshold).
+    learned: Vec<Vec<bool>>,
+    /// The penalised estimation's mask (before the re-fit).
+    penalised: Vec<Vec<bool>>,
+    truth: Vec<Vec<bool>>,
+    /// Of `learned` against `truth`.
+    precision: f64,
+    recall: f64,
+    /// Of `penalised` against `truth`.
+    penalised_precision: f64,
+    penalised_recall: f64,
+    /// The re-fit of the kept weights without the penalty.
+    refit: Option<Trace>,
+}
+
+#[derive(Serialize)]
+struct DistributedOut {
+    updates: usize,
+    accepted: usize,
+    /// The criterion after each update (accepted or reverted).
+    criteria: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    command: &'static str,
+    settings: &'a Settings,
+    steps: usize,
+    weights: usize,
+    /// Criterion of the fresh network (`L_0`), at the end, and their ratio.
+    initial: f64,
+    last: f64,
+    ratio: f64,
+    /// The criterion (least squares for l1 and l0) on a held-out input of the same length,
+    /// relative to that of the fresh network: how far the estimate generalises.
+    held_out_ratio: f64,
+    seconds: f64,
+    /// The full estimator's trace (absent with --distributed).
+    trace: Option<&'a Trace>,
+    distributed: Option<DistributedOut>,
+    sparse: Option<SparseOut>,
+    root_weights: &'a [f64],
+    fresh_weights: &'a [f64],
+    estimated_weights: &'a [f64],
+}
+
+pub fn run(a: ReverseArgs) -> Result<()> {
+    let n = a.units_count;
+    if a.observe > n {
+        bail!(
+            "--observe {} is more than the {n} units (--units-count)",
+            a.observe
+        );
+    }
+    let criterion = match a.criterion {
+        CriterionArg::L2 => Criterion::L2,
+        CriterionArg::L1 => Criterion::ReweightedL1 {
+            nu: a.nu.unwrap_or(1e-3),
+        },
+        CriterionArg::L0 => Criterion::ReweightedL0 {
+            nu: a.nu.unwrap_or(1e-3),
+        },
+        CriterionArg::Huber => Criterion::Huber {
+            delta: a.scale.unwrap_or(1.0),
+        },
+        CriterionArg::Biweight => Criterion::Biweight {
+            scale: a.scale.unwrap_or(1.0),
+        },
+        CriterionArg::Margin => Criterion::Margin {
+            nu: a.nu.unwrap_or(0.1),
+        },
+    };
+    let checks: [(&str, Option<f64>, bool, &str); 5] = [
+        (
+            "nu",
+            a.nu,
+            a.nu.is_none_or(|v| v > 0.0 && v.is_finite()),
+            "a finite number > 0",
+        ),
+        (
+            "scale",
+            a.scale,
+            a.scale.is_none_or(|v| v > 0.0 && v.is_finite()),
+            "a finite number > 0",
+        ),
+        (
+            "rel-stop",
+            Some(a.rel_stop),
+            a.rel_stop >= 0.0 && a.rel_stop < 1.0,
+            "in [0, 1)",
+        ),
+        (
+            "sparse",
+            a.sparse,
+            a.sparse.is_none_or(|v| v > 0.0 && v.is_finite()),
+            "a finite number > 0",
+        ),
+        (
+            "threshold",
+            Some(a.threshold),
+            a.threshold >= 0.0 && a.threshold.is_finite(),
+            "a finite number ≥ 0",
+        ),
+    ];
+    for (flag, value, ok, what) in checks {
+        if !ok {
+            bail!("--{flag} must be {what}, got {}", value.unwrap_or(f64::NAN));
+        }
+    }
+    if a.nu.is_some()
+        && matches!(
+            a.criterion,
+            CriterionArg::L2 | CriterionArg::Huber | CriterionArg::Biweight
+        )
+    {
+        bail!("--nu applies to --criterion l1, l0 and margin only");
+    }
+    if a.scale.is_some() && !matches!(a.criterion, CriterionArg::Huber | CriterionArg::Biweight) {
+        bail!("--scale applies to --criterion huber and biweight only");
+    }
+    let samples = a.samples.unwrap_or(2 * n * (n + 1));
+    let threads = crate::kernel_threads().unwrap_or(1);
+    let weight_std = 0.5 / (n as f64).sqrt();
+    let settings = Settings {
+        units: a.units,
+        n,
+        observe: a.observe,
+        samples,
+        criterion,
+        dmax: a.dmax,
+        max_iterations: a.max_iterations,
+        rel_stop: a.rel_stop,
+        seed: a.seed,
+        threads,
+        weight_std,
+        sparse: a.sparse,
+        threshold: a.sparse.map(|_| a.threshold),
+        distributed: a.distributed,
+        updates: None,
+    };
+    // The output folder, before any work: a bad --out costs nothing.
+    let dir = out_dir(a.out.as_deref(), &settings)?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let mut root = structure(a.units, n, &mut rng)?;
+    for w in root.weights.iter_mut() {
+        *w = weight_std * normal(&mut rng);
+    }
+    if a.sparse.is_some() {
+        sparsify(&mut root, n, &mut rng);
+    }
+    let inputs: Vec<f64> = (0..samples).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let (mut data, medians) = observe(&root, inputs.clone(), a.observe, None);
+    let boolean = a.criterion == CriterionArg::Margin;
+    if boolean {
+        data = observe(&root, inputs, a.observe, Some(&medians)).0;
+    }
+    let mut net = root.clone();
+    for w in net.weights.iter_mut() {
+        *w = weight_std * normal(&mut rng);
+    }
+    let fresh = net.clone();
+    let held_out_inputs: Vec<f64> = (0..samples).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let held_out = observe(
+        &root,
+        held_out_inputs,
+        a.observe,
+        boolean.then_some(&medians[..]),
+    )
+    .0;
+
+    let what = format!(
+        "{} network of {n} units ({} weights), {} observed, T = {samples}, criterion {:?}, seed {}",
+        match a.units {
+            UnitArg::Lnl => "LNL",
+            UnitArg::Aif => "integrate-and-fire",
+            UnitArg::SparseRelu => "sparse ReLU",
+        },
+        net.n_weights(),
+        if a.observe == 1 {
+            "unit 0".to_string()
+        } else {
+            format!("units 0..{}", a.observe)
+        },
+        criterion,
+        a.seed
+    );
+    println!("reverse engineering a {what}");
+    if a.units == UnitArg::Lnl && n + 2 > a.dmax {
+        eprintln!(
+            "note: an LNL unit has {} weights, more than --dmax {}: no second-order steps (give \
+             --dmax {} or more)",
+            n + 2,
+            a.dmax,
+            n + 2
+        );
+    }
+    let cfg = EstimatorConfig {
+        criterion,
+        max_iterations: a.max_iterations,
+        rel_stop: a.rel_stop,
+        dmax: a.dmax,
+        threads,
+        ..Default::default()
+    };
+    let spinner = spinner();
+    let started = Instant::now();
+    let mut settings = settings;
+    let (trace, distributed, sparse, curve) = if a.distributed {
+        let units = (0..net.n_nodes()).filter(|&k| net.dim(k) > 0).count();
+        let updates = a.updates.unwrap_or(a.max_iterations * units);
+        settings.updates = Some(updates);
+        let dcfg = DistributedConfig {
+            criterion,
+            updates,
+            seed: a.seed,
+            ..Default::default()
+        };
+        let tr = distributed_estimate(&mut net, &data, &dcfg);
+        let curve: Vec<f64> = std::iter::once(tr.initial)
+            .chain(tr.criteria.iter().copied())
+            .collect();
+        let d = DistributedOut {
+            updates,
+            accepted: tr.accepted,
+            criteria: tr.criteria,
+        };
+        (None, Some(d), None, curve)
+    } else if let Some(nu) = a.sparse {
+        let penalty = SparsePenalty::on_connections(&net, nu, 1e-3, SparseKind::L1);
+        let res = sparse_estimate(&mut net, &data, &cfg, &penalty, a.threshold, true);
+        let penalised = adjacency(&net, n, &|i| penalty.nu[i] != 0.0 && res.mask[i]);
+        let learned = adjacency(&net, n, &|i| {
+            penalty.nu[i] != 0.0 && res.mask[i] && net.weights[i].abs() >= a.threshold
+        });
+        let truth = adjacency(&root, n, &|i| root.weights[i] != 0.0);
+        let score = |m: &[Vec<bool>]| {
+            let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+            for (l, t) in m.iter().flatten().zip(truth.iter().flatten()) {
+                match (*l, *t) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fneg += 1,
+                    _ => {}
+                }
+            }
+            (
+                tp as f64 / (tp + fp).max(1) as f64,
+                tp as f64 / (tp + fneg).max(1) as f64,
+            )
+        };
+        let (precision, recall) = score(&learned);
+        let (penalised_precision, penalised_recall) = score(&penalised);
+        let kept_per_unit: Vec<usize> = learned
+            .iter()
+            .map(|r| r.iter().filter(|&&v| v).count())
+            .collect();
+        let dense = adjacency(&net, n, &|i| penalty.nu[i] != 0.0)
+            .first()
+            .map_or(0, |r| r.iter().filter(|&&v| v).count());
+        let mut curve: Vec<f64> = curve_of(&res.trace);
+        if let Some(r) = &res.refit {
+            curve.extend(curve_of(r).into_iter().skip(1));
+        }
+        let s = SparseOut {
+            nu,
+            threshold: a.threshold,
+            kept_per_unit,
+            dense,
+            learned,
+            penalised,
+            truth,
+            precision,
+            recall,
+            penalised_precision,
+            penalised_recall,
+            refit: res.refit,
+        };
+        (Some(res.trace), None, Some(s), curve)
+    } else {
+        let tr = estimate(&mut net, &data, &cfg);
+        let curve = curve_of(&tr);
+        (Some(tr), None, None, curve)
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+
+    // The criterion of the final weights, recomputed (the L2 criterion for the held-out ratio).
+    let initial = curve[0];
+    let last = match (&sparse, &trace) {
+        (Some(s), _) if s.refit.is_some() => s.refit.as_ref().map_or(f64::NAN, |r| r.last),
+        (_, Some(t)) => t.last,
+        _ => *curve.last().unwrap_or(&f64::NAN),
+    };
+    // On the held-out input: the criterion fitted (least squares for the reweighted ones, whose
+    // value depends on the error estimate).
+    let scored = if criterion.reweighted() {
+        Criterion::L2
+    } else {
+        criterion
+    };
+    let score = |w: &Network, d: &Data| loss(scored, &w.forward(d), d, &[]);
+    let held_out_ratio = score(&net, &held_out) / score(&fresh, &held_out);
+    if !(initial > 0.0) {
+        eprintln!(
+            "warning: the fresh network's criterion is already {initial:e}: there is nothing to \
+             estimate (silent units, or an output on the right side of every margin); try \
+             another --seed"
+        );
+    }
+
+    // One line per iteration.
+    if let Some(t) = &trace {
+        print_trace("", t);
+    }
+    if let Some(r) = sparse.as_ref().and_then(|s| s.refit.as_ref()) {
+        println!("re-fit of the kept connections without the penalty:");
+        print_trace("refit ", r);
+    }
+    if let Some(d) = &distributed {
+        let stride = (d.criteria.len() / 40).max(1);
+        for (k, c) in d.criteria.iter().enumerate() {
+            if k % stride == 0 || k + 1 == d.criteria.len() {
+                println!("update {:5}  L/L0 {:.3e}", k + 1, c / initial);
+            }
+        }
+        println!("{} of {} updates accepted", d.accepted, d.updates);
+    }
+    if let Some(s) = &sparse {
+        println!(
+            "kept connections per unit (of {}): {:?}; precision {:.3}, recall {:.3} against the \
+             root's {} connections (the penalised estimation's mask before the re-fit: \
+             precision {:.3}, recall {:.3})",
+            s.dense,
+            s.kept_per_unit,
+            s.precision,
+            s.recall,
+            s.truth.iter().flatten().filter(|&&v| v).count(),
+            s.penalised_precision,
+            s.penalised_recall
+        );
+    }
+    println!(
+        "L0 {initial:.4e} -> {last:.4e}: L/L0 = {:.3e} in {seconds:.2} s; held-out input: \
+         {}/{}(fresh) = {held_out_ratio:.3e}",
+        last / initial,
+        if scored == Criterion::L2 { "L2" } else { "L" },
+        if scored == Criterion::L2 { "L2" } else { "L" },
+    );
+
+    let report = Report {
+        command: "reverse-engineer",
+        settings: &settings,
+        steps: data.steps,
+        weights: net.n_weights(),
+        initial,
+        last,
+        ratio: last / initial,
+        held_out_ratio,
+        seconds,
+        trace: trace.as_ref(),
+        distributed,
+        sparse,
+        root_weights: &root.weights,
+        fresh_weights: &fresh.weights,
+        estimated_weights: &net.weights,
+    };
+    let json = dir.join("reverse.json");
+    write_json(&json, &report)?;
+    let png = dir.join("criterion.png");
+    let note = if report.sparse.is_some() {
+        "With --sparse the line is the penalised estimation (criterion plus penalty), then the \
+         re-fit of the kept connections without the penalty (the criterion alone), both relative \
+         to the penalised L0."
+    } else {
+        ""
+    };
+    criterion_png(&curve, &png, &what, a.distributed, note)?;
+    let mut wrote = vec![json, png];
+    if let Some(s) = &report.sparse {
+        let adj = dir.join("adjacency.png");
+        adjacency_png(s, &adj)?;
+        wrote.push(adj);
+    }
+    let names: Vec<String> = wrote.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "wrote {} (pictures described in .md files beside them)",
+        names.join(", ")
+    );
+    Ok(())
+}
+
+fn curve_of(t: &Trace) -> Vec<f64> {
+    let mut c: Vec<f64> = t.records.iter().map(|r| r.criterion).collect();
+    match t.records.last() {
+        Some(IterationRecord { after: Some(f), .. }) => c.push(*f),
+        Some(_) => {}
+        None => c.push(t.initial),
+    }
+    c
+}
+
+fn print_trace(prefix: &str, t: &Trace) {
+    for r in &t.records {
+        let cand = match r.candidate {
+            Some(Candidate::SecondOrder(v)) => format!("second order {v:?}"),
+            Some(Candidate::FirstOrder(k)) => format!("momentum 2^-{k}"),
+            None => "no candidate lowers L".into(),
+        };
+        println!(
+            "{prefix}iteration {:3}  L/L0 {:.3e}{}  {cand}{}  ({} evaluations)",
+            r.iteration + 1,
+            r.criterion / t.initial,
+            r.after
+                .map_or(String::new(), |f| format!(" -> {:.3e}", f / t.initial)),
+            r.step.map_or(String::new(), |s| format!(", step {s:.3}")),
+            r.evaluations
+        );
+    }
+    println!(
+        "{prefix}stop: {:?} after {} iterations that moved the weights, {:.2} s",
+        t.stop,
+        t.iterations(),
+        t.seconds
+    );
+}
+
+fn spinner() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new_spinner();
+        b.set_style(
+            ProgressStyle::with_template("{elapsed_precise} {spinner} {msg}")
+                .expect("valid template"),
+        );
+        b.set_message("estimating");
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    })
+}
+
+/// `--out` (refused if it holds anything), else a fresh folder under runs/reverse/.
+fn out_dir(out: Option<&Path>, s: &Settings) -> Result<PathBuf> {
+    match out {
+        Some(d) => {
+            if d.exists() {
+                if !d.is_dir() {
+                    bail!("--out {}: exists and is not a folder", d.display());
+                }
+                let mut entries = std::fs::read_dir(d)
+                    .with_context(|| format!("--out {}: cannot read it", d.display()))?;
+                if entries.next().is_some() {
+                    bail!(
+                        "--out {}: the folder exists and is not empty; give a new or empty one",
+                        d.display()
+                    );
+                }
+            }
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("--out {}: cannot create it", d.display()))?;
+            Ok(d.to_path_buf())
+        }
+        None => {
+            let kind = match s.units {
+                UnitArg::Lnl => "lnl",
+                UnitArg::Aif => "aif",
+                UnitArg::SparseRelu => "sparse-relu",
+            };
+            let name = format!("{kind}-n{}-s{}", s.n, s.seed);
+            Ok(remanence_train::RunDir::create_new(
+                &crate::default_runs_dir().join("reverse"),
+                &name,
+            )?
+            .path()
+            .to_path_buf())
+        }
+    }
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Draws into a temporary `.png` beside `path`, then renames it onto `path`.
+fn write_png(path: &Path, draw: impl FnOnce(&Path) -> DrawResult) -> Result<()> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{stem}.tmp-{}.png", std::process::id()));
+    let res = draw(&tmp)
+        .map_err(|e| anyhow::anyhow!("{}: cannot draw: {e}", path.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("{}: cannot rename {}", path.display(), tmp.display()))
+        });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+const FRAME: RGBColor = RGBColor(110, 110, 110);
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const GRID_STRONG: RGBColor = RGBColor(175, 175, 175);
+const LINE: RGBColor = RGBColor(8, 81, 156);
+const STOP_LINE: RGBColor = RGBColor(203, 24, 29);
+
+/// criterion/L0 against iteration, log₁₀ scale (see the `.md` beside it).
+fn criterion_png(
+    curve: &[f64],
+    path: &Path,
+    what: &str,
+    distributed: bool,
+    note: &str,
+) -> Result<()> {
+    let (w, h) = (720i32, 460i32);
+    let (left, right, top, bottom) = (40, w - 24, 24, h - 40);
+    let initial = curve[0];
+    let ratios: Vec<f64> = curve.iter().map(|c| c / initial).collect();
+    let logs: Vec<f64> = ratios
+        .iter()
+        .map(|r| if *r > 0.0 { r.log10() } else { f64::NAN })
+        .collect();
+    let finite = logs.iter().copied().filter(|v| v.is_finite());
+    let lo = finite.clone().fold(0.0f64, f64::min).floor().min(-1.0);
+    let hi = finite.fold(0.0f64, f64::max).ceil().max(0.0);
+    let x_max = (curve.len().max(2) - 1) as f64;
+    let px = |x: f64| left + ((right - left) as f64 * x / x_max).round() as i32;
+    let py = |y: f64| {
+        let f = ((y - lo) / (hi - lo)).clamp(0.0, 1.0);
+        bottom - ((bottom - top) as f64 * f).round() as i32
+    };
+    write_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (w as u32, h as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut dec = lo as i32;
+        while dec <= hi as i32 {
+            let c = if dec % 3 == 0 { GRID_STRONG } else { GRID };
+            root.draw(&PathElement::new(
+                vec![(left, py(dec as f64)), (right, py(dec as f64))],
+                c,
+            ))?;
+            dec += 1;
+        }
+        // A tick every 10 iterations (every 10 % of the updates with --distributed).
+        let step = if distributed {
+            (x_max / 10.0).ceil().max(1.0)
+        } else {
+            10.0
+        };
+        let mut x = 0.0;
+        while x <= x_max {
+            root.draw(&PathElement::new(
+                vec![(px(x), bottom), (px(x), bottom + 6)],
+                FRAME,
+            ))?;
+            x += step;
+        }
+        // The 1e-3 and 1e-6 levels, dashed.
+        for level in [-3.0f64, -6.0] {
+            if level >= lo && level <= hi {
+                let y = py(level);
+                let mut x = left;
+                while x < right {
+                    root.draw(&PathElement::new(
+                        vec![(x, y), ((x + 8).min(right), y)],
+                        STOP_LINE.stroke_width(1),
+                    ))?;
+                    x += 14;
+                }
+            }
+        }
+        root.draw(&Rectangle::new([(left, top), (right, bottom)], FRAME))?;
+        let pts: Vec<(i32, i32)> = logs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, v)| (px(i as f64), py(*v)))
+            .collect();
+        root.draw(&PathElement::new(pts.clone(), LINE.stroke_width(2)))?;
+        if !distributed || pts.len() <= 200 {
+            for p in &pts {
+                root.draw(&Circle::new(*p, 3, LINE.filled()))?;
+            }
+        }
+        root.present()?;
+        Ok(())
+    })?;
+    let unit = if distributed { "update" } else { "iteration" };
+    let mut md = format!(
+        "# criterion.png\n\nReverse engineering of a {what}.\n\n\
+         - x axis: {unit}, 0 (the fresh network) to {}; a tick every {} {unit}s.\n\
+         - y axis: criterion / L0 on a log10 scale, from 1e{} (bottom) to 1e{} (top); a light \
+         grey line at every decade, a darker one at every third (1e0, 1e-3, 1e-6, …).\n\
+         - blue line{}: the criterion relative to its initial value L0 = {initial:.4e}.\n\
+         - dashed red lines: the levels 1e-3 and 1e-6 (the estimator stops below 1e-6).\n\n\
+         {note}\n\n| {unit} | criterion | criterion / L0 |\n|---|---|---|\n",
+        curve.len() - 1,
+        if distributed {
+            ((x_max / 10.0).ceil().max(1.0)) as usize
+        } else {
+            10
+        },
+        lo as i32,
+        hi as i32,
+        if distributed && curve.len() > 201 {
+            ""
+        } else {
+            " and dots"
+        },
+    );
+    let stride = if curve.len() > 200 {
+        curve.len() / 100
+    } else {
+        1
+    };
+    for (i, c) in curve.iter().enumerate() {
+        if i % stride == 0 || i + 1 == curve.len() {
+            md.push_str(&format!("| {i} | {c:.4e} | {:.3e} |\n", c / initial));
+        }
+    }
+    write_atomic(&path.with_extension("md"), md.as_bytes())?;
+    Ok(())
+}
+
+const KEPT: RGBColor = RGBColor(8, 81, 156);
+const FALSE_POS: RGBColor = RGBColor(230, 85, 13);
+const MISSED: RGBColor = RGBColor(253, 208, 162);
+
+/// The learned connection mask (left) beside the true one (right); see the `.md` beside it.
+fn adjacency_png(s: &SparseOut, path: &Path) -> Result<()> {
+    let n = s.truth.len();
+    let cell = ((360 / n.max(1)) as i32).clamp(6, 40);
+    let side = cell * n as i32;
+    let (margin, gap) = (24i32, 40i32);
+    let (w, h) = (2 * side + gap + 2 * margin, side + 2 * margin);
+    write_png(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (w as u32, h as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (panel, x0) in [(0, margin), (1, margin + side + gap)] {
+            for u in 0..n {
+                for k in 0..n {
+                    let (l, t) = (s.learned[u][k], s.truth[u][k]);
+                    let colour = if panel == 1 {
+                        t.then_some(KEPT)
+                    } else {
+                        match (l, t) {
+                            (true, true) => Some(KEPT),
+                            (true, false) => Some(FALSE_POS),
+                            (false, true) => Some(MISSED),
+                            (false, false) => None,
+                        }
+                    };
+                    let (cx, cy) = (x0 + k as i32 * cell, margin + u as i32 * cell);
+                    if let Some(c) = colour {
+                        root.draw(&Rectangle::new(
+                            [(cx, cy), (cx + cell, cy + cell)],
+                            c.filled(),
+                        ))?;
+                    }
+                    root.draw(&Rectangle::new([(cx, cy), (cx + cell, cy + cell)], GRID))?;
+                }
+            }
+            root.draw(&Rectangle::new(
+                [(x0, margin), (x0 + side, margin + side)],
+                FRAME,
+            ))?;
+        }
+        root.present()?;
+        Ok(())
+    })?;
+    let grid = |m: &[Vec<bool>]| -> String {
+        m.iter()
+            .map(|r| {
+                let row: String = r.iter().map(|&v| if v { '#' } else { '.' }).collect();
+                format!("    {row}\n")
+            })
+            .collect()
+    };
+    let md = format!(
+        "# adjacency.png\n\nThe connections between the {n} units: row u, column k is unit u \
+         reading unit k (at delay 1). Left: the connections sparse estimation kept (ν = {}; \
+         |W| ≥ {} after the penalised estimation and again after the re-fit): dark blue where the root has the connection too, orange where it does not \
+         (false positive), pale orange where the root's connection was cut (missed); white: \
+         neither. Right: the root's connections (dark blue).\n\nPrecision {:.3}, recall {:.3}; \
+         kept per unit {:?} of {} each. The penalised estimation's mask alone (before the \
+         re-fit): precision {:.3}, recall {:.3}.\n\nLearned (# kept):\n\n{}\nPenalised \
+         estimation's mask:\n\n{}\nRoot:\n\n{}",
+        s.nu,
+        s.threshold,
+        s.precision,
+        s.recall,
+        s.kept_per_unit,
+        s.dense,
+        s.penalised_precision,
+        s.penalised_recall,
+        grid(&s.learned),
+        grid(&s.penalised),
+        grid(&s.truth)
+    );
+    write_atomic(&path.with_extension("md"), md.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Backward tuning from the command line: `remanence reverse-engineer` (a random network's weights
+//! estimated from one unit's output; the run folder it writes; the inputs it refuses) and
+//! `remanence train --trainer backward-tuning` (the Elman SRN on the Reber grammar: the loss goes
+//! down, a resumed run continues with the same learner; other cells are refused).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_remanence"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs a command that must fail with one of `codes`; returns its stderr.
+fn fails(args: &[&str], codes: &[i32]) -> String {
+    let o = run(args);
+    let code = o.status.code();
+    assert!(
+        code.is_some_and(|c| codes.contains(&c)),
+        "{args:?} should exit with one of {codes:?}, got {code:?}"
+    );
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("remanence-cli-bt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn is_png(p: &Path) -> bool {
+    std::fs::read(p).is_ok_and(|b| b.len() > 100 && b.starts_with(b"\x89PNG\r\n\x1a\n"))
+}
+
+#[test]
+fn reverse_engineering_four_units_reaches_a_thousandth_of_the_initial_criterion() {
+    let root = tmp("n4");
+    let out = root.join("run");
+    let stdout = ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // One line per iteration, then the summary.
+    assert!(stdout.contains("iteration   1  L/L0"), "{stdout}");
+    let r = json(&out.join("reverse.json"));
+    assert_eq!(r["settings"]["n"], 4);
+    assert_eq!(r["steps"], 2 * 4 * 5, "T = 2N(N+1)");
+    assert_eq!(r["weights"], 4 * (4 + 2));
+    let ratio = r["ratio"].as_f64().unwrap();
+    assert!(ratio < 1e-3, "L/L0 = {ratio}");
+    let records = r["trace"]["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    let criteria: Vec<f64> = records
+        .iter()
+        .map(|x| x["criterion"].as_f64().unwrap())
+        .collect();
+    assert!(criteria.windows(2).all(|w| w[1] <= w[0]), "{criteria:?}");
+    assert_eq!(
+        r["estimated_weights"].as_array().unwrap().len(),
+        r["root_weights"].as_array().unwrap().len()
+    );
+    // The estimate explains a held-out input of the root too.
+    assert!(r["held_out_ratio"].as_f64().unwrap() < 1e-2, "{r}");
+    assert!(is_png(&out.join("criterion.png")));
+    let md = std::fs::read_to_string(out.join("criterion.md")).unwrap();
+    assert!(
+        md.contains("criterion / L0") && md.contains("| 0 |"),
+        "{md}"
+    );
+    assert!(!out.join("adjacency.png").exists());
+    // No temporary file is left behind.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "left over: {name}");
+    }
+}
+
+#[test]
+fn sparse_estimation_writes_the_masks_and_their_picture() {
+    let root = tmp("sparse");
+    let out = root.join("run");
+    let stdout = ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "6",
+        "--observe",
+        "6",
+        "--sparse",
+        "0.05",
+        "--max-iterations",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("kept connections per unit"), "{stdout}");
+    let r = json(&out.join("reverse.json"));
+    let s = &r["sparse"];
+    let kept: Vec<u64> = s["kept_per_unit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 6);
+    // The root keeps max(2, ⌊√6⌋) = 2 connections per unit.
+    let truth = s["truth"].as_array().unwrap();
+    for row in truth {
+        let n = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v == &&true)
+            .count();
+        assert_eq!(n, 2);
+    }
+    let learned_total: usize = s["learned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v == &&true)
+                .count()
+        })
+        .sum();
+    assert_eq!(learned_total as u64, kept.iter().sum::<u64>());
+    let recall = s["recall"].as_f64().unwrap();
+    assert!(recall >= 0.75, "recall {recall}: {s}");
+    assert!(is_png(&out.join("adjacency.png")));
+    assert!(is_png(&out.join("criterion.png")));
+    let md = std::fs::read_to_string(out.join("adjacency.md")).unwrap();
+    assert!(md.contains("Precision") && md.contains("Root:"), "{md}");
+}
+
+#[test]
+fn the_distributed_estimator_only_keeps_improvements() {
+    let root = tmp("distributed");
+    let out = root.join("run");
+    ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "3",
+        "--distributed",
+        "--updates",
+        "120",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r = json(&out.join("reverse.json"));
+    let d = &r["distributed"];
+    let c: Vec<f64> = d["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(c.len(), 120);
+    assert!(c.windows(2).all(|w| w[1] <= w[0]));
+    assert!(r["ratio"].as_f64().unwrap() < 0.1, "{}", r["ratio"]);
+    assert!(d["accepted"].as_u64().unwrap() > 0);
+    assert!(r["trace"].is_null());
+}
+
+#[test]
+fn bad_inputs_are_refused_naming_the_flag() {
+    let root = tmp("bad");
+    let out = root.join("x");
+    let o = out.to_str().unwrap();
+    let e = fails(
+        &["reverse-engineer", "--units-count", "0", "--out", o],
+        &[1, 2],
+    );
+    assert!(e.contains("--units-count"), "{e}");
+    let e = fails(
+        &[
+            "reverse-engineer",
+            "--units-count",
+            "4",
+            "--observe",
+            "5",
+            "--out",
+            o,
+        ],
+        &[1, 2],
+    );
+    assert!(e.contains("--observe"), "{e}");
+    let e = fails(&["reverse-engineer", "--dmax", "0", "--out", o], &[1, 2]);
+    assert!(e.contains("--dmax"), "{e}");
+    let e = fails(&["reverse-engineer", "--sparse", "-1", "--out", o], &[1, 2]);
+    assert!(e.contains("--sparse"), "{e}");
+    assert!(!out.exists(), "a refused run leaves no folder");
+    // An existing non-empty folder is refused and left as it was.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let e = fails(&["reverse-engineer", "--out", o], &[1, 2]);
+    assert!(e.contains("--out") && e.contains("not empty"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    // An existing empty one is used.
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    ok(&[
+        "reverse-engineer",
+        "--units-count",
+        "2",
+        "--max-iterations",
+        "3",
+        "--out",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(empty.join("reverse.json").is_file());
+}
+
+fn losses(run: &Path) -> Vec<(f64, serde_json::Value)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["loss"].as_f64().unwrap(), v)
+        })
+        .collect()
+}
+
+fn train_args<'a>(root: &'a str, name: &'a str, epochs: &'a str) -> Vec<&'a str> {
+    vec![
+        "--threads",
+        "1",
+        "train",
+        "--trainer",
+        "backward-tuning",
+        "--cell",
+        "srn",
+        "--task",
+        "reber",
+        "--hidden",
+        "8",
+        "--epochs",
+        epochs,
+        "--early-stop",
+        "false",
+        "--runs-dir",
+        root,
+        "--name",
+        name,
+    ]
+}
+
+#[test]
+fn backward_tuning_trains_the_srn_on_reber_and_resumes_with_the_same_learner() {
+    let root = tmp("train");
+    let r = root.to_str().unwrap();
+    ok(&train_args(r, "whole", "4"));
+    let whole = losses(&root.join("whole"));
+    assert_eq!(whole.len(), 4);
+    let l: Vec<f64> = whole.iter().map(|(l, _)| *l).collect();
+    assert!(l[3] < l[0], "loss over epochs: {l:?}");
+    assert!(l.iter().all(|v| v.is_finite()));
+    for (_, rec) in &whole {
+        let v = &rec["values"];
+        assert!(v["bt_moves"].as_f64().unwrap() >= 1.0, "{rec}");
+        assert!(v["bt_ratio"].as_f64().unwrap() < 1.0, "{rec}");
+        assert_eq!(rec["grad_norm"].as_f64().unwrap(), 0.0);
+    }
+    // The least-squares criterion the estimator minimises goes down as well.
+    let bt: Vec<f64> = whole
+        .iter()
+        .map(|(_, rec)| rec["values"]["bt_l2"].as_f64().unwrap())
+        .collect();
+    assert!(bt[3] < bt[0], "{bt:?}");
+    let cfg = json(&root.join("whole/config.json"));
+    assert_eq!(cfg["train"]["backtune"]["iterations"], 3);
+    // Two epochs, then resumed to four: the same numbers as the uninterrupted run (the learner is
+    // rebuilt from config.json; a gradient step would differ).
+    ok(&train_args(r, "part", "2"));
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        "--resume",
+        root.join("part").to_str().unwrap(),
+        "--epochs",
+        "4",
+    ]);
+    let part = losses(&root.join("part"));
+    assert_eq!(part.len(), 4);
+    for ((a, _), (b, _)) in whole.iter().zip(&part) {
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn backward_tuning_refuses_other_cells_and_gradient_settings() {
+    let root = tmp("refuse");
+    let r = root.to_str().unwrap();
+    let mut args = train_args(r, "lstm", "1");
+    args[6] = "lstm";
+    let e = fails(&args, &[1]);
+    assert!(e.contains("--cell srn") && e.contains("lstm"), "{e}");
+    let mut args = train_args(r, "lr", "1");
+    args.extend(["--lr", "0.1"]);
+    let e = fails(&args, &[1]);
+    assert!(e.contains("--lr"), "{e}");
+    let mut args = train_args(r, "two", "1");
+    args.extend(["--layers", "2"]);
+    let e = fails(&args, &[1]);
+    assert!(e.contains("--layers 1"), "{e}");
+    let e = fails(
+        &[
+            "train",
+            "--cell",
+            "srn",
+            "--task",
+            "reber",
+            "--bt-iterations",
+            "2",
+            "--runs-dir",
+            r,
+        ],
+        &[1],
+    );
+    assert!(e.contains("--bt-iterations"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "a refused run leaves no folder"
+    );
+}
