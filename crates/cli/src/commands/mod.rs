@@ -8,6 +8,7 @@ pub mod probe;
 pub mod reverse;
 pub mod sample;
 pub mod train;
+pub mod world;
 
 mod footprint;
 

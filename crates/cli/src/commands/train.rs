@@ -5,10 +5,16 @@ use clap::Args;
 use remanence_cells::device::parse_device;
 use remanence_cells::SequenceModel;
 use remanence_continual::backtune::learner::BacktuneLearner;
+use remanence_distributed::{
+    broadcast_parameters, check_same_config, check_world, replicate_checkpoint, AllReducePlugin,
+    Collective,
+};
 use remanence_tasks::build_task;
 use remanence_train::stack::with_deep_stack;
-use remanence_train::{Learner, RunConfig, RunDir, Trainer};
+use remanence_train::trainer::{Observer, Silent};
+use remanence_train::{GradientLearner, Learner, RunConfig, RunDir, Trainer};
 
+use super::world::{self, Distributed, World};
 use crate::progress::Progress;
 use crate::settings::{data_dir_for, run_name, Settings};
 
@@ -27,12 +33,38 @@ pub struct TrainArgs {
     /// Run folder name (default: <task>-<cell>-h<hidden>-s<seed>, suffixed -2, -3, … if taken).
     #[arg(long)]
     name: Option<String>,
+    /// Train data-parallel across the processes of an MPI job: `mpirun -np N remanence train …
+    /// --distributed mpi` (a binary built with `--features mpi`); the same result as one
+    /// process with the same global batch, rank 0 writing the run folder.
+    #[arg(long, value_enum)]
+    distributed: Option<Distributed>,
     #[command(flatten)]
     settings: Settings,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let world = match args.distributed {
+        Some(kind) => Some(world::init(kind)?),
+        None => return run_on(&args, None),
+    };
+    // A rank that fails must end the job: the others would wait for it in their next
+    // collective call.
+    let result = run_on(&args, world.clone());
+    if let (Err(e), Some(w)) = (&result, &world) {
+        eprintln!("error on rank {} of {}: {e:#}", w.rank(), w.size());
+        w.abort(1);
+    }
+    if let Some(w) = &world {
+        if w.rank() != 0 {
+            let _ = std::fs::remove_dir_all(world::scratch_root(w.rank()));
+        }
+    }
+    result
+}
+
+fn run_on(args: &TrainArgs, world: Option<World>) -> Result<()> {
     let threads = crate::kernel_threads();
+    let rank = world.as_ref().map_or(0, |w| w.rank());
     let (mut cfg, target) = match &args.resume {
         Some(path) => {
             if args.recipe.is_some() || args.name.is_some() {
@@ -50,15 +82,35 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     changed.join(", --")
                 );
             }
-            let dir = RunDir::open(path)?;
-            let mut cfg = dir.read_config()?;
+            // Rank 0 reads the run folder; the other ranks (perhaps on nodes that cannot see
+            // it) get its configuration from rank 0 and resume in scratch folders.
+            let dir = if rank == 0 {
+                Some(RunDir::open(path)?)
+            } else {
+                None
+            };
+            let mut cfg: RunConfig = match &world {
+                None => dir.as_ref().context("no run folder")?.read_config()?,
+                Some(w) => {
+                    let mut bytes = match &dir {
+                        Some(d) => serde_json::to_vec(&d.read_config()?)?,
+                        None => Vec::new(),
+                    };
+                    w.broadcast_bytes(&mut bytes, 0)?;
+                    serde_json::from_slice(&bytes)
+                        .context("the run's configuration as rank 0 sent it")?
+                }
+            };
             if let Some(e) = args.settings.train.epochs {
                 cfg.train.epochs = e;
             }
             if let Some(d) = &args.settings.task.data {
                 cfg.task.data_dir = Some(data_dir_for(cfg.task.kind, d)?);
             }
-            (cfg, Target::Resume(dir))
+            match dir {
+                Some(d) => (cfg, Target::Resume(d)),
+                None => (cfg, Target::Scratch(world::scratch_root(rank), true)),
+            }
         }
         None => {
             let mut given = Settings::default();
@@ -75,11 +127,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
             }
             parse_device(&cfg.device).context("--device")?;
             let name = args.name.clone().unwrap_or_else(|| run_name(&cfg));
-            (cfg, Target::New(args.runs_dir.clone(), name))
+            if rank == 0 {
+                (cfg, Target::New(args.runs_dir.clone(), name))
+            } else {
+                (cfg, Target::Scratch(world::scratch_root(rank), false))
+            }
         }
     };
     cfg.model.rnn.threads = threads;
-    with_deep_stack(move || train(cfg, target))
+    with_deep_stack(move || train(cfg, target, world))
 }
 
 /// Where the run goes: a new folder (created once the task's data and the model are known to be
@@ -87,16 +143,37 @@ pub fn run(args: TrainArgs) -> Result<()> {
 enum Target {
     New(PathBuf, String),
     Resume(RunDir),
+    /// A rank other than 0 of a data-parallel job: a run folder of its own under this root,
+    /// a new run or (true) the continuation of rank 0's.
+    Scratch(PathBuf, bool),
 }
 
-fn train(cfg: RunConfig, target: Target) -> Result<()> {
+fn train(cfg: RunConfig, target: Target, world: Option<World>) -> Result<()> {
+    let rank = world.as_ref().map_or(0, |w| w.rank());
     let device = parse_device(&cfg.device)?;
     let task = build_task(&cfg.task).context("building the task")?;
-    for w in task.warnings() {
-        eprintln!("warning: {w}");
+    if rank == 0 {
+        for w in task.warnings() {
+            eprintln!("warning: {w}");
+        }
     }
     super::check_memory(&cfg)?;
     let stats = task.fitted_statistics();
+    if let Some(w) = &world {
+        if cfg.train.ridge.is_some() || cfg.train.backtune.is_some() {
+            bail!(
+                "--distributed mpi all-reduces gradients, and this run's trainer ({}) takes no \
+                 gradient steps; train it in one process",
+                if cfg.train.ridge.is_some() {
+                    "ridge"
+                } else {
+                    "backward-tuning"
+                }
+            );
+        }
+        check_world(w.size(), cfg.train.batch_size, task.train_len())?;
+        check_same_config(w, &serde_json::to_string(&cfg)?)?;
+    }
     if cfg.train.backtune.is_some() {
         // Before the run folder exists: a model backward tuning cannot train leaves nothing.
         remanence_continual::backtune::learner::check_model(&cfg.model)
@@ -127,6 +204,9 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
         Target::Resume(dir) => {
             let lock = dir.lock()?;
             super::check_task_statistics(&dir, &stats)?;
+            if let Some(w) = &world {
+                replicate_checkpoint(w, &dir)?;
+            }
             let t = Trainer::resume(cfg.clone(), task.as_ref(), dir.clone(), device.clone())?;
             println!(
                 "resuming {} after epoch {}",
@@ -135,7 +215,43 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
             );
             (dir, lock, t)
         }
+        Target::Scratch(root, resume) => {
+            let w = world
+                .as_ref()
+                .context("a scratch run folder without a job")?;
+            let _ = std::fs::remove_dir_all(&root);
+            let dir = RunDir::create_new(&root, "run")?;
+            let lock = dir.lock()?;
+            let t = if resume {
+                replicate_checkpoint(w, &dir)?;
+                Trainer::resume(cfg.clone(), task.as_ref(), dir.clone(), device.clone())?
+            } else {
+                let (model, store) =
+                    SequenceModel::init(&cfg.model, cfg.train.seed, cfg.dtype()?, &device)
+                        .context("the model configuration")?;
+                Trainer::from_model(
+                    cfg.clone(),
+                    task.as_ref(),
+                    dir.clone(),
+                    device.clone(),
+                    model,
+                    store,
+                )?
+            };
+            (dir, lock, t)
+        }
     };
+    if let Some(w) = &world {
+        // Every rank starts from rank 0's weights (and, resumed, its optimizer state, which
+        // `with_learner` would otherwise drop).
+        broadcast_parameters(w, trainer.store())?;
+        let mut learner = GradientLearner::new(cfg.train.optimizer.build(), cfg.train.clip_norm)
+            .with_plugin(Box::new(AllReducePlugin::new(Box::new(w.clone()))));
+        if let Some(ck) = dir.read_checkpoint(cfg.dtype()?, &device)? {
+            learner.load_state(ck.optimizer, ck.state.optimizer_steps)?;
+        }
+        trainer = trainer.with_learner(Box::new(learner));
+    }
     if let Some(b) = &cfg.train.backtune {
         // The trainer's default learner is gradient descent (remanence-train cannot build this
         // one): replace it, for a new run and a resumed one alike. Backward tuning keeps no
@@ -146,19 +262,38 @@ fn train(cfg: RunConfig, target: Target) -> Result<()> {
         trainer = trainer.with_learner(Box::new(learner));
     }
     let path = dir.path().to_path_buf();
-    println!(
-        "{}",
-        super::describe(&cfg, trainer.store().num_parameters())
-    );
+    if rank != 0 {
+        // Only rank 0 reports; the others train in step with it.
+        let outcome = trainer.run(&mut Silent);
+        outcome.with_context(|| format!("training on rank {rank}"))?;
+        if let Some(w) = &world {
+            w.barrier()?;
+        }
+        return Ok(());
+    }
+    match &world {
+        Some(w) => println!(
+            "{} · data-parallel over {} MPI ranks",
+            super::describe(&cfg, trainer.store().num_parameters()),
+            w.size()
+        ),
+        None => println!(
+            "{}",
+            super::describe(&cfg, trainer.store().num_parameters())
+        ),
+    }
     let total = (cfg
         .train
         .epochs
         .saturating_sub(trainer.state().epochs_completed)
         * task.train_len()) as u64;
     let mut progress = Progress::new(total, cfg.train.epochs);
-    let outcome = trainer.run(&mut progress);
+    let outcome = trainer.run(&mut progress as &mut dyn Observer);
     progress.finish();
     let outcome = outcome.with_context(|| format!("training run {}", path.display()))?;
+    if let Some(w) = &world {
+        w.barrier()?;
+    }
     let st = &outcome.state;
     match st.solved_at_sequences {
         Some(n) => println!(
