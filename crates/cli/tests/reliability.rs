@@ -706,7 +706,16 @@ fn catalogue_of_bad_inputs() {
             vec!["--fanals", "positive"],
         ),
         (
-            owned(&["memory", "store", "--clusters", "4", "--active", "5", "--out", mo]),
+            owned(&[
+                "memory",
+                "store",
+                "--clusters",
+                "4",
+                "--active",
+                "5",
+                "--out",
+                mo,
+            ]),
             1,
             vec!["--active", "5 clusters", "network of 4"],
         ),
@@ -716,7 +725,9 @@ fn catalogue_of_bad_inputs() {
             vec!["already exists", "nothing was overwritten"],
         ),
         (
-            owned(&["memory", "recall", "--net", mem_dir, "--erase", "5", "--out", mo]),
+            owned(&[
+                "memory", "recall", "--net", mem_dir, "--erase", "5", "--out", mo,
+            ]),
             1,
             vec!["--erase 5", "occupies 4"],
         ),
