@@ -110,13 +110,16 @@ impl CellKind {
     pub fn has_fused_cpu(self) -> bool {
         matches!(
             self,
-            CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc
+            CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc | CellKind::Esn
         )
     }
 
     /// Cells with CUDA step kernels (the others run their reference composition on a GPU).
     pub fn has_cuda_kernels(self) -> bool {
-        self.has_fused_cpu()
+        matches!(
+            self,
+            CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc
+        )
     }
 
     /// Cells that follow ncps's layout: one layer, parameters under `rnn_cell.`.

@@ -3,9 +3,9 @@
 //! | device | cell | `--kernel` | route |
 //! |---|---|---|---|
 //! | any | any | reference | [`Route::Reference`] |
-//! | CPU | SRN, LSTM, GRU, LTC | auto, fused | [`Route::CpuFused`] (`kernels::cpu`) |
+//! | CPU | SRN, LSTM, GRU, LTC, ESN | auto, fused | [`Route::CpuFused`] (`kernels::cpu`) |
 //! | CUDA | SRN, LSTM, GRU, LTC | auto, fused | [`Route::CudaSteps`] (`kernels::cuda`) |
-//! | otherwise (Metal; CfC, CT-RNN, ODE-RNN) | | | [`Route::Reference`] |
+//! | otherwise (Metal; CfC, CT-RNN, ODE-RNN; the ESN on CUDA) | | | [`Route::Reference`] |
 //!
 //! The reference is the plain composition of Candle ops, step by step, that every kernel is
 //! tested against; the cells carry it as their `step`.

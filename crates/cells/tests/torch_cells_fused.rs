@@ -200,5 +200,6 @@ fn thread_split_changes_nothing() {
         input: 3,
         hidden: h,
         logistic: false,
+        leak: None,
     });
 }

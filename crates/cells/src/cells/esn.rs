@@ -20,20 +20,27 @@
 //! Names for layer k: `weight_ih_l{k}` (H, I), `weight_hh_l{k}` (H, H), `bias_l{k}` (H), as the
 //! SRN; a stack of layers is a deep reservoir, each layer reading the states of the one below.
 //! Trained by gradient (`--trainer gradient`) every weight learns, like any leaky tanh network.
+//! On the CPU the sequence runs in the fused Elman kernel with a leak (`kernels/cpu/srn.rs`),
+//! forward and backward, tested against the step here.
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::torch_layer::pack;
 use crate::cell::RecurrentCell;
 use crate::config::ReservoirOptions;
 use crate::error::{CellError, Result};
+use crate::kernels::cpu::{Fused, SrnKernel};
 use crate::linalg::{spectral_radius, Mat};
 use crate::params::ParamStore;
+use crate::route::Route;
 use crate::state::CellState;
 
 pub struct Esn {
+    w_ih: Tensor,
+    w_hh: Tensor,
     w_ih_t: Tensor,
     w_hh_t: Tensor,
     bias: Tensor,
@@ -152,6 +159,8 @@ impl Esn {
         Ok(Self {
             w_ih_t: w_ih.t()?,
             w_hh_t: w_hh.t()?,
+            w_ih,
+            w_hh,
             bias,
             leak: opts.leak_rate,
             inputs: input_size,
@@ -177,6 +186,31 @@ impl RecurrentCell for Esn {
             ((&state.h * (1.0 - self.leak))? + (act * self.leak)?)?
         };
         Ok(CellState { h, c: None })
+    }
+
+    /// On the CPU, the fused Elman kernel with its leak (`kernels/cpu/srn.rs`): the whole
+    /// sequence in one op, forward and backward, tested against [`Esn::step`].
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        _dt: Option<&Tensor>,
+        state: &CellState,
+        route: Route,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        let Route::CpuFused { threads } = route else {
+            return Ok(None);
+        };
+        let t = x.dim(1)?;
+        let kernel = SrnKernel {
+            input: x.dim(2)?,
+            hidden: self.units,
+            logistic: false,
+            leak: (self.leak < 1.0).then_some(self.leak),
+        };
+        let w = pack(&[&self.w_ih, &self.w_hh, &self.bias])?;
+        let (hs, _) = Fused::new(kernel, threads).apply(x, &w, &state.h)?;
+        let h_n = hs.narrow(1, t - 1, 1)?.squeeze(1)?;
+        Ok(Some((hs, CellState { h: h_n, c: None })))
     }
 }
 

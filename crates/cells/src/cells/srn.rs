@@ -111,6 +111,7 @@ impl RecurrentCell for Srn {
             input: x.dim(2)?,
             hidden: h,
             logistic: self.activation == Activation::Sigmoid,
+            leak: None,
         };
         let w = pack(&[&self.w_ih, &self.w_hh, &(&self.b_ih + &self.b_hh)?])?;
         let (hs, _) = Fused::new(kernel, threads).apply(x, &w, &state.h)?;

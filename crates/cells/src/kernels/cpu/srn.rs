@@ -5,6 +5,10 @@
 //! the activation,
 //! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
 //! `db` and `dx` as single products over all steps.
+//!
+//! With a leak rate a < 1 (the echo-state reservoir's leaky units) the step is
+//! `h' = (1 − a)h + a·f(pre)`: the activations f(pre) are saved per step for the backward pass,
+//! where `dpre = a·f'(pre)·G` and `dh = dpre·W_hh + (1 − a)G`, G the gradient reaching h'.
 
 use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
 use super::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
@@ -17,6 +21,8 @@ pub struct SrnKernel {
     pub hidden: usize,
     /// Logistic activation instead of tanh.
     pub logistic: bool,
+    /// Leak rate a ∈ (0, 1): `h' = (1 − a)h + a·f(pre)`; `None` is a = 1 (the plain SRN).
+    pub leak: Option<f64>,
 }
 
 impl SrnKernel {
@@ -43,7 +49,11 @@ impl RowKernel for SrnKernel {
         self.hidden
     }
     fn saved_width(&self) -> usize {
-        0
+        if self.leak.is_some() {
+            self.hidden
+        } else {
+            0
+        }
     }
 
     #[inline(always)]
@@ -59,12 +69,13 @@ impl RowKernel for SrnKernel {
         let (h, i) = (self.hidden, self.input);
         let (w_ih, w_hh, bias) = self.split(w);
         let w_t = transpose(w_hh, h, h); // (H, h)
-        let out = res.out;
+        let Parts { out, saved, .. } = res;
         let n = out.len() / (steps * h).max(1);
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
         // Pre-activations of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
         let mut pre = vec![T::zero(); n * steps * h];
+        let mut act = vec![T::zero(); h];
         project(n * steps, i, h, &xt, w_ih, &mut pre);
         for t in 0..steps {
             let pt = &mut pre[t * n * h..(t + 1) * n * h];
@@ -78,8 +89,24 @@ impl RowKernel for SrnKernel {
                 View::rows(&hp, h),
                 View::rows(&w_t, h),
             );
-            for (o, s) in pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h)) {
-                activate(self.logistic, bias, o, s);
+            match self.leak {
+                None => {
+                    for (o, s) in pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h)) {
+                        activate(self.logistic, bias, o, s);
+                    }
+                }
+                Some(a) => {
+                    let a = T::from(a).expect("a leak rate in the float type");
+                    let rows = pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h));
+                    for (r, (o, s)) in rows.enumerate() {
+                        // o: pre-activation → activation, saved; s: h → (1 − a)h + a·f.
+                        activate(self.logistic, bias, o, &mut act);
+                        let q = (r * steps + t) * h;
+                        saved[q..q + h].copy_from_slice(&act);
+                        leaky(a, &act, s);
+                        o.copy_from_slice(s);
+                    }
+                }
             }
         }
         sample_major(&pre, n, steps, h, out);
@@ -116,15 +143,35 @@ impl RowKernel for SrnKernel {
                 let p = (t * n + r) * h;
                 hprev[p..p + h].copy_from_slice(prev);
                 let gq = (b * steps + t) * h;
-                slope(
-                    self.logistic,
-                    [
-                        &fwd.out[q..q + h],
-                        &dh[r * h..(r + 1) * h],
-                        &grad.out[gq..gq + h],
-                    ],
-                    &mut dpre[p..p + h],
-                );
+                match self.leak {
+                    None => slope(
+                        self.logistic,
+                        [
+                            &fwd.out[q..q + h],
+                            &dh[r * h..(r + 1) * h],
+                            &grad.out[gq..gq + h],
+                        ],
+                        &mut dpre[p..p + h],
+                    ),
+                    Some(a) => {
+                        let a = T::from(a).expect("a leak rate in the float type");
+                        // G = dh + g; dpre = a·f'·G; dh ← (1 − a)G, the product added below.
+                        let dhr = &mut dh[r * h..(r + 1) * h];
+                        for (d, g) in dhr.iter_mut().zip(&grad.out[gq..gq + h]) {
+                            *d = *d + *g;
+                        }
+                        let zero = vec![T::zero(); h];
+                        slope(
+                            self.logistic,
+                            [&fwd.saved[q..q + h], &*dhr, &zero],
+                            &mut dpre[p..p + h],
+                        );
+                        for (dp, d) in dpre[p..p + h].iter_mut().zip(dhr.iter_mut()) {
+                            *dp = *dp * a;
+                            *d = *d * (T::one() - a);
+                        }
+                    }
+                }
             }
             matmul(
                 n,
@@ -132,7 +179,7 @@ impl RowKernel for SrnKernel {
                 h,
                 &mut dh,
                 h,
-                false,
+                self.leak.is_some(),
                 View::rows(&dpre[t * n * h..(t + 1) * n * h], h),
                 View::rows(w_hh, h),
             );
@@ -183,6 +230,18 @@ fn activate<T: KernelFloat>(logistic: bool, b: &[T], o: &mut [T], s: &mut [T]) {
             },
         );
     }
+}
+
+/// `s = (1 − a)s + a·f` element-wise: the leaky update of the state.
+#[inline(always)]
+fn leaky<T: KernelFloat>(a: T, f: &[T], s: &mut [T]) {
+    let keep = T::one() - a;
+    lanes(
+        [f],
+        [s],
+        #[inline(always)]
+        |[f], y| y[0] = keep * y[0] + a * f,
+    );
 }
 
 /// `dpre = (dh + g) f'(pre)`, with f' from the activation `a`.
