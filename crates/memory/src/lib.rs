@@ -26,6 +26,7 @@
 
 pub mod bipartite;
 pub mod bits;
+pub mod cuda;
 pub mod dense;
 pub mod density;
 pub mod error;

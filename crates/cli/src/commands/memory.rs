@@ -12,7 +12,8 @@
 //! - `bench`: the reference sheet's sweep (c = 8, l = 256, 4 erased, 4 iterations, γ = 1,
 //!   M = 5000 … 30000), the sparse setting (χ = 100, c = 12, l = 64, guided), and the
 //!   throughput of the bit-packed network against the byte-per-connection one; prints the tables
-//!   and writes `results.json` to `--out`.
+//!   and writes `results.json` to `--out`. `--device cuda` (a build with `--features cuda`) also
+//!   recalls the throughput probes with the retrieval kernel (`remanence_memory::cuda`) on GPU 0.
 //! - `classify`: the feature bridge (issue #13): a trained run's recurrent features, product
 //!   quantised, feed a binary bipartite class memory that learns classes one at a time, beside
 //!   the nearest class mean, a fine-tuned and a jointly trained softmax read-out
@@ -155,6 +156,17 @@ struct BenchArgs {
     /// Print the report as JSON instead of the tables.
     #[arg(long)]
     json: bool,
+    /// `cuda`: also recall the throughput probes with the CUDA retrieval kernel on GPU 0 (a build
+    /// with `--features cuda`): its rates, and whether its states equal the CPU's.
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    device: BenchDevice,
+}
+
+/// Where `memory bench` recalls besides the CPU.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BenchDevice {
+    Cpu,
+    Cuda,
 }
 
 /// A whole number ≥ 1, with an error that says so (also for negative numbers).
@@ -529,6 +541,71 @@ struct BenchReport {
     reference: SweepReport,
     sparse: Option<SweepReport>,
     throughput: Option<ThroughputReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cuda: Option<CudaThroughput>,
+}
+
+/// The CUDA kernel on the throughput measurement's probes (`--device cuda`).
+#[derive(Serialize)]
+struct CudaThroughput {
+    probes: usize,
+    /// Retrievals per second, end to end (cues up, states back; W already on the device).
+    recall_sos_per_s: f64,
+    recall_som_per_s: f64,
+    /// Whether the kernel's final states equal `recall_batch`'s on every probe, both rules.
+    identical: bool,
+}
+
+/// The refusal of `--device cuda` by a build without the `cuda` feature.
+const NO_CUDA: &str = "--device cuda: this build has no CUDA support; rebuild with \
+                       `--features cuda` (nvcc from NVCC, CUDA_HOME or PATH; \
+                       scripts/cuda_toolchain.sh installs one)";
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_throughput(_: &ThroughputSettings) -> Result<CudaThroughput> {
+    bail!(NO_CUDA)
+}
+
+/// The throughput measurement's network and probes (same seed, same draws) recalled by the CUDA
+/// kernel, timed, and compared with the CPU's states.
+#[cfg(feature = "cuda")]
+fn cuda_throughput(s: &ThroughputSettings) -> Result<CudaThroughput> {
+    use remanence_memory::cuda::CudaGbNetwork;
+    use std::time::Instant;
+    let device = candle_core::Device::new_cuda(0).context("opening CUDA device 0")?;
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let messages = MessageSet::random(s.clusters, s.fanals, s.messages, &mut rng)?;
+    let mut net = GbNetwork::new(s.clusters, s.fanals)?;
+    net.store_all(&messages)?;
+    let mut prng = ChaCha8Rng::seed_from_u64(s.seed);
+    prng.set_stream(1);
+    let (_, cues) = experiments::draw_probes(
+        &messages, s.messages, s.probes, s.erased, 0, false, &mut prng,
+    )?;
+    let gpu = CudaGbNetwork::new(device.as_cuda_device()?, &net)?;
+    let (mut rates, mut identical) = (Vec::new(), true);
+    for settings in [
+        RecallSettings::sos(s.gamma, s.iterations),
+        RecallSettings::som(s.iterations),
+    ] {
+        // Loads the PTX module before the clock starts.
+        gpu.recall_batch(&cues[..1], &settings)?;
+        let t = Instant::now();
+        let states = gpu.recall_batch(&cues, &settings)?;
+        rates.push(cues.len() as f64 / t.elapsed().as_secs_f64().max(1e-12));
+        let cpu = net.recall_batch(&cues, &settings, s.threads)?;
+        identical &= states.len() == cpu.len()
+            && states
+                .iter()
+                .zip(&cpu)
+                .all(|(g, c)| g.as_slice() == c.words());
+    }
+    Ok(CudaThroughput {
+        probes: cues.len(),
+        recall_sos_per_s: rates[0],
+        recall_som_per_s: rates[1],
+        identical,
+    })
 }
 
 fn print_sweep(title: &str, r: &SweepReport) {
@@ -580,6 +657,18 @@ fn bench(a: BenchArgs) -> Result<()> {
     if let Some(m) = a.messages.windows(2).find(|w| w[0] >= w[1]) {
         bail!("--messages must be ascending: {} then {}", m[0], m[1]);
     }
+    if a.device == BenchDevice::Cuda {
+        // Refused before the sweeps run.
+        if !remanence_memory::cuda::CUDA_ENABLED {
+            bail!(NO_CUDA);
+        }
+        if throughput.is_none() {
+            bail!(
+                "--device cuda measures the throughput: --throughput-messages must be at least 1"
+            );
+        }
+    }
+    let cuda_settings = throughput.clone().filter(|_| a.device == BenchDevice::Cuda);
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create the output folder {}", a.out.display()))?;
     let rows = reference.messages.len() + sparse.as_ref().map_or(0, |s| s.messages.len());
@@ -599,6 +688,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     let throughput = throughput
         .map(|t| experiments::throughput(&t).context("the throughput measurement"))
         .transpose()?;
+    let cuda = cuda_settings
+        .map(|t| cuda_throughput(&t).context("the CUDA kernel's throughput"))
+        .transpose()?;
     if let Some(b) = pb {
         b.finish_and_clear();
     }
@@ -607,6 +699,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         reference,
         sparse,
         throughput,
+        cuda,
     };
     let json = serde_json::to_string_pretty(&report)?;
     let path = a.out.join(RESULTS);
@@ -665,6 +758,19 @@ fn bench(a: BenchArgs) -> Result<()> {
             if s.threads == 1 { "" } else { "s" },
             t.recall_sos_batch_per_s,
             if t.identical { "identical" } else { "DIFFER" }
+        );
+    }
+    if let Some(c) = &report.cuda {
+        println!(
+            "CUDA kernel, {} probes: SoS {:.0}/s, SoM {:.0}/s; states {} the CPU's",
+            c.probes,
+            c.recall_sos_per_s,
+            c.recall_som_per_s,
+            if c.identical {
+                "identical to"
+            } else {
+                "DIFFER from"
+            }
         );
     }
     println!("wrote {}", path.display());
