@@ -16,6 +16,16 @@
 //!   keeps `max(2, ⌊√N⌋)` random recurrent connections per unit (the others 0) so that there is
 //!   an architecture to recover.
 //!
+//! With `--mpi` (a binary built with `--features mpi`, launched as `mpirun -np P remanence
+//! reverse-engineer … --mpi`) the full estimator's per-unit solves are shared among the `P`
+//! ranks (`backtune::estimator::estimate_across`): every rank builds the same root, data and
+//! fresh network from `--seed`, runs the forward and adjoint passes and the line searches, and
+//! solves its contiguous share of the units; the solved rows are broadcast to every rank, so the
+//! estimate is exactly the single process's (every rank checks the same starting point and the
+//! same final weights by hash). Only rank 0 prints and writes the output folder; a rank that
+//! fails ends the job (`MPI_Abort`). The trace records each iteration's time split (forward,
+//! adjoint, solves, gather, line searches), printed after the iterations.
+//!
 //! The run folder holds `reverse.json` (settings, the per-iteration trace, the final criterion
 //! relative to `L_0`, the criterion on a held-out input, seconds, the root and estimated
 //! weights), `criterion.png` (criterion/L_0 against iteration, log scale) and, with `--sparse`,
@@ -35,14 +45,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use remanence_continual::backtune::criteria::{loss, Criterion};
 use remanence_continual::backtune::estimator::{
-    estimate, Candidate, EstimatorConfig, IterationRecord, Trace,
+    estimate_across, Candidate, EstimatorConfig, IterationRecord, Trace,
 };
 use remanence_continual::backtune::network::{Data, Network, Sequence, Source};
 use remanence_continual::backtune::reverse::{distributed_estimate, DistributedConfig};
-use remanence_continual::backtune::sparse::{sparse_estimate, SparseKind, SparsePenalty};
+use remanence_continual::backtune::sparse::{sparse_estimate_across, SparseKind, SparsePenalty};
 use remanence_continual::backtune::units::{aif, lnl, normal, sparse_relu, Leak, LnlSpec};
+use remanence_distributed::Collective;
 use remanence_probes::plots::{write_atomic, write_json};
 use serde::Serialize;
+
+use super::world::{self, Distributed, World};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -131,6 +144,11 @@ pub struct ReverseArgs {
     /// weights).
     #[arg(long, requires = "distributed", allow_negative_numbers = true, value_parser = positive)]
     updates: Option<usize>,
+    /// Share the full estimator's per-unit solves among the ranks of an MPI job: `mpirun -np P
+    /// remanence reverse-engineer … --mpi` (a binary built with `--features mpi`). The result is
+    /// the single process's; rank 0 prints and writes the output folder.
+    #[arg(long, conflicts_with = "distributed")]
+    mpi: bool,
     /// Output folder, which must not exist or be empty (default: a fresh folder
     /// runs/reverse/<units>-n<N>-s<seed>).
     #[arg(long, value_name = "DIR")]
@@ -172,6 +190,8 @@ struct Settings {
     threshold: Option<f64>,
     distributed: bool,
     updates: Option<usize>,
+    /// The processes sharing the per-unit solves (`--mpi`; 1 otherwise).
+    ranks: usize,
 }
 
 /// The structure of a network of `n` units of `kind`, one input; the connectivity of sparse
@@ -338,6 +358,30 @@ struct Report<'a> {
 }
 
 pub fn run(a: ReverseArgs) -> Result<()> {
+    if !a.mpi {
+        return run_on(a, None);
+    }
+    // world::init's message, for this command's flag (`--distributed` means something else here).
+    let world = world::init(Distributed::Mpi).map_err(|e| {
+        let msg = e.to_string();
+        anyhow::anyhow!(
+            "--mpi: {}",
+            msg.strip_prefix("--distributed mpi: ").unwrap_or(&msg)
+        )
+    })?;
+    // A rank that fails must end the job: the others would wait for it in their next
+    // collective call.
+    let result = run_on(a, Some(&world));
+    if let Err(e) = &result {
+        eprintln!("error on rank {} of {}: {e:#}", world.rank(), world.size());
+        world.abort(1);
+    }
+    result
+}
+
+fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
+    let lead = world.is_none_or(|w| w.rank() == 0);
+    let collective = world.map(|w| w as &dyn Collective);
     let n = a.units_count;
     if a.observe > n {
         bail!(
@@ -430,9 +474,14 @@ pub fn run(a: ReverseArgs) -> Result<()> {
         threshold: a.sparse.map(|_| a.threshold),
         distributed: a.distributed,
         updates: None,
+        ranks: world.map_or(1, |w| w.size()),
     };
-    // The output folder, before any work: a bad --out costs nothing.
-    let dir = out_dir(a.out.as_deref(), &settings)?;
+    // The output folder, before any work: a bad --out costs nothing. Rank 0's only.
+    let dir = if lead {
+        out_dir(a.out.as_deref(), &settings)?
+    } else {
+        PathBuf::new()
+    };
 
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     let mut root = structure(a.units, n, &mut rng)?;
@@ -478,8 +527,17 @@ pub fn run(a: ReverseArgs) -> Result<()> {
         criterion,
         a.seed
     );
-    println!("reverse engineering a {what}");
-    if a.units == UnitArg::Lnl && n + 2 > a.dmax {
+    if lead {
+        println!("reverse engineering a {what}");
+        if let Some(w) = world {
+            println!(
+                "per-unit solves shared among {} MPI ranks, {threads} thread{} each",
+                w.size(),
+                if threads == 1 { "" } else { "s" }
+            );
+        }
+    }
+    if lead && a.units == UnitArg::Lnl && n + 2 > a.dmax {
         eprintln!(
             "note: an LNL unit has {} weights, more than --dmax {}: no second-order steps (give \
              --dmax {} or more)",
@@ -496,7 +554,7 @@ pub fn run(a: ReverseArgs) -> Result<()> {
         threads,
         ..Default::default()
     };
-    let spinner = spinner();
+    let spinner = if lead { spinner() } else { None };
     let started = Instant::now();
     let mut settings = settings;
     let (trace, distributed, sparse, curve) = if a.distributed {
@@ -521,7 +579,15 @@ pub fn run(a: ReverseArgs) -> Result<()> {
         (None, Some(d), None, curve)
     } else if let Some(nu) = a.sparse {
         let penalty = SparsePenalty::on_connections(&net, nu, 1e-3, SparseKind::L1);
-        let res = sparse_estimate(&mut net, &data, &cfg, &penalty, a.threshold, true);
+        let res = sparse_estimate_across(
+            &mut net,
+            &data,
+            &cfg,
+            &penalty,
+            a.threshold,
+            true,
+            collective,
+        )?;
         let penalised = adjacency(&net, n, &|i| penalty.nu[i] != 0.0 && res.mask[i]);
         let learned = adjacency(&net, n, &|i| {
             penalty.nu[i] != 0.0 && res.mask[i] && net.weights[i].abs() >= a.threshold
@@ -571,13 +637,17 @@ pub fn run(a: ReverseArgs) -> Result<()> {
         };
         (Some(res.trace), None, Some(s), curve)
     } else {
-        let tr = estimate(&mut net, &data, &cfg);
+        let tr = estimate_across(&mut net, &data, &cfg, None, None, collective)?;
         let curve = curve_of(&tr);
         (Some(tr), None, None, curve)
     };
     let seconds = started.elapsed().as_secs_f64();
     if let Some(s) = spinner {
         s.finish_and_clear();
+    }
+    if !lead {
+        // The same estimate as rank 0's (checked by hash); rank 0 reports it.
+        return Ok(());
     }
 
     // The criterion of the final weights, recomputed (the L2 criterion for the held-out ratio).
@@ -718,6 +788,25 @@ fn print_trace(prefix: &str, t: &Trace) {
         t.iterations(),
         t.seconds
     );
+    let (sum, k) = t.timing_sum();
+    if k > 0 {
+        let per = |v: f64| v / k as f64;
+        println!(
+            "{prefix}time per iteration ({k} iterations{}): {:.4} s = forward {:.4} + adjoint \
+             {:.4} + solves {:.4} + gather {:.4} + line searches {:.4}",
+            if t.ranks > 1 {
+                format!(", {} ranks", t.ranks)
+            } else {
+                String::new()
+            },
+            per(sum.total),
+            per(sum.forward),
+            per(sum.adjoint),
+            per(sum.solves),
+            per(sum.gather),
+            per(sum.line_searches)
+        );
+    }
 }
 
 fn spinner() -> Option<ProgressBar> {

@@ -20,8 +20,21 @@
 //! criterion of each iteration at its own `ê`, so only the L2 trace is non-increasing by
 //! construction. Multiple sequences, reset gaps and the "static" option are in the
 //! [`Data`](super::network::Data) (`κ = 0` in the gaps).
+//!
+//! **Parallel form** ([`estimate_across`]): the per-unit solves are independent; with a
+//! [`Collective`] of `P` ranks (an MPI job), every rank runs the forward and adjoint passes (the
+//! same on every rank), solves its contiguous share of the units and gets the others' rows
+//! ([`super::solve::solve_units_across`]); the line searches then run identically on every rank,
+//! so every rank keeps the same network. It checks that every rank starts from the same weights,
+//! data and settings (a hash of the initial weights, `L_0` and the configuration) and ends with the
+//! same weights (a hash of their bits); the weights are exactly those of one process.
+//!
+//! The trace records the seconds of each iteration's steps ([`IterationTiming`]; on a rank, its
+//! own).
 use std::time::Instant;
 
+use remanence_distributed::setup::{check_same, hash64};
+use remanence_distributed::{Collective, DistError};
 use serde::{Deserialize, Serialize};
 
 use super::adjoint::{backward, gradient};
@@ -29,7 +42,7 @@ use super::criteria::{errors, loss, output_errors, Criterion};
 use super::guard::Guard;
 use super::line_search::brent;
 use super::network::{Data, Network};
-use super::solve::{solve_units, Extras, Variant, DMAX};
+use super::solve::{gather_rows, solve_share, Extras, Variant, DMAX};
 use super::sparse::SparsePenalty;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +103,34 @@ pub struct IterationRecord {
     pub evaluations: usize,
 }
 
+/// Where an iteration's time went, in seconds (wall clock, this process).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct IterationTiming {
+    /// The forward pass and the criterion (with the error estimate and the regulariser).
+    pub forward: f64,
+    /// The backward pass (adjoint) and the gradient.
+    pub adjoint: f64,
+    /// The per-unit solves of the second-order variants (this rank's share).
+    pub solves: f64,
+    /// Across ranks: the gathering of the solved rows (with the wait for the slowest rank).
+    pub gather: f64,
+    /// The line searches of every candidate (forward passes of the criterion).
+    pub line_searches: f64,
+    /// The whole iteration.
+    pub total: f64,
+}
+
+impl IterationTiming {
+    fn add(&mut self, o: &IterationTiming) {
+        self.forward += o.forward;
+        self.adjoint += o.adjoint;
+        self.solves += o.solves;
+        self.gather += o.gather;
+        self.line_searches += o.line_searches;
+        self.total += o.total;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopReason {
     /// `L < rel_stop · L_0`.
@@ -106,6 +147,17 @@ pub struct Trace {
     pub records: Vec<IterationRecord>,
     pub stop: StopReason,
     pub seconds: f64,
+    /// The seconds of each iteration's steps, one per iteration begun (the last, which stops
+    /// on convergence, has only its forward pass).
+    #[serde(default)]
+    pub timings: Vec<IterationTiming>,
+    /// The processes that shared the per-unit solves (1: this one alone).
+    #[serde(default = "one")]
+    pub ranks: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Trace {
@@ -119,6 +171,17 @@ impl Trace {
     /// `L_last / L_0`.
     pub fn ratio(&self) -> f64 {
         self.last / self.initial
+    }
+    /// The sum of [`Trace::timings`] over the iterations that ran candidates (those with
+    /// `total > 0` beyond the forward pass), and their count: divide for the time per iteration.
+    pub fn timing_sum(&self) -> (IterationTiming, usize) {
+        let mut sum = IterationTiming::default();
+        let mut k = 0;
+        for t in self.timings.iter().take(self.records.len()) {
+            sum.add(t);
+            k += 1;
+        }
+        (sum, k)
     }
 }
 
@@ -136,6 +199,32 @@ pub fn estimate_with(
     penalty: Option<&SparsePenalty>,
     mask: Option<&[bool]>,
 ) -> Trace {
+    match estimate_across(net, data, cfg, penalty, mask, None) {
+        Ok(trace) => trace,
+        Err(e) => unreachable!("one process makes no collective call: {e}"),
+    }
+}
+
+/// The hash of the bits of `values`.
+fn bits_hash(values: &[f64]) -> u64 {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    hash64(&bytes)
+}
+
+/// [`estimate_with`] with the per-unit solves shared among the ranks of `world` (see the module
+/// doc; `None`: every unit solved here, no collective call). Every rank must call it with the
+/// same network, data and settings, and gets the same trace and weights; an error (ranks that
+/// disagree, or a failed collective call) is returned on every rank, and a rank that fails on
+/// its own must end the job (`Collective::abort`).
+pub fn estimate_across(
+    net: &mut Network,
+    data: &Data,
+    cfg: &EstimatorConfig,
+    penalty: Option<&SparsePenalty>,
+    mask: Option<&[bool]>,
+    world: Option<&dyn Collective>,
+) -> Result<Trace, DistError> {
+    let world = world.filter(|c| c.size() > 1);
     let start = Instant::now();
     let nw = net.n_weights();
     if let Some(m) = mask {
@@ -151,7 +240,16 @@ pub fn estimate_with(
     let mut initial = f64::NAN;
     let mut last = f64::NAN;
     let mut stop = StopReason::MaxIterations;
+    let mut timings = Vec::new();
     for iteration in 0..cfg.max_iterations {
+        let mut timing = IterationTiming::default();
+        let t_iter = Instant::now();
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let s = clock.elapsed().as_secs_f64();
+            clock = Instant::now();
+            s
+        };
         let traj = net.forward(data);
         let e_hat = if cfg.criterion.reweighted() {
             errors(&traj, data)
@@ -168,12 +266,25 @@ pub fn estimate_with(
             + coef
                 .as_ref()
                 .map_or(0.0, |c| SparsePenalty::value(c, &net.weights));
+        timing.forward = lap();
         if iteration == 0 {
             initial = l;
+            if let Some(w) = world {
+                // The same starting point everywhere: weights, data (through L0), settings.
+                let settings = serde_json::to_string(cfg).unwrap_or_default();
+                let mut key = net.weights.clone();
+                key.push(l);
+                key.extend(mask.into_iter().flatten().map(|&m| f64::from(u8::from(m))));
+                key.extend(penalty.into_iter().flat_map(|p| p.nu.iter().copied()));
+                let h = bits_hash(&key) ^ hash64(settings.as_bytes());
+                check_same(w, "estimator's starting point (weights, data, settings)", h)?;
+            }
         }
         last = l;
         if l.is_nan() || l < cfg.rel_stop * initial {
             stop = StopReason::Converged;
+            timing.total = t_iter.elapsed().as_secs_f64();
+            timings.push(timing);
             break;
         }
         let rp = output_errors(cfg.criterion, &traj, data, &e_hat);
@@ -191,6 +302,7 @@ pub fn estimate_with(
                 }
             }
         }
+        timing.adjoint = lap();
         let mut best = None;
         let mut evaluations = 0;
         type Best = Option<(f64, Vec<f64>, Candidate, f64)>;
@@ -205,8 +317,10 @@ pub fn estimate_with(
             diag: diag.as_deref(),
             mask,
         };
+        let (rank, size) = world.map_or((0, 1), |w| (w.rank(), w.size()));
         for &variant in &cfg.variants {
-            let target = solve_units(
+            let t0 = Instant::now();
+            let mut target = solve_share(
                 net,
                 &traj,
                 data,
@@ -215,7 +329,16 @@ pub fn estimate_with(
                 cfg.dmax,
                 cfg.threads,
                 extras,
+                rank,
+                size,
             );
+            timing.solves += t0.elapsed().as_secs_f64();
+            if let Some(w) = world {
+                let t0 = Instant::now();
+                gather_rows(&mut target, net, cfg.dmax, w)?;
+                timing.gather += t0.elapsed().as_secs_f64();
+            }
+            let t0 = Instant::now();
             let dir: Vec<f64> = target
                 .iter()
                 .zip(&net.weights)
@@ -243,8 +366,10 @@ pub fn estimate_with(
             evaluations += m.evals + 1;
             let (u, f) = if f1 <= m.f { (1.0, f1) } else { (m.x, m.f) };
             consider(f, at(u), Candidate::SecondOrder(variant), u, &mut best);
+            timing.line_searches += t0.elapsed().as_secs_f64();
         }
         // First-order candidates.
+        let t0 = Instant::now();
         let gnorm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
         if gnorm > 0.0 && gnorm.is_finite() {
             for k in 0..cfg.first_order {
@@ -276,6 +401,9 @@ pub fn estimate_with(
                 consider(m.f, at(m.x), Candidate::FirstOrder(k), m.x, &mut best);
             }
         }
+        timing.line_searches += t0.elapsed().as_secs_f64();
+        timing.total = t_iter.elapsed().as_secs_f64();
+        timings.push(timing);
         match best {
             Some((f, w, c, s)) => {
                 net.weights = w;
@@ -317,19 +445,25 @@ pub fn estimate_with(
                 SparsePenalty::value(&p.coefficients(&net.weights), &net.weights)
             });
     }
-    Trace {
+    if let Some(w) = world {
+        check_same(w, "estimated weights", bits_hash(&net.weights))?;
+    }
+    Ok(Trace {
         initial,
         last,
         records,
         stop,
         seconds: start.elapsed().as_secs_f64(),
-    }
+        timings,
+        ranks: world.map_or(1, |w| w.size()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::network::Sequence;
     use super::super::reverse::{setup, ReverseSpec};
+    use super::super::simulated::Simulated;
     use super::super::units::{lnl, normal, Leak, LnlSpec};
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -410,6 +544,140 @@ mod tests {
         };
         let one = run(1);
         assert_eq!(one, run(4));
+    }
+
+    /// Runs `estimate_across` on the ranks of a simulated world of `size` (threads), rank `r`
+    /// starting from `start(r)`.
+    fn on_ranks(
+        size: usize,
+        data: &Data,
+        cfg: &EstimatorConfig,
+        start: impl Fn(usize) -> Network + Sync,
+    ) -> Vec<(Network, std::result::Result<Trace, DistError>)> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = Simulated::world(size)
+                .into_iter()
+                .map(|c| {
+                    let start = &start;
+                    s.spawn(move || {
+                        let mut net = start(c.rank());
+                        let c: &dyn Collective = &c;
+                        let tr = estimate_across(&mut net, data, cfg, None, None, Some(c));
+                        (net, tr)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn estimation_across_ranks_is_the_single_process_estimation() {
+        let (_, data, fresh) = setup(&ReverseSpec::lnl(5, 3)).unwrap();
+        let cfg = EstimatorConfig {
+            max_iterations: 6,
+            dmax: 64,
+            ..Default::default()
+        };
+        let mut single = fresh.clone();
+        let tr1 = estimate(&mut single, &data, &cfg);
+        assert!(tr1.ratio() < 1.0 && tr1.ranks == 1);
+        // A second-order candidate won at least once: the shared solves mattered.
+        assert!(tr1
+            .records
+            .iter()
+            .any(|r| matches!(r.candidate, Some(Candidate::SecondOrder(_)))));
+        // The world of one process, through the trait: the same.
+        let mut local = fresh.clone();
+        let one = remanence_distributed::Local;
+        let tr = estimate_across(&mut local, &data, &cfg, None, None, Some(&one)).unwrap();
+        assert_eq!(
+            (&local.weights, &tr.records),
+            (&single.weights, &tr1.records)
+        );
+        for size in [2, 3] {
+            for (rank, (net, tr)) in on_ranks(size, &data, &cfg, |_| fresh.clone())
+                .into_iter()
+                .enumerate()
+            {
+                let tr = tr.unwrap();
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&net.weights),
+                    bits(&single.weights),
+                    "{size} ranks, rank {rank}"
+                );
+                assert_eq!(tr.records, tr1.records, "{size} ranks, rank {rank}");
+                assert_eq!(
+                    (tr.initial, tr.last, tr.stop),
+                    (tr1.initial, tr1.last, tr1.stop)
+                );
+                assert_eq!(tr.ranks, size);
+                assert_eq!(tr.timings.len(), tr.records.len());
+                assert!(tr.timings.iter().all(|t| t.gather >= 0.0 && t.solves > 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn ranks_that_start_apart_fail_on_every_rank() {
+        let (_, data, fresh) = setup(&ReverseSpec::lnl(4, 9)).unwrap();
+        let cfg = EstimatorConfig {
+            max_iterations: 3,
+            ..Default::default()
+        };
+        let out = on_ranks(3, &data, &cfg, |rank| {
+            let mut net = fresh.clone();
+            if rank == 2 {
+                net.weights[1] += 1e-9;
+            }
+            net
+        });
+        for (rank, (_, tr)) in out.into_iter().enumerate() {
+            let err = tr.unwrap_err().to_string();
+            assert!(
+                err.contains("starting point") && err.contains("rank 2 has"),
+                "rank {rank}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_trace_times_every_step() {
+        let (_, data, mut net) = setup(&ReverseSpec::lnl(6, 4)).unwrap();
+        let cfg = EstimatorConfig {
+            max_iterations: 4,
+            dmax: 64,
+            ..Default::default()
+        };
+        let tr = estimate(&mut net, &data, &cfg);
+        assert_eq!(tr.timings.len(), tr.records.len());
+        for t in &tr.timings {
+            let parts = t.forward + t.adjoint + t.solves + t.gather + t.line_searches;
+            assert!(t.forward > 0.0 && t.adjoint > 0.0 && t.solves > 0.0);
+            assert!(t.line_searches > 0.0 && t.gather == 0.0);
+            assert!(
+                parts <= t.total * (1.0 + 1e-9) && parts >= 0.9 * t.total,
+                "{t:?}"
+            );
+        }
+        let (sum, k) = tr.timing_sum();
+        assert_eq!(k, tr.records.len());
+        assert!(sum.total <= tr.seconds);
+        let back: Trace = serde_json::from_str(&serde_json::to_string(&tr).unwrap()).unwrap();
+        // (serde_json reads floats back to within an ulp or so.)
+        assert_eq!(back.timings.len(), tr.timings.len());
+        for (a, b) in back.timings.iter().zip(&tr.timings) {
+            assert!((a.total - b.total).abs() <= 1e-12 * b.total);
+            assert!((a.solves - b.solves).abs() <= 1e-12 * b.solves);
+        }
+        // Traces written before the timings existed still read.
+        let mut old: serde_json::Value = serde_json::to_value(&tr).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("timings");
+        obj.remove("ranks");
+        let back: Trace = serde_json::from_value(old).unwrap();
+        assert!(back.timings.is_empty() && back.ranks == 1);
     }
 
     #[test]

@@ -29,9 +29,12 @@
 //! - [`guard`]: the report's smooth guard and the reference code's cruder one.
 //! - [`adjoint`]: the backward pass and the gradient.
 //! - [`linalg`]: symmetric Jacobi eigen-decomposition, pseudo-inverse, minimum-distance solve.
-//! - [`solve`]: the per-unit least squares (three variants, `D ≤ 16`), in parallel over threads.
+//! - [`solve`]: the per-unit least squares (three variants, `D ≤ 16`), in parallel over threads
+//!   and, through a [`Collective`](remanence_distributed::Collective) (MPI), across processes.
 //! - [`line_search`]: Brent's method.
-//! - [`estimator`]: the full loop (3 second-order + 8 first-order candidates) and its trace.
+//! - [`estimator`]: the full loop (3 second-order + 8 first-order candidates) and its trace
+//!   (with the time of each step); [`estimator::estimate_across`] shares the solves among the
+//!   ranks of an MPI job.
 //! - [`sparse`]: the reweighted L1/L0 regulariser that learns the architecture (described in the
 //!   report, never implemented in its code), the learned mask.
 //! - [`reverse`]: the reverse-engineering experiment and the distributed estimator.
@@ -46,6 +49,8 @@ pub mod linalg;
 pub mod line_search;
 pub mod network;
 pub mod reverse;
+#[cfg(test)]
+mod simulated;
 pub mod solve;
 pub mod sparse;
 pub mod transfer;

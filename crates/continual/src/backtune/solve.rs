@@ -25,8 +25,21 @@
 //! Cost `O(N(DT + D³))`.
 //!
 //! The nodes are independent: they are solved in parallel over `threads` threads
-//! (`std::thread::scope`, contiguous blocks of nodes), and the result does not depend on the
-//! thread count (each node's arithmetic is the same, in the same order).
+//! (`std::thread::scope`, contiguous blocks of nodes of about equal estimated cost,
+//! [`balanced_blocks`]), and the result does not depend on the thread count (each node's
+//! arithmetic is the same, in the same order).
+//!
+//! **Across processes** ([`solve_units_across`]): with a [`Collective`] of `P` ranks, every rank
+//! solves only its contiguous share of the nodes (the same cost-balanced cut, into `P` blocks,
+//! each then spread over the rank's threads), and the solved rows are gathered to every rank:
+//! rank `r` broadcasts the span of weights from its first to its last node (the nodes in between
+//! that are not solved keep their current weights, the same on every rank). The broadcasts copy
+//! the bits, so every rank ends with exactly the weights a single process computes. The caller
+//! must give every rank the same network, trajectory, adjoint and settings (MPI's rule: the same
+//! collective calls, in the same order, on every rank).
+use std::ops::Range;
+
+use remanence_distributed::{Collective, DistError};
 use serde::{Deserialize, Serialize};
 
 use super::linalg::min_distance_solve;
@@ -138,6 +151,113 @@ fn solve_node(
     out
 }
 
+/// The nodes given a second-order solve: `1 ≤ D_n ≤ dmax`, in node order.
+pub fn solved_units(net: &Network, dmax: usize) -> Vec<usize> {
+    (0..net.n_nodes())
+        .filter(|&n| net.dim(n) >= 1 && net.dim(n) <= dmax)
+        .collect()
+}
+
+/// The estimated cost of solving node `n`: `D_n² + D_n` per step for the normal equations (the
+/// `D³` of the eigen-decomposition is smaller whenever `T > D`).
+fn cost(net: &Network, n: usize) -> usize {
+    let d = net.dim(n);
+    d * d + d
+}
+
+/// `units` (nodes, in order) cut into `parts` contiguous blocks of about equal estimated cost:
+/// node `k` goes to the block in which the midpoint of its cumulative cost falls. Returns one
+/// range of indices into `units` per block (some may be empty when there are more blocks than
+/// nodes); the blocks cover `units` in order.
+pub fn balanced_blocks(net: &Network, units: &[usize], parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.max(1);
+    let total: usize = units.iter().map(|&n| cost(net, n)).sum();
+    let mut owner = Vec::with_capacity(units.len());
+    let mut before = 0usize;
+    for &n in units {
+        let c = cost(net, n);
+        // The midpoint `before + c/2`, in units of `total / parts`, times 2 to stay whole.
+        let mid2 = 2 * before + c;
+        let p = if total == 0 {
+            0
+        } else {
+            (mid2 * parts / (2 * total)).min(parts - 1)
+        };
+        owner.push(p);
+        before += c;
+    }
+    let mut blocks = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        let end = start + owner[start..].iter().take_while(|&&o| o == p).count();
+        blocks.push(start..end);
+        start = end;
+    }
+    debug_assert_eq!(start, units.len());
+    blocks
+}
+
+/// Solves `units` on `threads` threads (cost-balanced contiguous blocks) and writes their rows
+/// into `w`.
+#[allow(clippy::too_many_arguments)]
+fn solve_into(
+    w: &mut [f64],
+    units: &[usize],
+    net: &Network,
+    traj: &Trajectory,
+    data: &Data,
+    eps: &[f64],
+    variant: Variant,
+    threads: usize,
+    extras: Extras,
+) {
+    let threads = threads.max(1).min(units.len().max(1));
+    let solved: Vec<(usize, Vec<f64>)> = if threads == 1 {
+        units
+            .iter()
+            .map(|&n| (n, solve_node(net, traj, data, eps, n, variant, extras)))
+            .collect()
+    } else {
+        let blocks = balanced_blocks(net, units, threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .map(|b| {
+                    let chunk = &units[b];
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|&n| (n, solve_node(net, traj, data, eps, n, variant, extras)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("solve thread"))
+                .collect()
+        })
+    };
+    for (n, wn) in solved {
+        let off = net.offset(n);
+        w[off..off + wn.len()].copy_from_slice(&wn);
+    }
+}
+
+/// The current weights with the masked ones set to 0: the rows of the nodes that are not solved.
+fn starting_weights(net: &Network, extras: Extras) -> Vec<f64> {
+    let mut w = net.weights.clone();
+    if let Some(mask) = extras.mask {
+        for (wi, &m) in w.iter_mut().zip(mask) {
+            if !m {
+                *wi = 0.0;
+            }
+        }
+    }
+    w
+}
+
 /// The weight vector after the per-unit solves of `variant`, nodes solved on `threads` threads.
 /// `net.weights` are the current weights `Ŵ`, `traj` their forward pass and `eps` its adjoint.
 #[allow(clippy::too_many_arguments)]
@@ -151,41 +271,112 @@ pub fn solve_units(
     threads: usize,
     extras: Extras,
 ) -> Vec<f64> {
-    let units: Vec<usize> = (0..net.n_nodes())
-        .filter(|&n| net.dim(n) >= 1 && net.dim(n) <= dmax)
-        .collect();
-    let mut w = net.weights.clone();
-    if let Some(mask) = extras.mask {
-        for (wi, &m) in w.iter_mut().zip(mask) {
-            if !m {
-                *wi = 0.0;
-            }
-        }
-    }
-    let threads = threads.max(1).min(units.len().max(1));
-    let block = units.len().div_ceil(threads).max(1);
-    let solved: Vec<(usize, Vec<f64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = units
-            .chunks(block)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&n| (n, solve_node(net, traj, data, eps, n, variant, extras)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("solve thread"))
-            .collect()
-    });
-    for (n, wn) in solved {
-        let off = net.offset(n);
-        w[off..off + wn.len()].copy_from_slice(&wn);
-    }
+    let units = solved_units(net, dmax);
+    let mut w = starting_weights(net, extras);
+    solve_into(
+        &mut w, &units, net, traj, data, eps, variant, threads, extras,
+    );
     w
+}
+
+/// Rank `rank`'s share of the solved nodes in a world of `size` ranks (node indices, contiguous
+/// and in order; empty when there are fewer nodes than ranks, or `rank ≥ size`).
+pub fn rank_share(net: &Network, dmax: usize, rank: usize, size: usize) -> Vec<usize> {
+    let units = solved_units(net, dmax);
+    let blocks = balanced_blocks(net, &units, size);
+    blocks
+        .get(rank)
+        .map_or_else(Vec::new, |b| units[b.clone()].to_vec())
+}
+
+/// The weights after the solves of rank `rank`'s share of the nodes in a world of `size`
+/// ranks ([`rank_share`]), on `threads` threads; the other nodes' rows are the current weights
+/// (masked ones 0). With `size = 1`: [`solve_units`].
+#[allow(clippy::too_many_arguments)]
+pub fn solve_share(
+    net: &Network,
+    traj: &Trajectory,
+    data: &Data,
+    eps: &[f64],
+    variant: Variant,
+    dmax: usize,
+    threads: usize,
+    extras: Extras,
+    rank: usize,
+    size: usize,
+) -> Vec<f64> {
+    let mine = rank_share(net, dmax, rank, size.max(1));
+    let mut w = starting_weights(net, extras);
+    solve_into(
+        &mut w, &mine, net, traj, data, eps, variant, threads, extras,
+    );
+    w
+}
+
+/// Gives every rank of `world` every rank's solved rows: rank `r` broadcasts the weights from
+/// its share's first node's row to its last node's ([`rank_share`]; a rank without nodes sends
+/// nothing). `w` is each rank's [`solve_share`] with the same `dmax`.
+pub fn gather_rows(
+    w: &mut [f64],
+    net: &Network,
+    dmax: usize,
+    world: &dyn Collective,
+) -> Result<(), DistError> {
+    let (rank, size) = (world.rank(), world.size());
+    if rank >= size || w.len() != net.n_weights() {
+        return Err(DistError::Collective(format!(
+            "rank {rank} of {size} gathers {} weights of a network of {}",
+            w.len(),
+            net.n_weights()
+        )));
+    }
+    let units = solved_units(net, dmax);
+    for (r, b) in balanced_blocks(net, &units, size).into_iter().enumerate() {
+        if b.is_empty() {
+            continue;
+        }
+        let (first, last) = (units[b.start], units[b.end - 1]);
+        let span = net.offset(first)..net.offset(last) + net.dim(last);
+        world.broadcast_f64(&mut w[span], r)?;
+    }
+    Ok(())
+}
+
+/// [`solve_units`] with the nodes shared among the ranks of `world` (see the module doc):
+/// [`solve_share`] then [`gather_rows`]; `None` (or a world of one) solves every node here.
+/// Every rank must call it with the same arguments; every rank gets the same weights, exactly
+/// those of [`solve_units`]. The errors are the collective's.
+#[allow(clippy::too_many_arguments)]
+pub fn solve_units_across(
+    net: &Network,
+    traj: &Trajectory,
+    data: &Data,
+    eps: &[f64],
+    variant: Variant,
+    dmax: usize,
+    threads: usize,
+    extras: Extras,
+    world: Option<&dyn Collective>,
+) -> Result<Vec<f64>, DistError> {
+    let Some(world) = world.filter(|c| c.size() > 1) else {
+        return Ok(solve_units(
+            net, traj, data, eps, variant, dmax, threads, extras,
+        ));
+    };
+    let mut w = solve_share(
+        net,
+        traj,
+        data,
+        eps,
+        variant,
+        dmax,
+        threads,
+        extras,
+        world.rank(),
+        world.size(),
+    );
+    gather_rows(&mut w, net, dmax, world)?;
+    Ok(w)
 }
 
 #[cfg(test)]
@@ -194,6 +385,7 @@ mod tests {
     use super::super::criteria::{loss, output_errors, Criterion};
     use super::super::guard::Guard;
     use super::super::network::Sequence;
+    use super::super::simulated::Simulated;
     use super::super::units::{linear, lnl, randomize, Leak, LnlSpec};
     use super::*;
     use rand::{Rng, SeedableRng};
@@ -375,5 +567,188 @@ mod tests {
         );
         let pre = net.offset(6); // pre-activation nodes have D = 1 + 6 + 2 = 9 > 2
         assert_eq!(&small[pre..], &net.weights[pre..]);
+    }
+
+    /// An LNL network of 7 units with an adjustable leak (output nodes `D = 1`, pre-activation
+    /// nodes `D = 10`: uneven costs), its data, trajectory and adjoint.
+    fn uneven() -> (Network, Data, Trajectory, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let spec = LnlSpec {
+            units: 7,
+            inputs: 2,
+            a: -1.0,
+            b: 1.0,
+            leak: Leak::Adjustable(0.3),
+            input_delay: 1,
+        };
+        let mut net = lnl(&spec).unwrap().network;
+        randomize(&mut net, 0.5, &mut rng);
+        let steps = 70;
+        let seq = Sequence {
+            len: steps,
+            inputs: (0..2 * steps)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect(),
+            targets: (0..steps).map(|_| rng.random_range(-0.5..0.5)).collect(),
+        };
+        let data = Data::concat(&[seq], 2, vec![0], 0, false);
+        let (traj, eps) = adjoint(&net, &data);
+        (net, data, traj, eps)
+    }
+
+    #[test]
+    fn balanced_blocks_cut_the_units_in_order_by_cost() {
+        let (net, ..) = uneven();
+        let units = solved_units(&net, DMAX);
+        let dims: Vec<usize> = units.iter().map(|&n| net.dim(n)).collect();
+        assert!(dims.contains(&1) && dims.contains(&10), "{dims:?}");
+        for parts in 1..=20 {
+            let blocks = balanced_blocks(&net, &units, parts);
+            assert_eq!(blocks.len(), parts);
+            // Contiguous, in order, covering every unit once.
+            let mut next = 0;
+            for b in &blocks {
+                assert_eq!(b.start, next, "{parts} parts: {blocks:?}");
+                next = b.end;
+            }
+            assert_eq!(next, units.len());
+            // Balanced: no block costs more than its fair share plus one unit's cost.
+            let cost_of = |b: &Range<usize>| -> usize {
+                units[b.clone()].iter().map(|&n| cost(&net, n)).sum()
+            };
+            let total: usize = units.iter().map(|&n| cost(&net, n)).sum();
+            let biggest = units.iter().map(|&n| cost(&net, n)).max().unwrap();
+            for b in &blocks {
+                assert!(
+                    cost_of(b) <= total.div_ceil(parts) + biggest,
+                    "{parts} parts: {blocks:?}"
+                );
+            }
+        }
+        // Two parts: the 7 cheap output nodes and 3 of the 7 expensive ones against 4, rather
+        // than 7 nodes against 7 (all the cheap ones on one side).
+        let two = balanced_blocks(&net, &units, 2);
+        let costs: Vec<usize> = two
+            .iter()
+            .map(|b| units[b.clone()].iter().map(|&n| cost(&net, n)).sum())
+            .collect();
+        assert!(
+            costs[0].abs_diff(costs[1]) <= 110,
+            "{two:?}: costs {costs:?}"
+        );
+    }
+
+    #[test]
+    fn partitioned_solves_give_exactly_the_local_weights() {
+        let (net, data, traj, eps) = uneven();
+        let diag: Vec<f64> = (0..net.n_weights())
+            .map(|i| 0.01 * (i % 4) as f64)
+            .collect();
+        let mask: Vec<bool> = (0..net.n_weights()).map(|i| i % 7 != 3).collect();
+        let settings = [
+            (Extras::default(), DMAX),
+            (
+                Extras {
+                    diag: Some(&diag),
+                    mask: Some(&mask),
+                },
+                DMAX,
+            ),
+            // DMAX 5: only the output nodes are solved, the others keep their weights.
+            (Extras::default(), 5),
+        ];
+        for (extras, dmax) in settings {
+            for variant in Variant::ALL {
+                let local = solve_units(&net, &traj, &data, &eps, variant, dmax, 1, extras);
+                // No collective, and the world of one process: the local solve.
+                let none =
+                    solve_units_across(&net, &traj, &data, &eps, variant, dmax, 2, extras, None)
+                        .unwrap();
+                assert_eq!(none, local);
+                let one = remanence_distributed::Local;
+                let with_local = solve_units_across(
+                    &net,
+                    &traj,
+                    &data,
+                    &eps,
+                    variant,
+                    dmax,
+                    1,
+                    extras,
+                    Some(&one),
+                )
+                .unwrap();
+                assert_eq!(with_local, local);
+                // Three ranks as threads (each with 2 solve threads of its own).
+                let world = Simulated::world(3);
+                let results: Vec<(usize, Vec<f64>, Vec<f64>)> = std::thread::scope(|s| {
+                    let handles: Vec<_> = world
+                        .into_iter()
+                        .map(|c| {
+                            let (net, traj, data, eps) = (&net, &traj, &data, &eps);
+                            s.spawn(move || {
+                                let share = solve_share(
+                                    net,
+                                    traj,
+                                    data,
+                                    eps,
+                                    variant,
+                                    dmax,
+                                    2,
+                                    extras,
+                                    c.rank(),
+                                    3,
+                                );
+                                let c: &dyn Collective = &c;
+                                let w = solve_units_across(
+                                    net,
+                                    traj,
+                                    data,
+                                    eps,
+                                    variant,
+                                    dmax,
+                                    2,
+                                    extras,
+                                    Some(c),
+                                )
+                                .unwrap();
+                                (c.rank(), share, w)
+                            })
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                let before = starting_weights(&net, extras);
+                let mut covered = vec![false; net.n_nodes()];
+                for (rank, share, w) in &results {
+                    // Every rank ends with exactly the local weights, bit for bit.
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(w),
+                        bits(&local),
+                        "{variant:?}, dmax {dmax}, rank {rank}"
+                    );
+                    // Each rank solved its own share only: its rows are the local solve's, the
+                    // other solved nodes' rows are still the starting weights.
+                    let mine = rank_share(&net, dmax, *rank, 3);
+                    for n in solved_units(&net, dmax) {
+                        let rows = net.offset(n)..net.offset(n) + net.dim(n);
+                        if mine.contains(&n) {
+                            assert_eq!(&share[rows.clone()], &local[rows], "rank {rank} node {n}");
+                            covered[n] = true;
+                        } else {
+                            assert_eq!(&share[rows.clone()], &before[rows], "rank {rank} node {n}");
+                        }
+                    }
+                }
+                for n in solved_units(&net, dmax) {
+                    assert!(covered[n], "node {n} solved by no rank");
+                }
+                // The rows the solve changes are moved by it (not a no-op).
+                if variant == Variant::Plain {
+                    assert_ne!(local, before, "{variant:?}, dmax {dmax}");
+                }
+            }
+        }
     }
 }

@@ -16,9 +16,10 @@
 //! penalty (removing its shrinkage) with the mask fixed. `ν_nd = 0` leaves a weight free (here,
 //! by default, only the weights whose kernel reads a node, the recurrent architecture, are
 //! penalised; biases and input weights are not).
+use remanence_distributed::{Collective, DistError};
 use serde::{Deserialize, Serialize};
 
-use super::estimator::{estimate_with, EstimatorConfig, Trace};
+use super::estimator::{estimate_across, EstimatorConfig, Trace};
 use super::network::{Data, Network, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +104,24 @@ pub fn sparse_estimate(
     threshold: f64,
     refit: bool,
 ) -> SparseResult {
-    let trace = estimate_with(net, data, cfg, Some(penalty), None);
+    match sparse_estimate_across(net, data, cfg, penalty, threshold, refit, None) {
+        Ok(res) => res,
+        Err(e) => unreachable!("one process makes no collective call: {e}"),
+    }
+}
+
+/// [`sparse_estimate`] with the per-unit solves of both estimations shared among the ranks of
+/// `world` ([`estimate_across`]; `None`: all here).
+pub fn sparse_estimate_across(
+    net: &mut Network,
+    data: &Data,
+    cfg: &EstimatorConfig,
+    penalty: &SparsePenalty,
+    threshold: f64,
+    refit: bool,
+    world: Option<&dyn Collective>,
+) -> Result<SparseResult, DistError> {
+    let trace = estimate_across(net, data, cfg, Some(penalty), None, world)?;
     let mask: Vec<bool> = net
         .weights
         .iter()
@@ -126,19 +144,25 @@ pub fn sparse_estimate(
     };
     let kept_per_node = count(&|i| penalty.nu[i] != 0.0 && mask[i]);
     let penalised_per_node = count(&|i| penalty.nu[i] != 0.0);
-    let refit = refit.then(|| estimate_with(net, data, cfg, None, Some(&mask)));
-    SparseResult {
+    let refit = match refit {
+        true => Some(estimate_across(net, data, cfg, None, Some(&mask), world)?),
+        false => None,
+    };
+    Ok(SparseResult {
         mask,
         kept_per_node,
         penalised_per_node,
         trace,
         refit,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::estimator::estimate_with;
     use super::super::network::{Node, Sequence, Term};
+    use super::super::reverse::{setup, ReverseSpec};
+    use super::super::simulated::Simulated;
     use super::super::transfer::Transfer;
     use super::super::units::{normal, randomize};
     use super::*;
@@ -282,5 +306,49 @@ mod tests {
         // Σ e²/2 over U·T observations of variance 1e-4 is about 0.12.
         let refit = res.refit.unwrap();
         assert!(refit.last < 0.3, "refit criterion {}", refit.last);
+    }
+
+    #[test]
+    fn sparse_estimation_across_ranks_is_the_single_process_one() {
+        let (_, data, fresh) = setup(&ReverseSpec::lnl(4, 5)).unwrap();
+        let cfg = EstimatorConfig {
+            max_iterations: 5,
+            ..Default::default()
+        };
+        let penalty = SparsePenalty::on_connections(&fresh, 0.01, 1e-3, SparseKind::L1);
+        let mut single = fresh.clone();
+        let one = sparse_estimate(&mut single, &data, &cfg, &penalty, 0.05, true);
+        assert!(one.mask.iter().any(|k| !k), "the threshold cut something");
+        let out: Vec<(Network, SparseResult)> = std::thread::scope(|s| {
+            let handles: Vec<_> = Simulated::world(2)
+                .into_iter()
+                .map(|c| {
+                    let (data, cfg, penalty, fresh) = (&data, &cfg, &penalty, &fresh);
+                    s.spawn(move || {
+                        let mut net = fresh.clone();
+                        let c: &dyn Collective = &c;
+                        let r = sparse_estimate_across(
+                            &mut net,
+                            data,
+                            cfg,
+                            penalty,
+                            0.05,
+                            true,
+                            Some(c),
+                        )
+                        .unwrap();
+                        (net, r)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, (net, res)) in out.iter().enumerate() {
+            assert_eq!(net.weights, single.weights, "rank {rank}");
+            assert_eq!(res.mask, one.mask, "rank {rank}");
+            assert_eq!(res.trace.records, one.trace.records, "rank {rank}");
+            let (a, b) = (res.refit.as_ref().unwrap(), one.refit.as_ref().unwrap());
+            assert_eq!((a.records.clone(), a.ranks), (b.records.clone(), 2));
+        }
     }
 }
