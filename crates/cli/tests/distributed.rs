@@ -1,7 +1,9 @@
 //! `remanence train --distributed mpi` under a real `mpirun` (Open MPI; the binary built with
 //! `--features mpi`): two ranks give the single-process result and resume exactly, ranks that
 //! disagree or outnumber a batch are refused on every rank, a killed rank ends the job within
-//! seconds. Without the feature the flag is refused with how to get it. Run with
+//! seconds; `remanence continual --distributed mpi` gives the single-process accuracy matrix and
+//! weights (replay, EWC, A-GEM, SI), resumes exactly, and refuses dual-net and worlds larger than a
+//! batch. Without the feature the flag is refused with how to get it. Run with
 //! `cargo test --release -p remanence-cli --features mpi --test distributed -- --test-threads 1`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -286,6 +288,263 @@ mod with_mpi {
         assert!(out.contains("rank 1"), "{out}");
         // The run folder keeps its last complete epoch.
         assert!(!metrics(&runs.join("long")).is_empty());
+        let _ = std::fs::remove_dir_all(&runs);
+    }
+
+    // `remanence continual --distributed mpi`: the scenario's matrix and weights are those of
+    // one process, resume included; methods that would differ, and worlds too large, are refused.
+
+    /// A small sequence-list run (2 lists of 2 sequences, f64) of `method` into `runs/name`.
+    fn continual_args(runs: &Path, name: &str, method: &str) -> Vec<String> {
+        [
+            "--threads",
+            "1",
+            "continual",
+            "--scenario",
+            "lists:2:2:4:8",
+            "--method",
+            method,
+            "--cell",
+            "lstm",
+            "--hidden",
+            "8",
+            "--epochs",
+            "3",
+            "--dtype",
+            "f64",
+            "--buffer-per-class",
+            "1",
+            "--replay-batch",
+            "2",
+            "--agem-batch",
+            "4",
+            "--ewc-lambda",
+            "50",
+            "--transfer-size",
+            "8",
+            "--transfer-epochs",
+            "1",
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--name",
+            name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn json(p: &Path) -> serde_json::Value {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Every number of `a` and `b` (same shape) within 1e-10; `what` names them in failures.
+    fn close(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{what}: {a} vs {b}");
+                for (x, y) in x.iter().zip(y) {
+                    close(x, y, what);
+                }
+            }
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-10, "{what}: {x} vs {y}");
+            }
+            _ => assert_eq!(a, b, "{what}"),
+        }
+    }
+
+    /// Row `k` of the accuracy matrix as `exp-NN/scores.json` records it (the bits of each f64).
+    fn scores(run: &Path, k: usize) -> Vec<f64> {
+        let s = json(&run.join(format!("exp-{k:02}/scores.json")));
+        assert_eq!(s["experience"], k);
+        s["row"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| f64::from_bits(u64::from_str_radix(h.as_str().unwrap(), 16).unwrap()))
+            .collect()
+    }
+
+    /// Two scenario runs with the same matrix (`matrix.json`, each experience's exact scores and
+    /// the per-experience records' accuracies), the same final weights, and the same training in
+    /// each experience (its weights and epoch losses), to 1e-10.
+    fn same_scenario(a: &Path, b: &Path) {
+        let (ma, mb) = (json(&a.join("matrix.json")), json(&b.join("matrix.json")));
+        let rows = ma["rows"].as_array().unwrap().len();
+        assert_eq!(rows, 2, "{ma}");
+        close(&ma["initial"], &mb["initial"], "initial accuracies");
+        close(&ma["rows"], &mb["rows"], "accuracy matrix");
+        for k in 0..rows {
+            let (sa, sb) = (scores(a, k), scores(b, k));
+            assert_eq!(sa.len(), sb.len());
+            for (x, y) in sa.iter().zip(&sb) {
+                assert!(
+                    (x - y).abs() <= 1e-10,
+                    "scores of experience {k}: {x} vs {y}"
+                );
+            }
+            same_run(
+                &a.join(format!("exp-{k:02}")),
+                &b.join(format!("exp-{k:02}")),
+            );
+        }
+        let (ra, rb) = (metrics(a), metrics(b));
+        assert_eq!(ra.len(), rows);
+        assert_eq!(rb.len(), rows);
+        for (x, y) in ra.iter().zip(&rb) {
+            assert_eq!(x["experience"], y["experience"]);
+            close(
+                &x["accuracies"],
+                &y["accuracies"],
+                "accuracies in metrics.jsonl",
+            );
+        }
+        // The model after the last experience.
+        let (wa, wb) = (weights(a), weights(b));
+        assert_eq!(wa.len(), wb.len());
+        assert!(!wa.is_empty());
+        for (k, va) in &wa {
+            let d = va
+                .iter()
+                .zip(&wb[k])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(d <= 1e-10, "{k}: final weights differ by {d}");
+        }
+    }
+
+    fn folders(runs: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn continual_on_two_ranks_gives_the_single_process_matrix_and_weights() {
+        for method in ["replay", "ewc", "agem", "si"] {
+            let runs = tmp(&format!("cl-{method}"));
+            let o = Command::new(BIN)
+                .args(continual_args(&runs, "one", method))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{method}: {}", text(&o));
+            let mut args = continual_args(&runs, "two", method);
+            args.extend(["--distributed", "mpi"].map(String::from));
+            let o = mpirun(2).args(&args).output().unwrap();
+            assert!(o.status.success(), "{method}: {}", text(&o));
+            let out = text(&o);
+            assert!(out.contains("data-parallel over 2 MPI ranks"), "{out}");
+            // Rank 0 alone prints the experiences' lines.
+            assert_eq!(out.matches("experience 2: accuracy").count(), 1, "{out}");
+            same_scenario(&runs.join("one"), &runs.join("two"));
+            let info = json(&runs.join("two/continual.json"));
+            assert_eq!(info["method"], method);
+            // Only rank 0 wrote a run folder.
+            assert_eq!(folders(&runs), ["one", "two"], "{method}");
+            let _ = std::fs::remove_dir_all(&runs);
+        }
+    }
+
+    #[test]
+    fn continual_stopped_and_resumed_on_two_ranks_gives_the_uninterrupted_run() {
+        for method in ["replay", "ewc"] {
+            let runs = tmp(&format!("cl-resume-{method}"));
+            let o = Command::new(BIN)
+                .args(continual_args(&runs, "whole", method))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{method}: {}", text(&o));
+            let mut args = continual_args(&runs, "part", method);
+            args.extend(["--distributed", "mpi", "--max-experiences", "1"].map(String::from));
+            let o = mpirun(2).args(&args).output().unwrap();
+            assert!(o.status.success(), "{method}: {}", text(&o));
+            assert!(
+                text(&o).contains("stopped after 1 of 2 experiences"),
+                "{}",
+                text(&o)
+            );
+            let part = runs.join("part");
+            assert_eq!(
+                json(&part.join("matrix.json"))["rows"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                1
+            );
+            // The other rank's scratch folder is gone: the state of experience 1 (the memory,
+            // EWC's Fisher) reaches it from rank 0.
+            let o = mpirun(2)
+                .args(["--threads", "1", "continual", "--resume"])
+                .arg(&part)
+                .args(["--distributed", "mpi"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{method}: {}", text(&o));
+            assert!(
+                text(&o).contains("resuming at experience 2 of 2"),
+                "{}",
+                text(&o)
+            );
+            same_scenario(&runs.join("whole"), &part);
+            assert_eq!(folders(&runs), ["part", "whole"], "{method}");
+            let _ = std::fs::remove_dir_all(&runs);
+        }
+    }
+
+    #[test]
+    fn continual_methods_and_worlds_that_would_differ_are_refused() {
+        let runs = tmp("cl-refused");
+        let mut args = continual_args(&runs, "dual", "dual-net");
+        args.extend(["--distributed", "mpi"].map(String::from));
+        let o = mpirun(2).args(&args).output().unwrap();
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("--method dual-net cannot be trained with --distributed")
+                && text(&o).contains("one process"),
+            "{}",
+            text(&o)
+        );
+        // Each experience has 2 training sequences: 3 ranks cannot share a batch.
+        let mut args = continual_args(&runs, "wide", "replay");
+        args.extend(["--distributed", "mpi"].map(String::from));
+        let o = mpirun(3).args(&args).output().unwrap();
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("experience 1") && text(&o).contains("3 processes"),
+            "{}",
+            text(&o)
+        );
+        // Nothing was written.
+        assert!(folders(&runs).is_empty(), "{:?}", folders(&runs));
+        // A dual-net run stopped in one process cannot be resumed data-parallel either.
+        let mut args = continual_args(&runs, "dual", "dual-net");
+        args.extend(["--max-experiences", "1"].map(String::from));
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let before = std::fs::read_to_string(runs.join("dual/matrix.json")).unwrap();
+        let o = mpirun(2)
+            .args(["--threads", "1", "continual", "--resume"])
+            .arg(runs.join("dual"))
+            .args(["--distributed", "mpi"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("dual-net cannot be trained with --distributed"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(
+            std::fs::read_to_string(runs.join("dual/matrix.json")).unwrap(),
+            before
+        );
         let _ = std::fs::remove_dir_all(&runs);
     }
 }

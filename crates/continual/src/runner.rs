@@ -23,7 +23,24 @@
 //! last row are discarded. Since each experience's random streams start from (seed, experience)
 //! ([`MethodState::begin_experience`]) and the trainer's batch order from (seed, epoch), the
 //! resumed run gives the same numbers as an uninterrupted one.
+//!
+//! **Data-parallel runs** ([`run_limited_on`], [`resume_on`] with a [`Parallel`]:
+//! `remanence continual --distributed mpi`). Every rank of the job runs this same runner, in a
+//! run folder of its own: rank 0 in the run folder, the others in scratch folders that the caller
+//! removes afterwards. Each experience's gradient steps are data-parallel
+//! (`remanence_distributed::AllReducePlugin`, placed among the method's plugins as
+//! [`crate::strategy`] explains), everything else runs replicated: the scoring, the method's
+//! state between experiences, the files (written alike in each folder). The matrix and the final
+//! weights are therefore those of one process (to floating-point summation order). The ranks
+//! check, before anything is written, that they run the same configuration and scenario and that
+//! every batch of every experience can give each of them a sequence ([`check_parallel`]); before
+//! the first experience they run and after each one that their parameters and scores agree; a
+//! method whose data-parallel training would differ (the dual network) is refused. To resume,
+//! rank 0 sends every other rank the files of the stopped run that [`resume`] reads
+//! ([`send_stopped`], [`receive_stopped`]); the other ranks need not see rank 0's folder (no
+//! shared filesystem).
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -38,7 +55,243 @@ use crate::plots;
 use crate::scenario::{Scenario, ScenarioSpec};
 use crate::strategy::{Method, MethodState};
 use crate::task_il::TaskIlPlugin;
+use remanence_distributed::setup::{check_same, hash64};
+use remanence_distributed::{
+    check_same_config, check_world, AllReducePlugin, Collective, DistError,
+};
 use remanence_train::Plugin;
+
+/// How the experiences of a scenario run are trained across the processes of a job: a maker of
+/// handles on the job's [`Collective`] (one for the all-reduce plugin of each experience, one for
+/// the runner's own checks). Every rank of the job must run the same scenario run with its own
+/// `Parallel`; with a world of one process ([`remanence_distributed::Local`]) the run is the
+/// single-process one.
+#[derive(Clone)]
+pub struct Parallel {
+    make: Arc<dyn Fn() -> Box<dyn Collective> + Send + Sync>,
+}
+
+impl Parallel {
+    /// The job whose collective `make` hands out (an MPI world's clones, for instance).
+    pub fn new(make: impl Fn() -> Box<dyn Collective> + Send + Sync + 'static) -> Self {
+        Self {
+            make: Arc::new(make),
+        }
+    }
+
+    /// A new handle on the job's collective.
+    pub fn collective(&self) -> Box<dyn Collective> {
+        (self.make)()
+    }
+}
+
+impl std::fmt::Debug for Parallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.collective();
+        write!(f, "Parallel {{ rank: {}, size: {} }}", c.rank(), c.size())
+    }
+}
+
+/// A distributed-training error as this crate's: a candle or training error stays what it was,
+/// the others (mismatch across ranks, a world too large) keep their message.
+fn dist(e: DistError) -> ContinualError {
+    match e {
+        DistError::Train(t) => ContinualError::Train(t),
+        DistError::Candle(c) => ContinualError::Candle(c),
+        e => ContinualError::Config(e.to_string()),
+    }
+}
+
+/// Checks, without communicating, that `method` over `scenario` can be trained data-parallel
+/// across `size` processes: the method gives the single-process result
+/// ([`Method::check_distributed`]) and every batch of every experience (joint: of the union
+/// learned at each experience) has at least `size` sequences.
+pub fn check_parallel(
+    cfg: &RunConfig,
+    scenario: &Scenario,
+    method: Method,
+    size: usize,
+) -> Result<()> {
+    method.check_distributed()?;
+    for k in 0..scenario.experiences.len() {
+        let len = match method {
+            Method::Joint => remanence_tasks::SequenceTask::train_len(&scenario.cumulative(k)),
+            _ => remanence_tasks::SequenceTask::train_len(&scenario.experiences[k]),
+        };
+        check_world(size, cfg.train.batch_size, len)
+            .map_err(|e| ContinualError::Config(format!("experience {}: {}", k + 1, dist(e))))?;
+    }
+    Ok(())
+}
+
+/// The collective checks before a data-parallel run writes anything: the world fits
+/// ([`check_parallel`]) and every rank runs the same configuration, scenario and method.
+fn check_job(
+    c: &dyn Collective,
+    cfg: &RunConfig,
+    scenario: &Scenario,
+    method: Method,
+) -> Result<()> {
+    check_parallel(cfg, scenario, method, c.size())?;
+    let what = serde_json::to_string(&(cfg, ContinualInfo::new(scenario, method)))
+        .expect("a configuration serialises");
+    check_same_config(c, &what).map_err(dist)
+}
+
+/// A hash of `store`'s parameters (names and values) and of `scores`' bits.
+fn state_hash(store: &ParamStore, scores: &[f64]) -> Result<u64> {
+    let mut bytes = Vec::new();
+    for (name, v) in store.vars() {
+        bytes.extend(name.as_bytes());
+        let values = v
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        for x in values {
+            bytes.extend(x.to_le_bytes());
+        }
+    }
+    for x in scores {
+        bytes.extend(x.to_bits().to_le_bytes());
+    }
+    Ok(hash64(&bytes))
+}
+
+/// The files of the stopped run `stopped` (read from `run`) that [`Stopped::read`] and
+/// [`resume`] read, relative to the run folder, those that exist: the records of the run, the
+/// exact scores of each finished experience, and the model and method state of the last one.
+fn resume_files(run: &RunDir, stopped: &Stopped) -> Vec<String> {
+    let mut files: Vec<String> = [
+        CONTINUAL,
+        remanence_train::run_dir::CONFIG,
+        MATRIX,
+        NET2_MATRIX,
+        METRICS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 0..stopped.next {
+        files.push(format!("{}/{SCORES}", experience_dir(i)));
+    }
+    if stopped.next > 0 {
+        let last = experience_dir(stopped.next - 1);
+        for f in [
+            remanence_train::run_dir::MODEL,
+            crate::saved::STATE_JSON,
+            crate::saved::STATE_TENSORS,
+        ] {
+            files.push(format!("{last}/{f}"));
+        }
+    }
+    files.retain(|f| run.file(f).is_file());
+    files
+}
+
+/// `files` (relative path, content) as one buffer: for each, the path's length (u64, little
+/// endian), the path, the content's length, the content.
+fn pack(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, bytes) in files {
+        out.extend((name.len() as u64).to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend((bytes.len() as u64).to_le_bytes());
+        out.extend(bytes);
+    }
+    out
+}
+
+/// The inverse of [`pack`]; refuses a truncated buffer and a path that is not a plain relative
+/// one (no `..`, no root).
+fn unpack(mut buf: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let bad = |m: &str| ContinualError::Config(format!("the run's files as rank 0 sent them: {m}"));
+    let take = |buf: &mut &[u8]| -> Result<Vec<u8>> {
+        if buf.len() < 8 {
+            return Err(bad("truncated"));
+        }
+        let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")) as usize;
+        if buf.len() - 8 < n {
+            return Err(bad("truncated"));
+        }
+        let v = buf[8..8 + n].to_vec();
+        *buf = &buf[8 + n..];
+        Ok(v)
+    };
+    let mut files = Vec::new();
+    while !buf.is_empty() {
+        let name = String::from_utf8(take(&mut buf)?).map_err(|_| bad("a path is not UTF-8"))?;
+        let plain = !name.is_empty()
+            && Path::new(&name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(bad(&format!("`{name}` is not a path inside a run folder")));
+        }
+        let bytes = take(&mut buf)?;
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// For a data-parallel `--resume`, on rank 0: sends the files of the stopped run `stopped`
+/// (read from `run`) that [`resume`] reads ([`resume_files`]) to every other rank, which
+/// receives them with [`receive_stopped`] (every rank must make the call).
+pub fn send_stopped(c: &dyn Collective, run: &RunDir, stopped: &Stopped) -> Result<()> {
+    if c.rank() != 0 {
+        return Err(ContinualError::Config(format!(
+            "rank {} sends a stopped run; only rank 0 reads it (the others receive it)",
+            c.rank()
+        )));
+    }
+    let mut files = Vec::new();
+    for name in resume_files(run, stopped) {
+        let p = run.file(&name);
+        let bytes = std::fs::read(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
+        files.push((name, bytes));
+    }
+    let mut buf = pack(&files);
+    c.broadcast_bytes(&mut buf, 0).map_err(dist)
+}
+
+/// The files of a stopped run as rank 0 sent them ([`send_stopped`]), to write into a run
+/// folder of this rank's own ([`StoppedFiles::write_into`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoppedFiles(Vec<(String, Vec<u8>)>);
+
+/// For a data-parallel `--resume`, on a rank other than 0: the files [`send_stopped`] sends.
+/// Nothing is written yet: a rank that is aborted while waiting here leaves nothing behind.
+pub fn receive_stopped(c: &dyn Collective) -> Result<StoppedFiles> {
+    if c.rank() == 0 {
+        return Err(ContinualError::Config(
+            "rank 0 receives a stopped run; it reads its own (and sends it)".into(),
+        ));
+    }
+    let mut buf = Vec::new();
+    c.broadcast_bytes(&mut buf, 0).map_err(dist)?;
+    Ok(StoppedFiles(unpack(&buf)?))
+}
+
+impl StoppedFiles {
+    /// Writes the files into `run` (an empty scratch folder), which [`Stopped::read`] can then
+    /// read and [`resume_on`] continue.
+    pub fn write_into(&self, run: &RunDir) -> Result<()> {
+        for (name, bytes) in &self.0 {
+            let p = run.file(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| file_err(parent, format!("cannot create: {e}")))?;
+            }
+            io::write_atomic(&p, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The files' paths inside the run folder.
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+}
 
 /// The scenario's record in a run folder ([`ContinualInfo`]).
 pub const CONTINUAL: &str = "continual.json";
@@ -247,9 +500,40 @@ pub fn run_limited(
     report: &mut dyn FnMut(&ExperienceRecord),
     max_experiences: Option<usize>,
 ) -> Result<AccuracyMatrix> {
+    run_limited_on(
+        cfg,
+        scenario,
+        method,
+        run,
+        device,
+        observer,
+        report,
+        max_experiences,
+        None,
+    )
+}
+
+/// [`run_limited`], data-parallel across the processes of `parallel` when given (see the
+/// module's notes): every rank calls it, each with its own run folder `run` (rank 0's is the
+/// run's; the others' are scratch).
+#[allow(clippy::too_many_arguments)]
+pub fn run_limited_on(
+    cfg: &RunConfig,
+    scenario: &Scenario,
+    method: Method,
+    run: &RunDir,
+    device: &Device,
+    observer: &mut dyn Observer,
+    report: &mut dyn FnMut(&ExperienceRecord),
+    max_experiences: Option<usize>,
+    parallel: Option<&Parallel>,
+) -> Result<AccuracyMatrix> {
     method.check_scenario(&scenario.spec)?;
     method.check_memory(scenario)?;
     let cfg = &method_config(cfg, method);
+    if let Some(p) = parallel {
+        check_job(p.collective().as_ref(), cfg, scenario, method)?;
+    }
     let dtype = cfg.dtype()?;
     write_json(&run.file(CONTINUAL), &ContinualInfo::new(scenario, method))?;
     run.write_config(cfg)?;
@@ -274,6 +558,7 @@ pub fn run_limited(
             net2_matrix,
         },
         max_experiences,
+        parallel,
     )
 }
 
@@ -409,6 +694,32 @@ pub fn resume(
     report: &mut dyn FnMut(&ExperienceRecord),
     max_experiences: Option<usize>,
 ) -> Result<AccuracyMatrix> {
+    resume_on(
+        stopped,
+        scenario,
+        run,
+        device,
+        observer,
+        report,
+        max_experiences,
+        None,
+    )
+}
+
+/// [`resume`], data-parallel across the processes of `parallel` when given: every rank calls
+/// it, rank 0 on the stopped run's folder, the others on scratch folders into which
+/// [`receive_stopped`] wrote what it needs.
+#[allow(clippy::too_many_arguments)]
+pub fn resume_on(
+    stopped: &Stopped,
+    scenario: &Scenario,
+    run: &RunDir,
+    device: &Device,
+    observer: &mut dyn Observer,
+    report: &mut dyn FnMut(&ExperienceRecord),
+    max_experiences: Option<usize>,
+    parallel: Option<&Parallel>,
+) -> Result<AccuracyMatrix> {
     let method = stopped.method;
     method.check_scenario(&scenario.spec)?;
     let now = ContinualInfo::new(scenario, method);
@@ -438,6 +749,9 @@ pub fn resume(
         );
     }
     let cfg = &method_config(&stopped.cfg, method);
+    if let Some(p) = parallel {
+        check_job(p.collective().as_ref(), cfg, scenario, method)?;
+    }
     let dtype = cfg.dtype()?;
     let k0 = stopped.next;
     let matrix_read = read_matrix(run, stopped.experiences)?;
@@ -519,6 +833,7 @@ pub fn resume(
             net2_matrix,
         },
         max_experiences,
+        parallel,
     )
 }
 
@@ -589,8 +904,11 @@ fn drive(
     report: &mut dyn FnMut(&ExperienceRecord),
     p: Progress,
     max_experiences: Option<usize>,
+    parallel: Option<&Parallel>,
 ) -> Result<AccuracyMatrix> {
     let dtype = cfg.dtype()?;
+    // The runner's own checks (the all-reduce plugin of each experience has its own handle).
+    let checks = parallel.map(Parallel::collective);
     let Progress {
         mut model,
         mut store,
@@ -601,6 +919,17 @@ fn drive(
     let n = scenario.experiences.len();
     let first = matrix.rows.len();
     let last = max_experiences.map_or(n, |m| (first + m).min(n));
+    if let Some(c) = &checks {
+        // Same seed, same initial model (or, resumed, the same files): a mismatch here means a
+        // rank computes differently, and its run would not be the single-process one.
+        let h = state_hash(&store, &[])?;
+        check_same(
+            c.as_ref(),
+            &format!("model before experience {}", first + 1),
+            h,
+        )
+        .map_err(dist)?;
+    }
     for k in first..last {
         let start = Instant::now();
         reset_peak_memory();
@@ -622,7 +951,9 @@ fn drive(
         let mask = exp
             .task_mask()
             .map(|m| Box::new(TaskIlPlugin::new(m)) as Box<dyn Plugin>);
-        let learner = state.learner(cfg, k, &scenario.experiences[k], mask)?;
+        let all_reduce =
+            parallel.map(|p| Box::new(AllReducePlugin::new(p.collective())) as Box<dyn Plugin>);
+        let learner = state.learner_parallel(cfg, k, &scenario.experiences[k], mask, all_reduce)?;
         let trainer =
             Trainer::from_model(cfg.clone(), &exp, sub.clone(), device.clone(), model, store)?
                 .with_learner(learner);
@@ -638,6 +969,15 @@ fn drive(
             }
             None => None,
         };
+        if let Some(c) = &checks {
+            let h = state_hash(&store, &row)?;
+            check_same(
+                c.as_ref(),
+                &format!("model and scores after experience {}", k + 1),
+                h,
+            )
+            .map_err(dist)?;
+        }
         // What the experience leaves, before the row of the matrix that commits it.
         state.save(k + 1, sub.path())?;
         let scores = SavedScores {
@@ -722,4 +1062,214 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remanence_distributed::Local;
+
+    #[test]
+    fn packed_files_unpack_as_they_were_and_bad_paths_are_refused() {
+        let files = vec![
+            ("continual.json".to_string(), b"{}".to_vec()),
+            ("exp-00/scores.json".to_string(), vec![0, 1, 2, 255]),
+            ("empty".to_string(), Vec::new()),
+        ];
+        assert_eq!(unpack(&pack(&files)).unwrap(), files);
+        assert!(unpack(&[]).unwrap().is_empty());
+        let packed = pack(&files);
+        let err = unpack(&packed[..packed.len() - 1]).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        for bad in ["../x", "/etc/x", "a/../../b", ""] {
+            let err = unpack(&pack(&[(bad.to_string(), vec![1])]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("not a path inside a run folder"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn received_files_are_written_into_the_rank_s_own_folder() {
+        let root =
+            std::env::temp_dir().join(format!("remanence-runner-recv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let run = RunDir::create_new(&root, "run").unwrap();
+        let files = StoppedFiles(vec![
+            (CONTINUAL.to_string(), b"{}".to_vec()),
+            ("exp-00/scores.json".to_string(), b"[1]".to_vec()),
+        ]);
+        assert_eq!(files.names(), [CONTINUAL, "exp-00/scores.json"]);
+        files.write_into(&run).unwrap();
+        assert_eq!(std::fs::read(run.file(CONTINUAL)).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(run.file("exp-00/scores.json")).unwrap(),
+            b"[1]"
+        );
+        // Rank 0 of a world of one neither receives nor has anyone to send to but itself.
+        assert!(receive_stopped(&Local).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A small run of `method` over sequence lists, f64, into `root/name`; `parallel`: through
+    /// the data-parallel path.
+    fn lists_run(
+        root: &Path,
+        name: &str,
+        method: Method,
+        parallel: Option<&Parallel>,
+    ) -> (AccuracyMatrix, Vec<f64>) {
+        use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
+        use remanence_tasks::{TaskConfig, TaskKind};
+        use remanence_train::{OptimizerConfig, OptimizerKind, Schedule, TrainConfig};
+        let scenario = Scenario::synthetic("lists:2:2:4:8".parse().unwrap(), 3).unwrap();
+        let cfg = RunConfig {
+            model: ModelConfig::new(
+                RnnConfig {
+                    cell: CellKind::Gru,
+                    input_size: scenario.base.input_size(),
+                    hidden_size: 6,
+                    num_layers: 1,
+                    activation: Activation::Tanh,
+                    ct: Default::default(),
+                    reservoir: Default::default(),
+                    threads: None,
+                    kernel: Kernel::Auto,
+                },
+                scenario.base.output_size(),
+            ),
+            task: TaskConfig {
+                kind: TaskKind::MnistPixels,
+                train_size: 0,
+                test_size: 0,
+                data_seed: 3,
+                data_dir: None,
+                options: Default::default(),
+            },
+            train: TrainConfig {
+                epochs: 2,
+                batch_size: 16,
+                optimizer: OptimizerConfig::new(OptimizerKind::Adam, 0.05),
+                schedule: Schedule::Constant,
+                clip_norm: Some(1.0),
+                seed: 5,
+                early_stop: false,
+                target: None,
+                eval_batch_size: 64,
+                ridge: None,
+                backtune: None,
+            },
+            dtype: "f64".into(),
+            device: "cpu".into(),
+        };
+        let run = RunDir::create_new(root, name).unwrap();
+        let m = run_limited_on(
+            &cfg,
+            &scenario,
+            method,
+            &run,
+            &Device::Cpu,
+            &mut remanence_train::trainer::Silent,
+            &mut |_| {},
+            None,
+            parallel,
+        )
+        .unwrap();
+        let (_, store) = run.load_model(&cfg, &Device::Cpu).unwrap();
+        let mut w = Vec::new();
+        for (_, v) in store.vars() {
+            w.extend(
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap(),
+            );
+        }
+        (m, w)
+    }
+
+    /// With a world of one process the data-parallel path (the all-reduce plugin among the
+    /// method's plugins, the checks between experiences) learns what the plain run learns.
+    #[test]
+    fn a_world_of_one_learns_what_one_process_learns() {
+        let root =
+            std::env::temp_dir().join(format!("remanence-runner-one-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let local = Parallel::new(|| Box::new(Local) as Box<dyn Collective>);
+        for method in [
+            Method::Replay {
+                per_class: 1,
+                per_batch: 2,
+            },
+            Method::Agem {
+                per_class: 1,
+                batch: 4,
+            },
+            Method::Si { c: 1.0, xi: 0.1 },
+        ] {
+            let name = method.name();
+            let (ma, wa) = lists_run(&root, &format!("{name}-plain"), method, None);
+            let (mb, wb) = lists_run(&root, &format!("{name}-local"), method, Some(&local));
+            assert_eq!(ma.rows.len(), 2);
+            assert_eq!(ma.initial, mb.initial);
+            for (ra, rb) in ma.rows.iter().zip(&mb.rows) {
+                for (a, b) in ra.iter().zip(rb) {
+                    assert!((a - b).abs() <= 1e-12, "{name}: {a} vs {b}");
+                }
+            }
+            assert_eq!(wa.len(), wb.len());
+            let d = wa
+                .iter()
+                .zip(&wb)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(d <= 1e-12, "{name}: weights differ by {d}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_parallel_handle_gives_its_collective() {
+        let p = Parallel::new(|| Box::new(Local) as Box<dyn Collective>);
+        let c = p.clone().collective();
+        assert_eq!((c.rank(), c.size()), (0, 1));
+        assert_eq!(format!("{p:?}"), "Parallel { rank: 0, size: 1 }");
+    }
+
+    #[test]
+    fn the_dual_network_is_refused_data_parallel_and_the_others_are_not() {
+        use crate::dual::DualOptions;
+        assert!(Method::DualNet(DualOptions::default())
+            .check_distributed()
+            .unwrap_err()
+            .to_string()
+            .contains("dual-net cannot be trained with --distributed"));
+        for m in [
+            Method::Naive,
+            Method::Joint,
+            Method::Replay {
+                per_class: 1,
+                per_batch: 1,
+            },
+            Method::Ewc {
+                lambda: 1.0,
+                decay: 1.0,
+            },
+            Method::Si { c: 1.0, xi: 0.1 },
+            Method::Lwf {
+                alpha: 1.0,
+                temperature: 2.0,
+            },
+            Method::Agem {
+                per_class: 1,
+                batch: 4,
+            },
+        ] {
+            m.check_distributed().unwrap();
+        }
+    }
 }

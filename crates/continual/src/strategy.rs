@@ -40,6 +40,44 @@
 //! how the run got there: a run stopped after experience k and resumed from the state saved
 //! then ([`MethodState::save`], [`MethodState::load`]) learns exactly what the uninterrupted run
 //! learns.
+//!
+//! **Data-parallel training** (`remanence continual --distributed mpi`, [`crate::runner::Parallel`]).
+//! Every rank runs the same scenario with the same seeds; at each step of an experience
+//! `remanence_distributed::AllReducePlugin` cuts the global batch into one contiguous shard per
+//! rank and all-reduces the shards' gradients weighted by their loss normalisers `w_r`, so the
+//! update is that of the whole batch. Where it sits among the method's plugins
+//! ([`MethodState::learner_parallel`]) decides what it sees:
+//!
+//! ```text
+//! task-IL mask → dual-net → replay → ALL-REDUCE → A-GEM → EWC → SI → LwF
+//! ```
+//!
+//! - *After every plugin that changes the batch in `prepare`*: replay appends its draw from the
+//!   memory to the global batch, and it is that mixed batch that is sharded (the draw comes from
+//!   the memory's stream, identical on every rank). The task-incremental mask and the dual
+//!   network change no batch in `prepare` (the mask acts on each sequence's own read-out, the
+//!   dual network adds its pseudo-patterns as a loss term), so their place does not matter.
+//! - *Before every plugin whose `transform_gradients` needs the global gradient*: A-GEM projects
+//!   the averaged gradient against its reference gradient (drawn from the memory and computed
+//!   in full on every rank: the same on each), and SI integrates `−g·Δθ` with the gradient the
+//!   optimizer applies.
+//! - *Penalties of the parameters alone* (EWC, SI) are the same term `e` on every rank:
+//!   `Σ_r w_r (l_r + e) / Σ_r w_r = l + e`, so averaging keeps them (and SI's own gradient,
+//!   which it takes off the averaged one, is that of the global step).
+//! - *Losses on the batch* must be normalised like the task loss for the weighted average to be
+//!   the global loss. LwF's distillation is a mean over the batch's sequences, and LwF learns
+//!   only class objectives, whose normaliser is the number of sequences: exact (with
+//!   task-incremental heads, a mean over old groups of such means: exact too). The dual
+//!   network's terms are not: its pseudo-patterns are `⌈ρ·B⌉` for a batch of `B`, generated per
+//!   step from its own random stream, so a rank would generate for its shard neither the
+//!   patterns nor the number of patterns of the single-process step (and the denoising
+//!   reconstruction draws its noise per batch alike). `dual-net` is refused under
+//!   `--distributed` ([`Method::check_distributed`]).
+//!
+//! Everything else runs replicated on every rank, deterministically from the same seeds: the
+//! memory's draws and its filling, EWC's Fisher (on the whole training set), SI's and LwF's
+//! consolidation, the scoring. The all-reduce plugin checks once an epoch that the ranks'
+//! parameters still agree; the runner checks again after each experience.
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
@@ -270,6 +308,24 @@ impl Method {
         Ok(())
     }
 
+    /// Refuses a method whose data-parallel training would not give the single-process result
+    /// (see the module's notes): the dual network, whose pseudo-patterns and denoising noise are
+    /// drawn per step for the batch at hand, so a rank's shard would get neither those of the
+    /// single-process step nor their number.
+    pub fn check_distributed(&self) -> Result<()> {
+        match self {
+            Self::DualNet(_) => Err(ContinualError::Config(
+                "--method dual-net cannot be trained with --distributed: NET1's pseudo-patterns \
+                 (⌈ρ·B⌉ of them for a batch of B) and its denoising noise are drawn at each step \
+                 for the batch at hand, so the ranks' shards would not learn the patterns of the \
+                 single-process step and the result would differ; run dual-net in one process \
+                 (naive, joint, replay, ewc, si, lwf and agem train data-parallel exactly)"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Naive => "naive",
@@ -370,6 +426,26 @@ impl MethodState {
         exp: &Experience,
         extra: Option<Box<dyn Plugin>>,
     ) -> Result<Box<dyn Learner>> {
+        self.learner_parallel(cfg, k, exp, extra, None)
+    }
+
+    /// [`MethodState::learner`] with `all_reduce`, the plugin of data-parallel training
+    /// (`remanence_distributed::AllReducePlugin`), placed after the plugins that change the
+    /// batch (replay) and before those that read the gradient (A-GEM, SI) and the penalties:
+    /// `extra → dual-net → replay → all_reduce → A-GEM → EWC → SI → LwF` (see the module's
+    /// notes). Refuses a method that [`Method::check_distributed`] refuses when `all_reduce` is
+    /// given.
+    pub fn learner_parallel(
+        &mut self,
+        cfg: &RunConfig,
+        k: usize,
+        exp: &Experience,
+        extra: Option<Box<dyn Plugin>>,
+        all_reduce: Option<Box<dyn Plugin>>,
+    ) -> Result<Box<dyn Learner>> {
+        if all_reduce.is_some() {
+            self.method.check_distributed()?;
+        }
         self.begin_experience(k);
         let mask = exp.task_mask();
         let mut l = GradientLearner::new(cfg.train.optimizer.build(), cfg.train.clip_norm);
@@ -385,6 +461,11 @@ impl MethodState {
                 buffer: buffer.clone(),
                 per_batch,
             }));
+        }
+        // Shards the batch as replay left it; every plugin after it sees the rank's shard and,
+        // in `transform_gradients`, the global gradient.
+        if let Some(p) = all_reduce {
+            l = l.with_plugin(p);
         }
         if let (Method::Agem { batch, .. }, Some(buffer)) = (self.method, &self.buffer) {
             l = l.with_plugin(Box::new(

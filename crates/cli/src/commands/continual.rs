@@ -7,6 +7,16 @@
 //! method setting's flag name (dashes or underscores) at the top level (models/continual-*.toml);
 //! flags override the recipe, which overrides the defaults. `--check` (hidden) prints what the
 //! command line resolves to and stops.
+//!
+//! `--distributed mpi` (`mpirun -np N remanence continual … --distributed mpi`, a binary built
+//! with `--features mpi`) trains each experience data-parallel across the ranks of the job, with
+//! the accuracy matrix and final weights of one process: every rank runs the scenario
+//! ([`runner::run_limited_on`]), rank 0 in the run folder and the others in scratch folders
+//! ([`world::scratch_root`]) removed at the end; only rank 0 prints. To resume, rank 0 reads the
+//! stopped run and sends the other ranks the files they need ([`runner::send_stopped`]),
+//! so the ranks need no shared filesystem. A method whose data-parallel training would give
+//! another result (dual-net) is refused, as is a world larger than some experience's batches.
+//! A rank that fails ends the job.
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,6 +34,9 @@ use remanence_train::trainer::Silent;
 use remanence_train::{RunConfig, RunDir};
 use serde::{Deserialize, Serialize};
 
+use remanence_distributed::Collective;
+
+use super::world::{self, Distributed, World};
 use crate::settings::Settings;
 
 /// The task that settings resolve with for a scenario that reads no registry task (sequence
@@ -69,6 +82,12 @@ pub struct ContinualArgs {
     /// Run folder name (default: continual-<scenario>-<method>-<cell>-s<seed>).
     #[arg(long)]
     name: Option<String>,
+    /// Train each experience data-parallel across the processes of an MPI job: `mpirun -np N
+    /// remanence continual … --distributed mpi` (a binary built with `--features mpi`); the
+    /// same accuracy matrix and weights as one process, rank 0 writing the run folder. Also
+    /// with --resume. Not for dual-net.
+    #[arg(long, value_enum)]
+    distributed: Option<Distributed>,
     #[command(flatten)]
     settings: Settings,
 }
@@ -352,10 +371,43 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 }
 
 pub fn run(args: ContinualArgs) -> Result<()> {
-    match args.resume.clone() {
-        Some(dir) => resume(args, dir),
-        None => fresh(args),
+    let world = match args.distributed {
+        Some(kind) => world::init(kind)?,
+        None => return run_on(args, None),
+    };
+    // A rank that fails must end the job: the others would wait for it in their next
+    // collective call.
+    let result = run_on(args, Some(world.clone()));
+    if world.rank() != 0 {
+        let _ = std::fs::remove_dir_all(world::scratch_root(world.rank()));
     }
+    if let Err(e) = &result {
+        eprintln!("error on rank {} of {}: {e:#}", world.rank(), world.size());
+        world.abort(1);
+    }
+    result
+}
+
+fn run_on(args: ContinualArgs, world: Option<World>) -> Result<()> {
+    match args.resume.clone() {
+        Some(dir) => resume(args, dir, world),
+        None => fresh(args, world),
+    }
+}
+
+/// The job's collective for the runner, with `world`.
+fn parallel(world: &Option<World>) -> Option<runner::Parallel> {
+    world.as_ref().map(|w| {
+        let w = w.clone();
+        runner::Parallel::new(move || Box::new(w.clone()) as Box<dyn Collective>)
+    })
+}
+
+/// A run folder of its own for a rank other than 0 (emptied first).
+fn scratch_run(rank: usize) -> Result<RunDir> {
+    let root = world::scratch_root(rank);
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(RunDir::create_new(&root, "run")?)
 }
 
 /// Prints one experience's line (and NET2's, for the dual network).
@@ -424,7 +476,8 @@ fn fit_to_scenario(cfg: &mut RunConfig, scenario: &Scenario) -> Result<()> {
     Ok(())
 }
 
-fn fresh(args: ContinualArgs) -> Result<()> {
+fn fresh(args: ContinualArgs, world: Option<World>) -> Result<()> {
+    let rank = world.as_ref().map_or(0, |w| w.rank());
     let (recipe, from_recipe) = match &args.recipe {
         Some(r) => {
             let (settings, own) = Settings::from_recipe_with(r, &Choice::keys())?;
@@ -454,6 +507,9 @@ fn fresh(args: ContinualArgs) -> Result<()> {
         None => method?,
     };
     method.check_scenario(&spec)?;
+    if world.is_some() {
+        method.check_distributed()?;
+    }
     let mut given = recipe;
     match spec.task() {
         Some(task) => {
@@ -508,10 +564,15 @@ fn fresh(args: ContinualArgs) -> Result<()> {
         )
     });
     if args.check {
+        if rank != 0 {
+            // Rank 0 prints what the job would do.
+            return Ok(());
+        }
         return check(&spec, method, cfg, &args.runs_dir.join(&name));
     }
     let max = args.max_experiences;
     with_deep_stack(move || {
+        let parallel = parallel(&world);
         let scenario = match spec.task() {
             Some(_) => {
                 let base = build_task(&cfg.task).context("building the task")?;
@@ -525,20 +586,42 @@ fn fresh(args: ContinualArgs) -> Result<()> {
         };
         method.check_memory(&scenario)?;
         super::check_memory(&cfg)?;
-        let run = RunDir::create_new(&args.runs_dir, &name)?;
+        if let Some(w) = &world {
+            // Before any folder exists.
+            runner::check_parallel(&cfg, &scenario, method, w.size())?;
+        }
+        let run = match rank {
+            0 => RunDir::create_new(&args.runs_dir, &name)?,
+            r => scratch_run(r)?,
+        };
         let _lock = run.lock()?;
-        println!("{}", headline(&scenario, method, &cfg));
-        let matrix = runner::run_limited(
+        if rank == 0 {
+            println!("{}", headline(&scenario, method, &cfg));
+            if let Some(w) = &world {
+                println!("data-parallel over {} MPI ranks", w.size());
+            }
+        }
+        let matrix = runner::run_limited_on(
             &cfg,
             &scenario,
             method,
             &run,
             &device,
             &mut Silent,
-            &mut print_record,
+            &mut |r| {
+                if rank == 0 {
+                    print_record(r)
+                }
+            },
             max,
+            parallel.as_ref(),
         )?;
-        finish(&matrix, &run);
+        if let Some(w) = &world {
+            w.barrier()?;
+        }
+        if rank == 0 {
+            finish(&matrix, &run);
+        }
         Ok(())
     })
 }
@@ -577,7 +660,7 @@ fn finish(matrix: &remanence_continual::matrix::AccuracyMatrix, run: &RunDir) {
     }
 }
 
-fn resume(args: ContinualArgs, dir: PathBuf) -> Result<()> {
+fn resume(args: ContinualArgs, dir: PathBuf, world: Option<World>) -> Result<()> {
     let given = args.settings.given();
     if !given.is_empty() {
         bail!(
@@ -585,13 +668,37 @@ fn resume(args: ContinualArgs, dir: PathBuf) -> Result<()> {
             given.join(", --")
         );
     }
-    let run = RunDir::open(&dir)?;
-    let mut stopped = runner::Stopped::read(&run)?;
-    stopped.cfg.model.rnn.threads = crate::kernel_threads();
-    let device = parse_device(&stopped.cfg.device)
-        .with_context(|| format!("device of run {}", dir.display()))?;
+    let rank = world.as_ref().map_or(0, |w| w.rank());
     let max = args.max_experiences;
     with_deep_stack(move || {
+        // Rank 0 reads the stopped run; the other ranks (perhaps on nodes that cannot see its
+        // folder) get the files they need from rank 0, into scratch folders, and read it there.
+        let (run, mut stopped) = match (rank, &world) {
+            (0, _) => {
+                let run = RunDir::open(&dir)?;
+                let stopped = runner::Stopped::read(&run)?;
+                if let Some(w) = &world {
+                    // Refused before anything reaches the others (a rank waiting for the
+                    // files has written nothing when the job is aborted).
+                    stopped.method.check_distributed()?;
+                    runner::send_stopped(w, &run, &stopped)?;
+                }
+                (run, stopped)
+            }
+            (r, Some(w)) => {
+                let files = runner::receive_stopped(w)?;
+                let run = scratch_run(r)?;
+                files.write_into(&run)?;
+                let stopped =
+                    runner::Stopped::read(&run).context("the stopped run as rank 0 sent it")?;
+                (run, stopped)
+            }
+            (_, None) => bail!("a rank other than 0 without a job"),
+        };
+        stopped.cfg.model.rnn.threads = crate::kernel_threads();
+        let device = parse_device(&stopped.cfg.device)
+            .with_context(|| format!("device of run {}", dir.display()))?;
+        let parallel = parallel(&world);
         let cfg = &stopped.cfg;
         super::check_memory(cfg)?;
         let scenario = match stopped.spec.task() {
@@ -610,22 +717,37 @@ fn resume(args: ContinualArgs, dir: PathBuf) -> Result<()> {
             None => Scenario::synthetic(stopped.spec.clone(), stopped.seed)?,
         };
         let _lock = run.lock()?;
-        println!("{}", headline(&scenario, stopped.method, cfg));
-        println!(
-            "resuming at experience {} of {}",
-            stopped.next + 1,
-            stopped.experiences
-        );
-        let matrix = runner::resume(
+        if rank == 0 {
+            println!("{}", headline(&scenario, stopped.method, cfg));
+            if let Some(w) = &world {
+                println!("data-parallel over {} MPI ranks", w.size());
+            }
+            println!(
+                "resuming at experience {} of {}",
+                stopped.next + 1,
+                stopped.experiences
+            );
+        }
+        let matrix = runner::resume_on(
             &stopped,
             &scenario,
             &run,
             &device,
             &mut Silent,
-            &mut print_record,
+            &mut |r| {
+                if rank == 0 {
+                    print_record(r)
+                }
+            },
             max,
+            parallel.as_ref(),
         )?;
-        finish(&matrix, &run);
+        if let Some(w) = &world {
+            w.barrier()?;
+        }
+        if rank == 0 {
+            finish(&matrix, &run);
+        }
         Ok(())
     })
 }
