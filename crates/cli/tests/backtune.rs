@@ -359,3 +359,126 @@ fn backward_tuning_refuses_other_cells_and_gradient_settings() {
         "a refused run leaves no folder"
     );
 }
+
+#[test]
+fn observation_noise_outliers_and_root_connections_are_seeded_and_reported() {
+    let root = tmp("noise");
+    let (clean, noisy) = (root.join("clean"), root.join("noisy"));
+    let base = [
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "3",
+        "--seed",
+        "5",
+        "--max-iterations",
+        "10",
+    ];
+    let mut a = base.to_vec();
+    a.extend(["--out", clean.to_str().unwrap()]);
+    ok(&a);
+    let mut a = base.to_vec();
+    a.extend([
+        "--obs-noise",
+        "0.1",
+        "--outliers",
+        "0.05:10",
+        "--out",
+        noisy.to_str().unwrap(),
+    ]);
+    let stdout = ok(&a);
+    assert!(stdout.contains("against the clean targets"), "{stdout}");
+    let (c, r) = (
+        json(&clean.join("reverse.json")),
+        json(&noisy.join("reverse.json")),
+    );
+    // The noise has a stream of its own: same root and fresh network as without it.
+    assert_eq!(c["root_weights"], r["root_weights"]);
+    assert_eq!(c["fresh_weights"], r["fresh_weights"]);
+    assert!(c["clean_ratio"].is_null());
+    assert_eq!(r["settings"]["obs_noise"], 0.1);
+    assert_eq!(r["settings"]["outliers"]["fraction"], 0.05);
+    assert_eq!(r["settings"]["outliers"]["factor"], 10.0);
+    let (ci, cl) = (
+        r["clean_initial"].as_f64().unwrap(),
+        r["clean_last"].as_f64().unwrap(),
+    );
+    assert!(ci > 0.0 && cl.is_finite());
+    assert!((r["clean_ratio"].as_f64().unwrap() - cl / ci).abs() <= 1e-12 * (cl / ci).abs());
+    // The fitted (noisy) targets differ from the clean ones: the fresh criteria differ.
+    assert_ne!(c["initial"], r["initial"]);
+
+    // --root-connections K with the plain baseline (--sparse 0).
+    let sp = root.join("sparse0");
+    ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "5",
+        "--observe",
+        "5",
+        "--sparse",
+        "0",
+        "--root-connections",
+        "1",
+        "--max-iterations",
+        "10",
+        "--out",
+        sp.to_str().unwrap(),
+    ]);
+    let s = json(&sp.join("reverse.json"));
+    assert_eq!(s["settings"]["root_connections"], 1);
+    assert_eq!(s["sparse"]["root_connections"], 1);
+    for row in s["sparse"]["truth"].as_array().unwrap() {
+        let k = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v == &&true)
+            .count();
+        assert_eq!(k, 1);
+    }
+    assert!(s["sparse"]["refit"].is_object());
+
+    let out = root.join("bad");
+    let o = out.to_str().unwrap();
+    for (flag, value) in [
+        ("--outliers", "0.05"),
+        ("--outliers", "2:10"),
+        ("--root-connections", "0"),
+    ] {
+        let e = fails(
+            &[
+                "reverse-engineer",
+                "--sparse",
+                "0.1",
+                flag,
+                value,
+                "--out",
+                o,
+            ],
+            &[2],
+        );
+        assert!(e.contains(flag), "{flag} {value}: {e}");
+    }
+    let e = fails(
+        &["reverse-engineer", "--obs-noise", "-1", "--out", o],
+        &[1, 2],
+    );
+    assert!(e.contains("--obs-noise"), "{e}");
+    let e = fails(
+        &[
+            "reverse-engineer",
+            "--criterion",
+            "margin",
+            "--obs-noise",
+            "0.1",
+            "--out",
+            o,
+        ],
+        &[1, 2],
+    );
+    assert!(e.contains("--obs-noise"), "{e}");
+}

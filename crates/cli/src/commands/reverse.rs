@@ -13,8 +13,13 @@
 //!   with `--distributed` the report's random-unit / random-window estimator;
 //! - with `--sparse NU`, the reweighted-L1 penalty on the connections (the architecture learned
 //!   as the set of weights above `--threshold`, then a re-fit of the kept ones); the root then
-//!   keeps `max(2, ⌊√N⌋)` random recurrent connections per unit (the others 0) so that there is
-//!   an architecture to recover.
+//!   keeps `max(2, ⌊√N⌋)` (or `--root-connections K`) random recurrent connections per unit
+//!   (the others 0) so that there is an architecture to recover; `--sparse 0` is the baseline,
+//!   a plain fit thresholded and re-fitted the same way;
+//! - with `--obs-noise SIGMA` and/or `--outliers FRACTION:FACTOR`, the observed targets (not the
+//!   held-out ones) are corrupted from a stream of their own of `--seed` (the report's
+//!   robustness experiment: σ = 0.1, 5 % of the samples ×10); `reverse.json` then also gives the
+//!   L2 criterion of the fresh network and of the estimate against the clean targets.
 //!
 //! With `--mpi` (a binary built with `--features mpi`, launched as `mpirun -np P remanence
 //! reverse-engineer … --mpi`) the full estimator's per-unit solves are shared among the `P`
@@ -49,7 +54,9 @@ use remanence_continual::backtune::estimator::{
 };
 use remanence_continual::backtune::network::{Data, Network, Sequence, Source};
 use remanence_continual::backtune::reverse::{distributed_estimate, DistributedConfig};
-use remanence_continual::backtune::sparse::{sparse_estimate_across, SparseKind, SparsePenalty};
+use remanence_continual::backtune::sparse::{
+    sparse_estimate_across, SparseKind, SparsePenalty, SparseResult,
+};
 use remanence_continual::backtune::units::{aif, lnl, normal, sparse_relu, Leak, LnlSpec};
 use remanence_distributed::Collective;
 use remanence_probes::plots::{write_atomic, write_json};
@@ -129,12 +136,27 @@ pub struct ReverseArgs {
     seed: u64,
     /// Sparse estimation: the reweighted-L1 penalty ν·W²/(ε + |Ŵ|) on every connection, the
     /// weights below --threshold then cut (the learned architecture) and the kept ones re-fitted.
-    /// The root keeps max(2, ⌊√N⌋) random recurrent connections per unit.
+    /// The root keeps max(2, ⌊√N⌋) (or --root-connections) random recurrent connections per
+    /// unit. NU = 0: the baseline, a plain fit thresholded and re-fitted the same way.
     #[arg(long, value_name = "NU", allow_negative_numbers = true)]
     sparse: Option<f64>,
     /// With --sparse: connections with |W| below this are cut.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     threshold: f64,
+    /// With --sparse: the root's random recurrent connections per unit (default max(2, ⌊√N⌋)).
+    #[arg(long, value_name = "K", requires = "sparse", allow_negative_numbers = true,
+          value_parser = positive)]
+    root_connections: Option<usize>,
+    /// Observation noise: N(0, SIGMA²) added to every observed target (the held-out targets stay
+    /// clean). Drawn from a stream of its own of --seed, so the root, input and fresh network are
+    /// those of the run without it. reverse.json then also gives the L2 criterion against the
+    /// clean targets (`clean_*`).
+    #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
+    obs_noise: Option<f64>,
+    /// Outliers: a random FRACTION of the observed targets (chosen after any --obs-noise, from
+    /// the same stream) multiplied by FACTOR, e.g. 0.05:10 (5 % of the samples ×10).
+    #[arg(long, value_name = "FRACTION:FACTOR", value_parser = outliers)]
+    outliers: Option<Outliers>,
     /// The distributed estimator: repeatedly one random unit re-fitted on a random window of
     /// steps from the desired values of a full backward pass, line-searched, kept if it lowers
     /// the criterion.
@@ -163,6 +185,55 @@ fn positive(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// `--outliers FRACTION:FACTOR`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct Outliers {
+    fraction: f64,
+    factor: f64,
+}
+
+fn outliers(s: &str) -> std::result::Result<Outliers, String> {
+    let (f, k) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not FRACTION:FACTOR (e.g. 0.05:10)"))?;
+    let fraction: f64 = f
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{f}` is not a number"))?;
+    let factor: f64 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{k}` is not a number"))?;
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(format!("FRACTION must be in [0, 1], got {fraction}"));
+    }
+    if !factor.is_finite() {
+        return Err(format!("FACTOR must be finite, got {factor}"));
+    }
+    Ok(Outliers { fraction, factor })
+}
+
+/// Adds `N(0, sigma²)` to every observed target, then multiplies a random `fraction` of them by
+/// `factor`; both drawn from stream 1 of `seed` (the run's other draws use stream 0).
+fn corrupt(data: &mut Data, sigma: Option<f64>, out: Option<Outliers>, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    let idx: Vec<usize> = (0..data.targets.len())
+        .filter(|&i| !data.targets[i].is_nan())
+        .collect();
+    if let Some(sigma) = sigma {
+        for &i in &idx {
+            data.targets[i] += sigma * normal(&mut rng);
+        }
+    }
+    if let Some(o) = out {
+        let k = ((o.fraction * idx.len() as f64).round() as usize).min(idx.len());
+        for j in sample(&mut rng, idx.len(), k).into_vec() {
+            data.targets[idx[j]] *= o.factor;
+        }
+    }
+}
+
 fn seed(s: &str) -> std::result::Result<u64, String> {
     match s.trim().parse::<i128>() {
         Ok(n) if (0..=i64::MAX as i128).contains(&n) => Ok(n as u64),
@@ -188,6 +259,12 @@ struct Settings {
     weight_std: f64,
     sparse: Option<f64>,
     threshold: Option<f64>,
+    /// With --sparse: the root's recurrent connections per unit.
+    root_connections: Option<usize>,
+    /// σ of the observation noise (`--obs-noise`).
+    obs_noise: Option<f64>,
+    /// `--outliers`.
+    outliers: Option<Outliers>,
     distributed: bool,
     updates: Option<usize>,
     /// The processes sharing the per-unit solves (`--mpi`; 1 otherwise).
@@ -234,10 +311,12 @@ fn adjacency(net: &Network, n: usize, keep: &dyn Fn(usize) -> bool) -> Vec<Vec<b
     adj
 }
 
-/// Draws the root's sparse connectivity: unit `u` keeps `max(2, ⌊√N⌋)` of its connections from
-/// units, at ±U(0.4, 0.9), the others 0.
-fn sparsify(root: &mut Network, n: usize, rng: &mut ChaCha8Rng) {
-    let d = ((n as f64).sqrt().floor() as usize).max(2).min(n);
+/// Draws the root's sparse connectivity: unit `u` keeps `k` (default `max(2, ⌊√N⌋)`) of its
+/// connections from units, at ±U(0.4, 0.9), the others 0.
+fn sparsify(root: &mut Network, n: usize, k: Option<usize>, rng: &mut ChaCha8Rng) {
+    let d = k
+        .unwrap_or(((n as f64).sqrt().floor() as usize).max(2))
+        .min(n);
     let mut keep = vec![vec![false; n]; n];
     for row in keep.iter_mut() {
         for k in sample(rng, n, d).into_vec() {
@@ -322,6 +401,8 @@ struct SparseOut {
     /// Of `penalised` against `truth`.
     penalised_precision: f64,
     penalised_recall: f64,
+    /// The root's connections per unit.
+    root_connections: usize,
     /// The re-fit of the kept weights without the penalty.
     refit: Option<Trace>,
 }
@@ -347,6 +428,11 @@ struct Report<'a> {
     /// The criterion (least squares for l1 and l0) on a held-out input of the same length,
     /// relative to that of the fresh network: how far the estimate generalises.
     held_out_ratio: f64,
+    /// With --obs-noise or --outliers: the L2 criterion against the clean targets (the root's
+    /// output before the noise) of the fresh network and of the estimate, and their ratio.
+    clean_initial: Option<f64>,
+    clean_last: Option<f64>,
+    clean_ratio: Option<f64>,
     seconds: f64,
     /// The full estimator's trace (absent with --distributed).
     trace: Option<&'a Trace>,
@@ -407,7 +493,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
             nu: a.nu.unwrap_or(0.1),
         },
     };
-    let checks: [(&str, Option<f64>, bool, &str); 5] = [
+    let checks: [(&str, Option<f64>, bool, &str); 6] = [
         (
             "nu",
             a.nu,
@@ -429,8 +515,14 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         (
             "sparse",
             a.sparse,
-            a.sparse.is_none_or(|v| v > 0.0 && v.is_finite()),
-            "a finite number > 0",
+            a.sparse.is_none_or(|v| v >= 0.0 && v.is_finite()),
+            "a finite number ≥ 0",
+        ),
+        (
+            "obs-noise",
+            a.obs_noise,
+            a.obs_noise.is_none_or(|v| v >= 0.0 && v.is_finite()),
+            "a finite number ≥ 0",
         ),
         (
             "threshold",
@@ -455,6 +547,10 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     if a.scale.is_some() && !matches!(a.criterion, CriterionArg::Huber | CriterionArg::Biweight) {
         bail!("--scale applies to --criterion huber and biweight only");
     }
+    let noisy = a.obs_noise.is_some() || a.outliers.is_some();
+    if noisy && a.criterion == CriterionArg::Margin {
+        bail!("--obs-noise and --outliers apply to real-valued targets, not --criterion margin");
+    }
     let samples = a.samples.unwrap_or(2 * n * (n + 1));
     let threads = crate::kernel_threads().unwrap_or(1);
     let weight_std = 0.5 / (n as f64).sqrt();
@@ -472,6 +568,13 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         weight_std,
         sparse: a.sparse,
         threshold: a.sparse.map(|_| a.threshold),
+        root_connections: a.sparse.map(|_| {
+            a.root_connections
+                .unwrap_or(((n as f64).sqrt().floor() as usize).max(2))
+                .min(n)
+        }),
+        obs_noise: a.obs_noise,
+        outliers: a.outliers,
         distributed: a.distributed,
         updates: None,
         ranks: world.map_or(1, |w| w.size()),
@@ -489,13 +592,17 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         *w = weight_std * normal(&mut rng);
     }
     if a.sparse.is_some() {
-        sparsify(&mut root, n, &mut rng);
+        sparsify(&mut root, n, a.root_connections, &mut rng);
     }
     let inputs: Vec<f64> = (0..samples).map(|_| rng.random_range(-1.0..1.0)).collect();
     let (mut data, medians) = observe(&root, inputs.clone(), a.observe, None);
     let boolean = a.criterion == CriterionArg::Margin;
     if boolean {
         data = observe(&root, inputs, a.observe, Some(&medians)).0;
+    }
+    let clean = noisy.then(|| data.clone());
+    if noisy {
+        corrupt(&mut data, a.obs_noise, a.outliers, a.seed);
     }
     let mut net = root.clone();
     for w in net.weights.iter_mut() {
@@ -578,21 +685,34 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         };
         (None, Some(d), None, curve)
     } else if let Some(nu) = a.sparse {
-        let penalty = SparsePenalty::on_connections(&net, nu, 1e-3, SparseKind::L1);
-        let res = sparse_estimate_across(
-            &mut net,
-            &data,
-            &cfg,
-            &penalty,
-            a.threshold,
-            true,
-            collective,
-        )?;
-        let penalised = adjacency(&net, n, &|i| penalty.nu[i] != 0.0 && res.mask[i]);
+        // The connections between units (the penalised weights when ν > 0).
+        let conn: Vec<bool> = SparsePenalty::on_connections(&net, 1.0, 1e-3, SparseKind::L1)
+            .nu
+            .iter()
+            .map(|&v| v != 0.0)
+            .collect();
+        let res = if nu > 0.0 {
+            let penalty = SparsePenalty::on_connections(&net, nu, 1e-3, SparseKind::L1);
+            sparse_estimate_across(
+                &mut net,
+                &data,
+                &cfg,
+                &penalty,
+                a.threshold,
+                true,
+                collective,
+            )?
+        } else {
+            plain_threshold(&mut net, &data, &cfg, &conn, a.threshold, collective)?
+        };
+        let penalised = adjacency(&net, n, &|i| conn[i] && res.mask[i]);
         let learned = adjacency(&net, n, &|i| {
-            penalty.nu[i] != 0.0 && res.mask[i] && net.weights[i].abs() >= a.threshold
+            conn[i] && res.mask[i] && net.weights[i].abs() >= a.threshold
         });
         let truth = adjacency(&root, n, &|i| root.weights[i] != 0.0);
+        let root_connections = truth
+            .first()
+            .map_or(0, |r| r.iter().filter(|&&v| v).count());
         let score = |m: &[Vec<bool>]| {
             let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
             for (l, t) in m.iter().flatten().zip(truth.iter().flatten()) {
@@ -614,7 +734,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
             .iter()
             .map(|r| r.iter().filter(|&&v| v).count())
             .collect();
-        let dense = adjacency(&net, n, &|i| penalty.nu[i] != 0.0)
+        let dense = adjacency(&net, n, &|i| conn[i])
             .first()
             .map_or(0, |r| r.iter().filter(|&&v| v).count());
         let mut curve: Vec<f64> = curve_of(&res.trace);
@@ -633,6 +753,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
             recall,
             penalised_precision,
             penalised_recall,
+            root_connections,
             refit: res.refit,
         };
         (Some(res.trace), None, Some(s), curve)
@@ -666,6 +787,12 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     };
     let score = |w: &Network, d: &Data| loss(scored, &w.forward(d), d, &[]);
     let held_out_ratio = score(&net, &held_out) / score(&fresh, &held_out);
+    let clean_l2 = |w: &Network, d: &Data| loss(Criterion::L2, &w.forward(d), d, &[]);
+    let (clean_initial, clean_last) = match &clean {
+        Some(c) => (Some(clean_l2(&fresh, c)), Some(clean_l2(&net, c))),
+        None => (None, None),
+    };
+    let clean_ratio = clean_initial.zip(clean_last).map(|(i, l)| l / i);
     if !(initial > 0.0) {
         eprintln!(
             "warning: the fresh network's criterion is already {initial:e}: there is nothing to \
@@ -712,6 +839,13 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         if scored == Criterion::L2 { "L2" } else { "L" },
         if scored == Criterion::L2 { "L2" } else { "L" },
     );
+    if let (Some(i), Some(l)) = (clean_initial, clean_last) {
+        println!(
+            "against the clean targets (before --obs-noise/--outliers): L2 {i:.4e} (fresh) -> \
+             {l:.4e}, ratio {:.3e}",
+            l / i
+        );
+    }
 
     let report = Report {
         command: "reverse-engineer",
@@ -722,6 +856,9 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         last,
         ratio: last / initial,
         held_out_ratio,
+        clean_initial,
+        clean_last,
+        clean_ratio,
         seconds,
         trace: trace.as_ref(),
         distributed,
@@ -753,6 +890,57 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         names.join(", ")
     );
     Ok(())
+}
+
+/// `--sparse 0`: the plain estimate (no penalty), the connections (`conn`) below `threshold`
+/// then cut and the kept weights re-fitted, as the penalised estimation does; the baseline of
+/// the sparse estimation.
+fn plain_threshold(
+    net: &mut Network,
+    data: &Data,
+    cfg: &EstimatorConfig,
+    conn: &[bool],
+    threshold: f64,
+    collective: Option<&dyn Collective>,
+) -> Result<SparseResult> {
+    let trace = estimate_across(net, data, cfg, None, None, collective)?;
+    let mask: Vec<bool> = net
+        .weights
+        .iter()
+        .zip(conn)
+        .map(|(w, &c)| !c || w.abs() >= threshold)
+        .collect();
+    for (w, &keep) in net.weights.iter_mut().zip(&mask) {
+        if !keep {
+            *w = 0.0;
+        }
+    }
+    let count = |pick: &dyn Fn(usize) -> bool| -> Vec<usize> {
+        (0..net.n_nodes())
+            .map(|k| {
+                (net.offset(k)..net.offset(k) + net.dim(k))
+                    .filter(|&i| pick(i))
+                    .count()
+            })
+            .collect()
+    };
+    let kept_per_node = count(&|i| conn[i] && mask[i]);
+    let penalised_per_node = count(&|i| conn[i]);
+    let refit = Some(estimate_across(
+        net,
+        data,
+        cfg,
+        None,
+        Some(&mask),
+        collective,
+    )?);
+    Ok(SparseResult {
+        mask,
+        kept_per_node,
+        penalised_per_node,
+        trace,
+        refit,
+    })
 }
 
 fn curve_of(t: &Trace) -> Vec<f64> {
