@@ -323,7 +323,7 @@ impl Scenario {
                 let all = |_: usize| true;
                 let experiences = (0..e)
                     .map(|k| {
-                        let perm = (k > 0).then_some(k - 1);
+                        let perm = k.checked_sub(1);
                         Experience {
                             name: format!("{}-perm{k}", base.name()),
                             base: base.clone(),
