@@ -2,6 +2,8 @@
 //! needed): a run, a run stopped with --max-experiences and continued with --resume (the same
 //! matrix), and the inputs it refuses (message on stderr, non-zero exit, nothing changed); recipes
 //! that give the scenario, the method and its settings, and every shipped models/continual-*.toml.
+//! `--method assoc-memory` on a reduced split row-MNIST (../shared/datasets/mnist): a run, the
+//! same run stopped and resumed, the scenarios it refuses.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -424,5 +426,131 @@ fn every_shipped_continual_recipe_resolves() {
     ] {
         assert!(help.contains(default), "{default} missing in: {help}");
     }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `remanence continual --method assoc-memory` on split row-MNIST cut to 500 training and 200
+/// test digits: the matrix is written, the model does not change after experience 1, the memory
+/// stores 20 digits of each class, and the run stopped after 2 experiences resumes to the same
+/// matrix; task-incremental scenarios and sequence lists are refused.
+#[test]
+fn assoc_memory_on_reduced_split_mnist_rows() {
+    let Some(mnist) = remanence_tasks::datasets::shared_for_tests("datasets/mnist") else {
+        return;
+    };
+    let root = tmp("assoc");
+    let r = root.to_str().unwrap();
+    let data = mnist.to_str().unwrap();
+    let args = |name: &'static str, extra: &[&'static str]| {
+        let mut a = vec![
+            "--threads",
+            "1",
+            "continual",
+            "--scenario",
+            "split:mnist-rows:2",
+            "--method",
+            "assoc-memory",
+            "--cell",
+            "lstm",
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--train-size",
+            "500",
+            "--test-size",
+            "200",
+            "--segments",
+            "4",
+            "--anchors",
+            "8",
+            "--per-class",
+            "20",
+            "--data",
+            data,
+            "--runs-dir",
+            r,
+            "--name",
+            name,
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let out = ok(&args("whole", &[]));
+    assert!(
+        out.contains("assoc-memory") && out.contains("| after exp 4 |"),
+        "{out}"
+    );
+    let dir = root.join("whole");
+    let matrix = json(dir.join("matrix.json"));
+    let rows = matrix["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for (i, row) in rows.iter().enumerate() {
+        for (j, a) in row.as_array().unwrap().iter().enumerate() {
+            let a = a.as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&a), "row {i}: {a}");
+            if j > i {
+                // The memory answers only over the classes it has learnt.
+                assert_eq!(a, 0.0, "row {i}, experience {j}");
+            }
+        }
+    }
+    assert!(dir.join("summary.json").is_file() && dir.join("heatmap.png").is_file());
+    let info = json(dir.join("continual.json"));
+    assert_eq!(info["method_settings"]["name"], "assoc-memory");
+    assert_eq!(info["method_settings"]["segments"], 4);
+    assert_eq!(info["method_settings"]["per_class"], 20);
+    // The extractor is frozen after experience 1: the same weights in every experience's folder.
+    let weights =
+        |k: usize| std::fs::read(dir.join(format!("exp-{k:02}/model.safetensors"))).unwrap();
+    for k in 1..5 {
+        assert!(weights(k) == weights(0), "experience {k} changed the model");
+    }
+    for (k, line) in read(dir.join("metrics.jsonl")).lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            v["memory"]["stored"], 40,
+            "experience {k}: 20 digits of 2 classes"
+        );
+        assert_eq!(v["memory"]["quantizer_fitted"], k == 0);
+    }
+    // Stopped after 2 experiences and resumed: the same matrix.
+    let part = ok(&args("part", &["--max-experiences", "2"]));
+    assert!(part.contains("stopped after 2 of 5 experiences"), "{part}");
+    let p = root.join("part");
+    let rest = ok(&[
+        "--threads",
+        "1",
+        "continual",
+        "--resume",
+        p.to_str().unwrap(),
+    ]);
+    assert!(rest.contains("resuming at experience 3 of 5"), "{rest}");
+    assert_eq!(read(p.join("matrix.json")), read(dir.join("matrix.json")));
+    // What it cannot learn.
+    let e = fails(&[
+        "continual",
+        "--scenario",
+        "split-task:mnist-rows:2",
+        "--method",
+        "assoc-memory",
+        "--data",
+        data,
+        "--runs-dir",
+        r,
+    ]);
+    assert!(e.contains("task-incremental"), "{e}");
+    let e = fails(&[
+        "continual",
+        "--scenario",
+        "lists:3:2:4:8",
+        "--method",
+        "memory",
+        "--runs-dir",
+        r,
+    ]);
+    assert!(e.contains("assoc-memory") && e.contains("next item"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
 }

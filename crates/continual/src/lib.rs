@@ -18,6 +18,9 @@
 //! - [`replay`]: the class-balanced memory of real sequences and the plugin that replays it.
 //! - [`regularizers`]: the penalties of EWC, SI and LwF as trainer plugins.
 //! - [`agem`]: A-GEM's gradient projection against a reference batch from the memory.
+//! - [`assoc`]: the `assoc-memory` method: a binary bipartite class memory over product-quantised
+//!   features of the model trained on the first experience, then frozen; classes are added
+//!   without any gradient step.
 //! - [`plots`]: the accuracy matrix as a heatmap and ACC curves, as PNG pictures.
 //! - [`runner`]: one scenario run end to end, into a run folder; a stopped run resumes at the
 //!   experience where it stopped, with the numbers an uninterrupted run gives, from the method
@@ -25,6 +28,7 @@
 //! - [`backtune`]: backward tuning (Viéville et al. 2017): weight estimation for recurrent
 //!   networks whose units are linear in their weights, by an adjoint pass and per-unit solves.
 pub mod agem;
+pub mod assoc;
 pub mod backtune;
 pub mod dual;
 pub mod error;

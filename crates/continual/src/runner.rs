@@ -13,6 +13,9 @@
 //!
 //! Before any training the untrained model is scored on every experience (the row that forward
 //! transfer is measured against); after experience i it is scored on all of them (row i).
+//! assoc-memory ([`crate::assoc`]) trains only its first experience (the later ones run no
+//! trainer: their `exp-NN/` holds the configuration and the unchanged weights) and its rows are
+//! its memory's predictions ([`MethodState::score_all`]).
 //!
 //! **Stopping and resuming.** Every file is written to a temporary name and renamed. After
 //! experience i, everything it leaves (the method's state, the model and the exact scores in
@@ -421,6 +424,9 @@ pub struct ExperienceRecord {
     /// dual-net: the transfer's loss per epoch, patterns and time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<crate::dual::TransferReport>,
+    /// assoc-memory: the classes stored, the sequences stored, the edges' density.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::assoc::AssocReport>,
 }
 
 /// Starts a new peak-memory window (Linux: resets the process's VmHWM).
@@ -443,18 +449,27 @@ pub fn score_all(
     cfg: &RunConfig,
     device: &Device,
 ) -> Result<Vec<f64>> {
+    score_all_with(scenario, cfg, device, &mut |b| {
+        model
+            .forward(&b.x, None, b.dt.as_ref())
+            .map(|(y, _)| y)
+            .map_err(|e| remanence_tasks::TaskError::Data(e.to_string()))
+    })
+}
+
+/// Scores the read-out `predict` gives (batch, time, outputs) on every experience of
+/// `scenario` ([`score_all`] with a model's; assoc-memory's comes from its memory).
+pub fn score_all_with(
+    scenario: &Scenario,
+    cfg: &RunConfig,
+    device: &Device,
+    predict: &mut remanence_tasks::task::Predict<'_>,
+) -> Result<Vec<f64>> {
     let dtype = cfg.dtype()?;
     scenario
         .experiences
         .iter()
-        .map(|e| {
-            e.accuracy(cfg.train.eval_batch_size, dtype, device, &mut |b| {
-                model
-                    .forward(&b.x, None, b.dt.as_ref())
-                    .map(|(y, _)| y)
-                    .map_err(|e| remanence_tasks::TaskError::Data(e.to_string()))
-            })
-        })
+        .map(|e| e.accuracy(cfg.train.eval_batch_size, dtype, device, predict))
         .collect()
 }
 
@@ -531,6 +546,16 @@ pub fn run_limited_on(
     method.check_scenario(&scenario.spec)?;
     method.check_memory(scenario)?;
     let cfg = &method_config(cfg, method);
+    if let Method::AssocMemory {
+        segments,
+        anchors,
+        per_class,
+    } = method
+    {
+        // Before anything is written: the quantiser must fit the features and experience 1.
+        crate::assoc::AssocState::new(segments, anchors, per_class, cfg.train.seed)?
+            .check(scenario, cfg)?;
+    }
     if let Some(p) = parallel {
         check_job(p.collective().as_ref(), cfg, scenario, method)?;
     }
@@ -948,20 +973,30 @@ fn drive(
             _ => scenario.experiences[k].clone(),
         };
         let sub = RunDir::create_new(run.path(), &experience_dir(k))?;
-        let mask = exp
-            .task_mask()
-            .map(|m| Box::new(TaskIlPlugin::new(m)) as Box<dyn Plugin>);
-        let all_reduce =
-            parallel.map(|p| Box::new(AllReducePlugin::new(p.collective())) as Box<dyn Plugin>);
-        let learner = state.learner_parallel(cfg, k, &scenario.experiences[k], mask, all_reduce)?;
-        let trainer =
-            Trainer::from_model(cfg.clone(), &exp, sub.clone(), device.clone(), model, store)?
-                .with_learner(learner);
-        let mut trainer = trainer;
-        trainer.run(observer)?;
-        (model, store, _) = trainer.into_parts();
+        if state.trains(k) {
+            let mask = exp
+                .task_mask()
+                .map(|m| Box::new(TaskIlPlugin::new(m)) as Box<dyn Plugin>);
+            let all_reduce =
+                parallel.map(|p| Box::new(AllReducePlugin::new(p.collective())) as Box<dyn Plugin>);
+            let learner =
+                state.learner_parallel(cfg, k, &scenario.experiences[k], mask, all_reduce)?;
+            let trainer =
+                Trainer::from_model(cfg.clone(), &exp, sub.clone(), device.clone(), model, store)?
+                    .with_learner(learner);
+            let mut trainer = trainer;
+            trainer.run(observer)?;
+            (model, store, _) = trainer.into_parts();
+        } else {
+            // A frozen model (assoc-memory after its first experience): no trainer, no epoch,
+            // no gradient step. The experience's folder holds the configuration and the
+            // unchanged weights, which a resumed run starts from.
+            state.begin_experience(k);
+            sub.write_config(cfg)?;
+            sub.write_model(&store, cfg)?;
+        }
         state.after_experience(&scenario.experiences[k], &model, &store, cfg, device)?;
-        let row = score_all(&model, scenario, cfg, device)?;
+        let row = state.score_all(&model, scenario, cfg, device)?;
         let net2_row = match &state.dual {
             Some(d) => {
                 let net2 = d.net2.lock().expect("NET2");
@@ -995,6 +1030,7 @@ fn drive(
             peak_rss_mib: peak_memory_mib(),
             net2_accuracies: net2_row.clone(),
             transfer: state.last_transfer.take(),
+            memory: state.last_assoc.take(),
         };
         if let (Some(t), Some(d)) = (&record.transfer, &state.dual) {
             if let Some(x) = &t.sample {

@@ -1,6 +1,7 @@
 //! What a method keeps between experiences, on disk: after each experience its tensors (EWC's
 //! Fisher and anchor, SI's importances and anchor, the dual network's NET2) and the rest (the
-//! memory's items, the dual network's data range and seed buffer) are written into the
+//! memory's items, the dual network's data range and seed buffer, assoc-memory's quantiser and
+//! bit matrix) are written into the
 //! experience's folder, so that a stopped scenario resumes where it stopped
 //! ([`MethodState::save`], [`MethodState::load`]). Floating-point numbers are stored as their
 //! bits: JSON readers round some decimals to a neighbouring value.
@@ -94,6 +95,9 @@ pub struct SavedState {
     /// dual-net: NET2's companions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dual: Option<SavedDual>,
+    /// assoc-memory: the quantiser (floats as bits) and the memory's bit matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assoc: Option<crate::assoc::SavedAssoc>,
 }
 
 /// `value` with every floating-point number replaced by the string `f64:<16 hex digits>` of its
@@ -226,7 +230,21 @@ impl MethodState {
             }),
             None => None,
         };
+        let assoc = match &self.assoc {
+            Some(a) => {
+                let mut m = a.saved().map_err(|e| {
+                    file_err(
+                        &dir.join(STATE_JSON),
+                        format!("cannot record the memory: {e}"),
+                    )
+                })?;
+                m.quantizer = m.quantizer.map(floats_to_bits);
+                Some(m)
+            }
+            None => None,
+        };
         let saved = SavedState {
+            assoc,
             experiences,
             method: self.method,
             buffer: self
@@ -307,6 +325,19 @@ impl MethodState {
             b.lock()
                 .expect("replay buffer")
                 .restore(SavedItem::to_buffer(items), reader)
+                .map_err(|e| file_err(&jp, e.to_string()))?;
+        }
+        if let Some(a) = &mut state.assoc {
+            let sa = saved.assoc.clone().ok_or_else(|| missing("memory"))?;
+            let quantizer = sa
+                .quantizer
+                .map(|q| {
+                    let q = floats_from_bits(q)?;
+                    serde_json::from_value(q).map_err(|e| e.to_string())
+                })
+                .transpose()
+                .map_err(|e| file_err(&jp, format!("bad quantiser: {e}")))?;
+            a.restore(quantizer, sa.edges, &sa.learnt)
                 .map_err(|e| file_err(&jp, e.to_string()))?;
         }
         if let Some(d) = &mut state.dual {

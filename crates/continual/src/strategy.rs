@@ -21,6 +21,14 @@
 //!   learns each experience with NET2's pseudo-patterns, then NET2 learns NET1's (never real
 //!   data); see [`crate::dual`] and [`crate::reverberation`].
 //!
+//! - **assoc-memory** (alias `memory`): the model learns the first experience by gradient (as
+//!   naive), then is a frozen feature extractor: later experiences run no trainer at all
+//!   ([`MethodState::trains`]). After each experience the codes of its training sequences'
+//!   features (product quantisation fitted on the first experience's) are OR-ed into a binary
+//!   bipartite class memory, which predicts every test sequence over the classes learnt so far
+//!   ([`MethodState::score_all`]); see [`crate::assoc`]. Class-incremental (and permuted)
+//!   scenarios only, in one process.
+//!
 //! The optimizer starts afresh at each experience (its moments belong to the last data).
 //!
 //! **Task-incremental scenarios** (`split-task`): the learner masks each sequence's read-out to
@@ -90,6 +98,7 @@ use remanence_train::{Learner, RunConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::agem::AgemPlugin;
+use crate::assoc::{AssocReport, AssocState};
 use crate::dual::{DualOptions, DualState, TransferReport};
 use crate::error::{ContinualError, Result};
 use crate::regularizers::{
@@ -136,6 +145,15 @@ pub enum Method {
     },
     /// Ans & Rousset's dual network (see [`crate::dual`]).
     DualNet(DualOptions),
+    /// A binary bipartite memory over the frozen features of the model trained on the first
+    /// experience: `segments` × `anchors` product-quantisation neurons, `per_class` training
+    /// sequences stored per class (the first of the experience; `None`: all). See
+    /// [`crate::assoc`].
+    AssocMemory {
+        segments: usize,
+        anchors: usize,
+        per_class: Option<usize>,
+    },
 }
 
 /// The settings of every method; [`Method::parse`] takes those of the method named.
@@ -155,12 +173,30 @@ pub struct MethodOptions {
     pub agem_batch: usize,
     /// dual-net: its settings.
     pub dual: DualOptions,
+    /// assoc-memory: P, the segments of the product quantiser.
+    #[serde(default = "default_segments")]
+    pub segments: usize,
+    /// assoc-memory: K, the anchors of each segment.
+    #[serde(default = "default_anchors")]
+    pub anchors: usize,
+    /// assoc-memory: training sequences stored per class (`None`: all).
+    #[serde(default)]
+    pub store_per_class: Option<usize>,
+}
+
+fn default_segments() -> usize {
+    16
+}
+
+fn default_anchors() -> usize {
+    64
 }
 
 impl Default for MethodOptions {
     /// replay 50 a class and 20 a batch (Cossu et al. 2021); LwF T = 1.5 (Cossu et al.), α = 1;
     /// SI c = 1, ξ = 10⁻³; EWC λ = 1000, decay 1 (plain EWC); A-GEM reference batch 256 (Cossu et
-    /// al.). λ, c and α are not tuned.
+    /// al.). λ, c and α are not tuned. assoc-memory: 16 segments of 64 anchors (as `remanence
+    /// memory classify`), every training sequence stored.
     fn default() -> Self {
         Self {
             per_class: 50,
@@ -173,6 +209,9 @@ impl Default for MethodOptions {
             lwf_temperature: 1.5,
             agem_batch: 256,
             dual: DualOptions::default(),
+            segments: default_segments(),
+            anchors: default_anchors(),
+            store_per_class: None,
         }
     }
 }
@@ -186,8 +225,16 @@ fn check(ok: bool, what: &str, value: f64) -> Result<()> {
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 8] = [
-        "naive", "joint", "replay", "ewc", "si", "lwf", "agem", "dual-net",
+    pub const NAMES: [&'static str; 9] = [
+        "naive",
+        "joint",
+        "replay",
+        "ewc",
+        "si",
+        "lwf",
+        "agem",
+        "dual-net",
+        "assoc-memory",
     ];
 
     /// The method called `name`, with its settings from `o` (the others' are ignored).
@@ -259,6 +306,23 @@ impl Method {
                     batch: o.agem_batch,
                 })
             }
+            "assoc-memory" | "memory" => {
+                if o.segments == 0 || o.anchors == 0 || o.store_per_class == Some(0) {
+                    return Err(ContinualError::Config(format!(
+                        "--method assoc-memory needs --segments, --anchors and --per-class ≥ 1 \
+                         (got {}, {}, {})",
+                        o.segments,
+                        o.anchors,
+                        o.store_per_class
+                            .map_or("all".to_string(), |n| n.to_string())
+                    )));
+                }
+                Ok(Self::AssocMemory {
+                    segments: o.segments,
+                    anchors: o.anchors,
+                    per_class: o.store_per_class,
+                })
+            }
             m => Err(ContinualError::Config(format!(
                 "unknown method `{m}`; methods: {}",
                 Self::NAMES.join(", ")
@@ -269,8 +333,25 @@ impl Method {
     /// Refuses a method that cannot learn the scenario `spec`, saying why:
     /// - lwf on `lists`: it distils one class read-out per sequence, and sequence lists predict
     ///   an item at every step.
+    /// - assoc-memory on `lists` (the memory learns one class per sequence) and on `split-task`
+    ///   (it answers over every class learnt, knowing no task identity).
     pub fn check_scenario(&self, spec: &ScenarioSpec) -> Result<()> {
         match (self, spec) {
+            (Self::AssocMemory { .. }, ScenarioSpec::SplitTask { .. }) => {
+                Err(ContinualError::Config(format!(
+                    "--method assoc-memory is a class-incremental method: its memory predicts \
+                     over every class learnt so far and knows no task identity, and the \
+                     scenario {spec} is task-incremental (each sequence's read-out masked to its \
+                     group); use split:TASK:N"
+                )))
+            }
+            (Self::AssocMemory { .. }, ScenarioSpec::Lists { .. }) => {
+                Err(ContinualError::Config(format!(
+                    "--method assoc-memory cannot learn the scenario {spec}: its memory learns \
+                     one class per sequence (from the features after the sequence's last step), \
+                     and sequence lists predict the next item at every step; use split:TASK:N"
+                )))
+            }
             (Self::Lwf { .. }, ScenarioSpec::Lists { .. }) => Err(ContinualError::Config(format!(
                 "--method lwf cannot learn the scenario {spec}: it distils one class read-out \
                  per sequence, and sequence lists predict the next item at every step; use \
@@ -314,6 +395,13 @@ impl Method {
     /// single-process step nor their number.
     pub fn check_distributed(&self) -> Result<()> {
         match self {
+            Self::AssocMemory { .. } => Err(ContinualError::Config(
+                "--method assoc-memory cannot run with --distributed: after the first experience \
+                 it takes no gradient step to share among ranks, and its memory (feature \
+                 extraction, the quantiser's k-means, the bit matrix) is built in one process; \
+                 run it in one process"
+                    .into(),
+            )),
             Self::DualNet(_) => Err(ContinualError::Config(
                 "--method dual-net cannot be trained with --distributed: NET1's pseudo-patterns \
                  (⌈ρ·B⌉ of them for a batch of B) and its denoising noise are drawn at each step \
@@ -336,6 +424,7 @@ impl Method {
             Self::Lwf { .. } => "lwf",
             Self::Agem { .. } => "agem",
             Self::DualNet(_) => "dual-net",
+            Self::AssocMemory { .. } => "assoc-memory",
         }
     }
 }
@@ -362,6 +451,10 @@ pub struct MethodState {
     pub dual: Option<DualState>,
     /// dual-net: how the last transfer went.
     pub last_transfer: Option<TransferReport>,
+    /// assoc-memory: the quantiser and the bipartite memory.
+    pub assoc: Option<AssocState>,
+    /// assoc-memory: what the memory did after the last experience.
+    pub last_assoc: Option<AssocReport>,
 }
 
 impl MethodState {
@@ -387,6 +480,14 @@ impl MethodState {
             Method::DualNet(o) => Some(DualState::new(o, cfg, device)?),
             _ => None,
         };
+        let assoc = match method {
+            Method::AssocMemory {
+                segments,
+                anchors,
+                per_class,
+            } => Some(AssocState::new(segments, anchors, per_class, seed)?),
+            _ => None,
+        };
         Ok(Self {
             method,
             seed,
@@ -396,7 +497,31 @@ impl MethodState {
             teacher: None,
             dual,
             last_transfer: None,
+            assoc,
+            last_assoc: None,
         })
+    }
+
+    /// Whether the model learns experience `k` by gradient: always, but for assoc-memory after
+    /// its first experience (its feature extractor is frozen: the runner runs no trainer).
+    pub fn trains(&self, k: usize) -> bool {
+        !matches!(self.method, Method::AssocMemory { .. }) || k == 0
+    }
+
+    /// The accuracy on every experience of `scenario` after an experience, `model` the model it
+    /// ended with: the model's read-out ([`crate::runner::score_all`]), or for assoc-memory the
+    /// memory's predictions over the classes learnt so far ([`AssocState::score_all`]).
+    pub fn score_all(
+        &self,
+        model: &SequenceModel,
+        scenario: &crate::scenario::Scenario,
+        cfg: &RunConfig,
+        device: &Device,
+    ) -> Result<Vec<f64>> {
+        match &self.assoc {
+            Some(a) => a.score_all(model, scenario, cfg, device),
+            None => crate::runner::score_all(model, scenario, cfg, device),
+        }
     }
 
     /// Restarts every random stream of the method for experience `k` from
@@ -544,6 +669,9 @@ impl MethodState {
             drop(net2);
             d.trained = true;
             self.last_transfer = Some(report);
+        }
+        if let Some(a) = &mut self.assoc {
+            self.last_assoc = Some(a.learn(exp, model, cfg, device)?);
         }
         Ok(())
     }

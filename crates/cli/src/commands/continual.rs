@@ -15,13 +15,13 @@
 //! ([`world::scratch_root`]) removed at the end; only rank 0 prints. To resume, rank 0 reads the
 //! stopped run and sends the other ranks the files they need ([`runner::send_stopped`]),
 //! so the ranks need no shared filesystem. A method whose data-parallel training would give
-//! another result (dual-net) is refused, as is a world larger than some experience's batches.
+//! another result (dual-net, assoc-memory) is refused, as is a world larger than some
+//! experience's batches.
 //! A rank that fails ends the job.
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use remanence_cells::device::parse_device;
 use remanence_cells::encoder::EncoderConfig;
 use remanence_continual::dual::DualOptions;
 use remanence_continual::reverberation::{Noise, PseudoKind};
@@ -59,8 +59,8 @@ pub struct ContinualArgs {
             "scenario", "method", "buffer_per_class", "replay_batch", "ewc_lambda", "ewc_decay",
             "si_c", "si_xi", "lwf_alpha", "lwf_temperature", "agem_batch", "pseudo",
             "reverberations", "noise", "pseudo_per_example", "transfer_size", "transfer_epochs",
-            "hard_targets", "reset_net1", "seeds_per_class", "recon_weight", "denoise", "recipe",
-            "runs_dir", "name", "check",
+            "hard_targets", "reset_net1", "seeds_per_class", "recon_weight", "denoise", "segments",
+            "anchors", "per_class", "recipe", "runs_dir", "name", "check",
         ]
     )]
     resume: Option<PathBuf>,
@@ -88,6 +88,10 @@ pub struct ContinualArgs {
     /// with --resume. Not for dual-net.
     #[arg(long, value_enum)]
     distributed: Option<Distributed>,
+    /// With `--distributed nccl`: the ranks meet through this file (rank 0 writes NCCL's id
+    /// there, the others wait for it; a new path every rank can read), not over MPI.
+    #[arg(long, value_name = "PATH", requires = "distributed")]
+    nccl_id_file: Option<PathBuf>,
     #[command(flatten)]
     settings: Settings,
 }
@@ -136,8 +140,11 @@ struct Choice {
         help = with_default(
             "naive, joint (cumulative training, the upper bound), replay, ewc (online EWC), si \
              (synaptic intelligence), lwf (learning without forgetting), agem (averaged gradient \
-             episodic memory) or dual-net (Ans & Rousset's two networks with reverberated \
-             pseudo-patterns: no real data kept).",
+             episodic memory), dual-net (Ans & Rousset's two networks with reverberated \
+             pseudo-patterns: no real data kept) or assoc-memory (alias memory: the model \
+             trained on the first experience only, then frozen; a binary bipartite memory of \
+             its product-quantised features learns every class without gradient steps; \
+             class-incremental split scenarios, one process).",
             DEFAULT_METHOD,
         )
     )]
@@ -258,6 +265,22 @@ struct Choice {
         dual_defaults().denoise,
     ))]
     denoise: Option<f64>,
+    #[arg(long, help = with_default(
+        "assoc-memory: P, the segments of the product quantiser of the features (the final state \
+         of every layer).",
+        method_defaults().segments,
+    ))]
+    segments: Option<usize>,
+    #[arg(long, help = with_default(
+        "assoc-memory: K, the anchors of each segment (per-segment k-means on the first \
+         experience's training features).",
+        method_defaults().anchors,
+    ))]
+    anchors: Option<usize>,
+    /// assoc-memory: training sequences of each class stored in the memory (the first N of the
+    /// class in its experience) [default: all].
+    #[arg(long)]
+    per_class: Option<usize>,
 }
 
 impl Choice {
@@ -358,6 +381,9 @@ impl Choice {
                 recon_weight: self.recon_weight.unwrap_or(d.recon_weight),
                 denoise: self.denoise.unwrap_or(d.denoise),
             },
+            segments: self.segments.unwrap_or(m.segments),
+            anchors: self.anchors.unwrap_or(m.anchors),
+            store_per_class: self.per_class.or(m.store_per_class),
         })
     }
 }
@@ -372,7 +398,7 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 
 pub fn run(args: ContinualArgs) -> Result<()> {
     let world = match args.distributed {
-        Some(kind) => world::init(kind)?,
+        Some(kind) => world::init_with(kind, args.nccl_id_file.as_deref())?,
         None => return run_on(args, None),
     };
     // A rank that fails must end the job: the others would wait for it in their next
@@ -553,7 +579,7 @@ fn fresh(args: ContinualArgs, world: Option<World>) -> Result<()> {
     }
     cfg.train.early_stop = false;
     cfg.model.rnn.threads = crate::kernel_threads();
-    let device = parse_device(&cfg.device).context("--device")?;
+    let device = world::device(&cfg.device, world.as_ref()).context("--device")?;
     let name = args.name.clone().unwrap_or_else(|| {
         format!(
             "continual-{}-{}-{}-s{}",
@@ -696,7 +722,7 @@ fn resume(args: ContinualArgs, dir: PathBuf, world: Option<World>) -> Result<()>
             (_, None) => bail!("a rank other than 0 without a job"),
         };
         stopped.cfg.model.rnn.threads = crate::kernel_threads();
-        let device = parse_device(&stopped.cfg.device)
+        let device = world::device(&stopped.cfg.device, world.as_ref())
             .with_context(|| format!("device of run {}", dir.display()))?;
         let parallel = parallel(&world);
         let cfg = &stopped.cfg;

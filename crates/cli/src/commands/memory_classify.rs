@@ -33,13 +33,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use plotters::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use remanence_cells::{CellKind, Recurrent, RnnState, SequenceModel};
+use remanence_cells::{CellKind, Recurrent, SequenceModel};
 use remanence_memory::bipartite::BipartiteMemory;
 use remanence_memory::ncm::NearestClassMean;
 use remanence_memory::quantize::{AnchorMethod, PqSettings, ProductQuantizer};
@@ -48,34 +48,9 @@ use remanence_memory::MemoryError;
 use remanence_tasks::{build_task, Objective, SequenceTask, Split};
 use serde::Serialize;
 
-/// What one sequence's feature vector is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeatureKind {
-    /// The state of every layer after the last real step.
-    FinalState,
-    /// The top layer's output at the last real step.
-    FinalOutput,
-    /// The top layer's output averaged over the real steps.
-    MeanOutput,
-    /// h of layer K (from 1) after the last real step.
-    Layer(usize),
-}
-
-impl FeatureKind {
-    pub fn name(self) -> String {
-        match self {
-            FeatureKind::FinalState => "final-state".into(),
-            FeatureKind::FinalOutput => "final-output".into(),
-            FeatureKind::MeanOutput => "mean-output".into(),
-            FeatureKind::Layer(k) => format!("layer:{k}"),
-        }
-    }
-
-    /// Whether the feature is read from the recurrent state (rather than the outputs).
-    fn reads_state(self) -> bool {
-        matches!(self, FeatureKind::FinalState | FeatureKind::Layer(_))
-    }
-}
+/// What one sequence's feature vector is, and its extraction at each sequence's real length:
+/// shared with the continual-learning method `assoc-memory` (crates/continual/src/assoc.rs).
+pub use remanence_continual::assoc::{batch_features, FeatureKind};
 
 fn parse_features(s: &str) -> std::result::Result<FeatureKind, String> {
     match s.trim() {
@@ -234,83 +209,6 @@ fn standardised(f: &Features, by: &Features) -> Features {
             .collect(),
         labels: f.labels.clone(),
     }
-}
-
-/// The rows of `state` (layers, batch, hidden) that make the feature: (batch, D).
-fn state_rows(state: &RnnState, kind: FeatureKind) -> Result<Vec<Vec<f64>>> {
-    let t = match kind {
-        FeatureKind::Layer(k) => state.h.get(k - 1)?,
-        _ => state.flatten()?,
-    };
-    Ok(t.to_dtype(DType::F64)?.to_vec2::<f64>()?)
-}
-
-/// The features of one padded batch `x` (B, T, F) whose sequences have the real `lengths`
-/// (padding after the end), with elapsed times `dt` (B, T) for continuous-time cells.
-///
-/// Output features come from one pass (the outputs at a sequence's real steps do not depend
-/// on the padding after them). State features come from passes over the pieces of the batch
-/// that end at its distinct lengths, each piece starting from the state the previous one ended
-/// in; a sequence's feature is the state at the end of the piece that ends at its length.
-pub fn batch_features(
-    model: &SequenceModel,
-    x: &Tensor,
-    dt: Option<&Tensor>,
-    lengths: &[usize],
-    kind: FeatureKind,
-) -> Result<Vec<Vec<f64>>> {
-    let (b, t, _) = x.dims3()?;
-    if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
-        bail!("sequence lengths {lengths:?} do not fit a batch of {b} sequences of {t} steps");
-    }
-    if !kind.reads_state() {
-        let (_, hs, _) = model.forward_full(x, None, dt)?;
-        let hs: Vec<Vec<Vec<f64>>> = hs.detach().to_dtype(DType::F64)?.to_vec3()?;
-        return Ok(hs
-            .iter()
-            .zip(lengths)
-            .map(|(seq, &len)| match kind {
-                FeatureKind::MeanOutput => {
-                    let mut m = vec![0.0; seq[0].len()];
-                    for step in &seq[..len] {
-                        for (a, v) in m.iter_mut().zip(step) {
-                            *a += v;
-                        }
-                    }
-                    m.iter_mut().for_each(|a| *a /= len as f64);
-                    m
-                }
-                _ => seq[len - 1].clone(),
-            })
-            .collect());
-    }
-    let mut ends: Vec<usize> = lengths.to_vec();
-    ends.sort_unstable();
-    ends.dedup();
-    let mut out: Vec<Option<Vec<f64>>> = vec![None; b];
-    let mut state: Option<RnnState> = None;
-    let mut start = 0;
-    for end in ends {
-        let xs = x.narrow(1, start, end - start)?;
-        let dts = dt.map(|d| d.narrow(1, start, end - start)).transpose()?;
-        let (_, _, st) = model.forward_full(&xs, state.as_ref(), dts.as_ref())?;
-        let st = RnnState {
-            h: st.h.detach(),
-            c: st.c.map(|c| c.detach()),
-        };
-        let rows = state_rows(&st, kind)?;
-        for (i, row) in rows.into_iter().enumerate() {
-            if lengths[i] == end {
-                out[i] = Some(row);
-            }
-        }
-        state = Some(st);
-        start = end;
-    }
-    Ok(out
-        .into_iter()
-        .map(|r| r.expect("every length is one of the ends"))
-        .collect())
 }
 
 /// The class of every sequence of `split`: the task's labels, else the batches' targets.
@@ -1314,6 +1212,7 @@ fn sidecar(report: &Report, curves: &[Curve]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Tensor;
     use rand::Rng;
     use remanence_cells::{Activation, CtOptions, ModelConfig, RnnConfig};
 
