@@ -82,6 +82,19 @@ fn without_the_feature_the_flag_says_how_to_get_it() {
     let _ = std::fs::remove_dir_all(&runs);
 }
 
+#[cfg(not(feature = "nccl"))]
+#[test]
+fn without_the_nccl_feature_the_flag_says_how_to_get_it() {
+    let runs = tmp("no-nccl");
+    let mut args = train_args(&runs, "x");
+    args.extend(["--distributed", "nccl", "--device", "cuda"].map(String::from));
+    let o = Command::new(BIN).args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--features nccl"), "{}", text(&o));
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0);
+    let _ = std::fs::remove_dir_all(&runs);
+}
+
 #[cfg(feature = "mpi")]
 mod with_mpi {
     use super::*;

@@ -6,6 +6,8 @@
 //! the engine does the communication, its error handler (`MPI_ERRORS_ARE_FATAL`) ends the whole
 //! job when a process dies or a call fails, and `mpirun` reports which rank.
 //!
+//! With the cargo feature `nccl`, `Nccl` (module `nccl`) runs them with NCCL, one GPU per rank.
+//!
 //! Every process must make the same collective calls in the same order (MPI's rule): the
 //! trainer's loop gives each rank the same batches, so the plugin's one all-reduce per hook and
 //! step lines up on every rank.
@@ -40,7 +42,7 @@ pub trait Collective: Send {
     fn abort(&self, code: i32) -> !;
 }
 
-fn check_root(root: usize, size: usize) -> Result<()> {
+pub(crate) fn check_root(root: usize, size: usize) -> Result<()> {
     if root >= size {
         return Err(DistError::Collective(format!(
             "root rank {root} does not exist in a world of {size} processes"

@@ -2,7 +2,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use remanence_cells::device::parse_device;
 use remanence_cells::SequenceModel;
 use remanence_continual::backtune::learner::BacktuneLearner;
 use remanence_distributed::{
@@ -38,13 +37,17 @@ pub struct TrainArgs {
     /// process with the same global batch, rank 0 writing the run folder.
     #[arg(long, value_enum)]
     distributed: Option<Distributed>,
+    /// With `--distributed nccl`: the ranks meet through this file (rank 0 writes NCCL's id
+    /// there, the others wait for it; a new path every rank can read), not over MPI.
+    #[arg(long, value_name = "PATH", requires = "distributed")]
+    nccl_id_file: Option<PathBuf>,
     #[command(flatten)]
     settings: Settings,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let world = match args.distributed {
-        Some(kind) => Some(world::init(kind)?),
+        Some(kind) => Some(world::init_with(kind, args.nccl_id_file.as_deref())?),
         None => return run_on(&args, None),
     };
     // A rank that fails must end the job: the others would wait for it in their next
@@ -125,7 +128,7 @@ fn run_on(args: &TrainArgs, world: Option<World>) -> Result<()> {
                 // A closed-form fit over a fixed training set gives the same head every epoch.
                 cfg.train.epochs = 1;
             }
-            parse_device(&cfg.device).context("--device")?;
+            world::device(&cfg.device, world.as_ref()).context("--device")?;
             let name = args.name.clone().unwrap_or_else(|| run_name(&cfg));
             if rank == 0 {
                 (cfg, Target::New(args.runs_dir.clone(), name))
@@ -150,7 +153,7 @@ enum Target {
 
 fn train(cfg: RunConfig, target: Target, world: Option<World>) -> Result<()> {
     let rank = world.as_ref().map_or(0, |w| w.rank());
-    let device = parse_device(&cfg.device)?;
+    let device = world::device(&cfg.device, world.as_ref())?;
     let task = build_task(&cfg.task).context("building the task")?;
     if rank == 0 {
         for w in task.warnings() {
