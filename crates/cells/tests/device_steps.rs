@@ -1,7 +1,9 @@
 //! The GPU path of every fused cell (`device_sequence`: per step the recurrent product and one
 //! step op launching the cell's CUDA kernel) equals the reference composition: outputs, final
-//! states and every gradient, through Candle's autograd, f64 to 1e-10 and f32 to 1e-5. Here the
-//! step ops run the host build of the same kernel sources; on a GPU only the launches differ.
+//! states and every gradient, through Candle's autograd, f64 to 1e-10 and f32 to 1e-5. Built with
+//! `--features cuda` where CUDA device 0 exists (`scripts/gpu_check.sh run`), the device path runs
+//! on the GPU, its kernels launched from the PTX, against the reference on the CPU; otherwise the
+//! step ops run the host build of the same kernel sources.
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -37,9 +39,16 @@ struct Case {
     seed: u64,
 }
 
-/// Runs the reference (`device = false`) or the GPU path of one layer and returns its outputs
-/// and gradients by name.
+/// CUDA device 0 when this build has CUDA and the machine a GPU, else the CPU (host builds).
+fn gpu() -> Device {
+    Device::new_cuda(0).unwrap_or(Device::Cpu)
+}
+
+/// Runs the reference (`device = false`, on the CPU) or the GPU path of one layer (on [`gpu`])
+/// and returns its outputs and gradients by name, on the CPU.
 fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tensor)> {
+    let dev = if device { gpu() } else { Device::Cpu };
+    let on = |t: Tensor| t.to_device(&dev).unwrap();
     let ct = CtOptions {
         ode_unfolds: 3,
         ..Default::default()
@@ -56,13 +65,13 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
         kernel: Kernel::Reference,
     };
     let store = ParamStore::seeded(c.seed);
-    StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &Device::Cpu).unwrap();
-    let vb = store.var_builder(dtype, &Device::Cpu).pp("rnn");
+    StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &dev).unwrap();
+    let vb = store.var_builder(dtype, &dev).pp("rnn");
     let rnn = StackedRnn::new(&cfg, vb.clone()).unwrap();
     let mut rng = Rng8::seed_from_u64(c.seed + 5);
-    let x = Var::from_tensor(&uniform(&[c.b, c.t, c.i], &mut rng, dtype)).unwrap();
-    let h0 = Var::from_tensor(&uniform(&[c.b, c.h], &mut rng, dtype)).unwrap();
-    let c0 = Var::from_tensor(&uniform(&[c.b, c.h], &mut rng, dtype)).unwrap();
+    let x = Var::from_tensor(&on(uniform(&[c.b, c.t, c.i], &mut rng, dtype))).unwrap();
+    let h0 = Var::from_tensor(&on(uniform(&[c.b, c.h], &mut rng, dtype))).unwrap();
+    let c0 = Var::from_tensor(&on(uniform(&[c.b, c.h], &mut rng, dtype))).unwrap();
     let dt = Tensor::from_vec(
         (0..c.b * c.t)
             .map(|_| 0.5 + rng.random::<f64>())
@@ -73,6 +82,7 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
     .unwrap()
     .to_dtype(dtype)
     .unwrap();
+    let dt = on(dt);
     let dt = with_dt.then_some(&dt);
     let lstm = c.cell == CellKind::Lstm;
     let state = CellState {
@@ -113,13 +123,13 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
             },
         )
     };
-    let gy = uniform(y.dims(), &mut rng, dtype);
-    let gh = uniform(last.h.dims(), &mut rng, dtype);
+    let gy = on(uniform(y.dims(), &mut rng, dtype));
+    let gh = on(uniform(last.h.dims(), &mut rng, dtype));
     let mut loss = ((&y * &gy).unwrap().sum_all().unwrap()
         + (&last.h * &gh).unwrap().sum_all().unwrap())
     .unwrap();
     if let Some(cn) = &last.c {
-        let gc = uniform(cn.dims(), &mut rng, dtype);
+        let gc = on(uniform(cn.dims(), &mut rng, dtype));
         loss = (loss + (cn * &gc).unwrap().sum_all().unwrap()).unwrap();
     }
     let grads = loss.backward().unwrap();
@@ -137,7 +147,9 @@ fn run(c: Case, dtype: DType, device: bool, with_dt: bool) -> Vec<(String, Tenso
     if lstm {
         out.push(("grad.c0".into(), grads.get(c0.as_tensor()).unwrap().clone()));
     }
-    out
+    out.into_iter()
+        .map(|(n, t)| (n, t.to_device(&Device::Cpu).unwrap()))
+        .collect()
 }
 
 fn compare(c: Case, with_dt: bool) {
