@@ -9,7 +9,7 @@
 #       into DIR/payload.tar.xz (about 200 MB stripped -> about 12 MB), which `run` unpacks.
 #   scripts/gpu_check.sh run [DIR] [--dry-run]   (the GPU machine: no Rust, no network)
 #       Runs nvidia-smi, the test executables, a CUDA-against-CPU training comparison, short
-#       training runs, `remanence memory bench --device cuda`, `remanence bench` and PyTorch's
+#       training runs, `remanence memory bench --device cuda`, `remanence bench --device cuda` and PyTorch's
 #       cuDNN nn.LSTM/GRU on the bench shapes, each step under `timeout`, into one log
 #       ($OUT/gpu-check.log when $OUT is set, else DIR/gpu-check.log); carries on after a
 #       failure and ends with a summary; exit status 1 if any step failed. --dry-run prints the
@@ -320,10 +320,9 @@ run_check() {
   step "memory bench --device cuda" 120 "$bin" memory bench --device cuda --messages 5000 \
     --probes 100 --sparse-probes 0 --dense-probes 5 --out "$work/memory"
 
-  # Speed. `remanence bench` has no --device option yet (CPU only), so GPU timings of our cells
-  # come from the training runs above; bench runs here for the CPU side of this machine, and
-  # PyTorch's cuDNN LSTM/GRU on the bench's shapes for the GPU baseline.
-  step "remanence bench (CPU; no --device option)" 150 "$bin" bench --cells lstm,gru \
+  # Speed: our CUDA path (the fused route is the CUDA step kernels; candle-nn and the reference
+  # composition beside it, all on the GPU) and PyTorch's cuDNN LSTM/GRU on the same shapes.
+  step "remanence bench --device cuda" 150 "$bin" bench --device cuda --cells lstm,gru \
     --hidden 128,256 --reps 5 --warmup 1 --no-reference
   step "timed train lstm cuda h128 (our GPU speed)" "$st" "$bin" train --task reber --cell lstm \
     --hidden 128 --epochs 2 --device cuda --dtype f32 --runs-dir "$work/runs" --name lstm-cuda-h128

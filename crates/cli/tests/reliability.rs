@@ -746,6 +746,12 @@ fn catalogue_of_bad_inputs() {
             1,
             vec!["--messages", "ascending"],
         ),
+        // bench: a device the binary cannot use, before any measurement.
+        (
+            owned(&["bench", "--device", "cuda", "--cells", "lstm"]),
+            1,
+            vec!["--device", "--features cuda"],
+        ),
     ];
     for (args, code, words) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();

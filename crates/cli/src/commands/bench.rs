@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
 use clap::Args;
 use rand::{Rng, SeedableRng};
+use remanence_cells::device::parse_device;
 use remanence_cells::{
     Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, StackedRnn,
 };
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// first of --units for ltc and cfc).
     #[arg(long)]
     no_row_mnist: bool,
+    /// Device of the timed models: cpu, or cuda[:N] (a binary built with `--features cuda`; the
+    /// fused path is then the CUDA step kernels, and every timing waits for the device).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Internal: run one measurement `CELL:SIZE:PATH` and print it as JSON.
     #[arg(long, hide = true)]
     only: Option<String>,
@@ -91,10 +96,10 @@ fn median_ms(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> R
     Ok(t[t.len() / 2])
 }
 
-fn random(shape: &[usize], rng: &mut impl Rng) -> Result<Tensor> {
+fn random(shape: &[usize], rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_device(device)?)
 }
 
 /// Times `forward` and a training step (loss = Σ y·g, backward, Adam) of a model.
@@ -106,7 +111,7 @@ fn time(
     a: &BenchArgs,
 ) -> Result<(f64, f64)> {
     let y0 = forward(x)?;
-    let g = random(y0.dims(), rng)?;
+    let g = random(y0.dims(), rng, x.device())?;
     let fwd = median_ms(a.reps, a.warmup, || {
         forward(x)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
@@ -120,6 +125,8 @@ fn time(
             .map(|(_, v)| grads.get(v.as_tensor()).cloned())
             .collect();
         opt.step(&vars, &gs, 1e-4)?;
+        // A GPU runs the step asynchronously: the time counts once it is done.
+        x.device().synchronize()?;
         Ok(())
     })?;
     Ok((fwd, train))
@@ -133,7 +140,8 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
     let kind: CellKind = cell.parse()?;
     let h: usize = size.parse()?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let x = random(&[a.batch, a.len, a.input], &mut rng)?;
+    let dev = parse_device(&a.device).context("--device")?;
+    let x = random(&[a.batch, a.len, a.input], &mut rng, &dev)?;
     let before = peak_rss_mib();
     let (fwd, train) = match *path {
         "fused" | "reference" => {
@@ -156,14 +164,14 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                 },
             };
             let store = ParamStore::seeded(1);
-            StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &Device::Cpu)?;
-            let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F32, &Device::Cpu).pp("rnn"))?;
+            StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &dev)?;
+            let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F32, &dev).pp("rnn"))?;
             let f = |x: &Tensor| -> Result<Tensor> { Ok(rnn.forward(x, None, None)?.0) };
             time(&f, store.vars(), x.as_ref(), &mut rng, a)?
         }
         "candle-nn" => {
             let vm = candle_nn::VarMap::new();
-            let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+            let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &dev);
             let vars = || {
                 let data = vm.data().lock().unwrap();
                 let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -212,6 +220,8 @@ fn child(a: &BenchArgs, spec: &str, shape: Shape) -> Result<Measure> {
             &shape.input.to_string(),
             "--wiring",
             &a.wiring,
+            "--device",
+            &a.device,
         ])
         .args([
             "--reps",
@@ -238,14 +248,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&m)?);
         return Ok(());
     }
+    // A device this binary cannot use is refused before any measurement starts.
+    parse_device(&args.device).context("--device")?;
     let threads = format!(
         "{} Candle / {} kernel",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
         crate::kernel_threads().unwrap_or_else(remanence_cells::route::default_threads)
     );
     println!(
-        "f32, cpu, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",
-        args.reps, args.warmup, args.wiring
+        "f32, {}, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",
+        args.device, args.reps, args.warmup, args.wiring
     );
     println!(
         "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
