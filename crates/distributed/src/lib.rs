@@ -33,6 +33,7 @@ pub mod nccl;
 pub mod plugin;
 pub mod setup;
 pub mod shard;
+pub mod simulated;
 
 #[cfg(feature = "mpi")]
 pub use collective::Mpi;

@@ -210,7 +210,6 @@ impl Plugin for AllReducePlugin {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
 
     use candle_core::{Device, Var};
     use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig, SequenceModel};
@@ -221,7 +220,8 @@ mod tests {
 
     use super::*;
     use crate::collective::Local;
-    use crate::error::Result;
+
+    use crate::simulated::Simulated;
 
     fn model() -> (SequenceModel, remanence_cells::ParamStore) {
         model_seeded(3)
@@ -321,84 +321,6 @@ mod tests {
         assert_ne!(wa, &flat(&model().1.vars()), "the step changed nothing");
     }
 
-    /// A world of `size` simulated ranks in one process: each rank's buffers are summed once
-    /// all have arrived, as MPI's all-reduce does.
-    #[derive(Clone)]
-    struct Simulated {
-        rank: usize,
-        size: usize,
-        shared: Arc<(Mutex<Round>, std::sync::Condvar)>,
-    }
-
-    #[derive(Default)]
-    struct Round {
-        sum: Vec<f64>,
-        arrived: usize,
-        generation: u64,
-        result: Vec<f64>,
-    }
-
-    impl Collective for Simulated {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn size(&self) -> usize {
-            self.size
-        }
-        fn broadcast_f64(&self, _: &mut [f64], _: usize) -> Result<()> {
-            unimplemented!()
-        }
-        fn broadcast_f32(&self, _: &mut [f32], _: usize) -> Result<()> {
-            unimplemented!()
-        }
-        fn broadcast_bytes(&self, _: &mut Vec<u8>, _: usize) -> Result<()> {
-            unimplemented!()
-        }
-        fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-            let (lock, cv) = &*self.shared;
-            let mut r = lock.lock().unwrap();
-            if r.arrived == 0 {
-                r.sum = vec![0.0; buf.len()];
-            }
-            assert_eq!(
-                r.sum.len(),
-                buf.len(),
-                "ranks reduce buffers of different lengths"
-            );
-            for (s, x) in r.sum.iter_mut().zip(buf.iter()) {
-                *s += x;
-            }
-            r.arrived += 1;
-            let generation = r.generation;
-            if r.arrived == self.size {
-                r.result = std::mem::take(&mut r.sum);
-                r.arrived = 0;
-                r.generation += 1;
-                cv.notify_all();
-            } else {
-                while r.generation == generation {
-                    r = cv.wait(r).unwrap();
-                }
-            }
-            buf.copy_from_slice(&r.result);
-            Ok(())
-        }
-        fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>> {
-            // Through the all-reduce: each rank fills its own slot (exact for values below
-            // 2^53; the test's hashes are cut to that).
-            let mut buf = vec![0.0; self.size];
-            buf[self.rank] = (value >> 11) as f64;
-            self.all_reduce_sum_f64(&mut buf)?;
-            Ok(buf.iter().map(|&x| (x as u64) << 11).collect())
-        }
-        fn barrier(&self) -> Result<()> {
-            Ok(())
-        }
-        fn abort(&self, code: i32) -> ! {
-            std::process::exit(code)
-        }
-    }
-
     /// Three simulated ranks on threads, with uneven shards of a masked batch: every rank ends
     /// the step with the single-process weights, loss and sequence count.
     #[test]
@@ -421,14 +343,9 @@ mod tests {
             Ok((r, flat(&vars)))
         };
         let (single, w_single) = step(None, batch.clone()).unwrap();
-        let shared = Arc::new((Mutex::new(Round::default()), std::sync::Condvar::new()));
-        let handles: Vec<_> = (0..3)
-            .map(|rank| {
-                let c = Simulated {
-                    rank,
-                    size: 3,
-                    shared: shared.clone(),
-                };
+        let handles: Vec<_> = Simulated::world(3)
+            .into_iter()
+            .map(|c| {
                 let b = batch.clone();
                 let p = AllReducePlugin::new(Box::new(c));
                 let trained = p.local_sequences();
@@ -475,11 +392,7 @@ mod tests {
     fn a_batch_smaller_than_the_world_is_a_clear_error() {
         let (m, store) = model();
         let vars = store.vars();
-        let c = Simulated {
-            rank: 0,
-            size: 3,
-            shared: Default::default(),
-        };
+        let c = Simulated::world(3).swap_remove(0);
         let mut p = AllReducePlugin::new(Box::new(c));
         let err = p
             .prepare(&ctx(&m, &store, &vars), &reber_batch(2))
@@ -496,14 +409,10 @@ mod tests {
     #[test]
     fn ranks_whose_parameters_drift_apart_fail_together() {
         let batch = reber_batch(6);
-        let shared = Arc::new((Mutex::new(Round::default()), std::sync::Condvar::new()));
-        let handles: Vec<_> = (0..2)
-            .map(|rank| {
-                let c = Simulated {
-                    rank,
-                    size: 2,
-                    shared: shared.clone(),
-                };
+        let handles: Vec<_> = Simulated::world(2)
+            .into_iter()
+            .enumerate()
+            .map(|(rank, c)| {
                 let b = batch.clone();
                 std::thread::Builder::new()
                     .stack_size(256 << 20)

@@ -463,11 +463,11 @@ pub fn estimate_across(
 mod tests {
     use super::super::network::Sequence;
     use super::super::reverse::{setup, ReverseSpec};
-    use super::super::simulated::Simulated;
     use super::super::units::{lnl, normal, Leak, LnlSpec};
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use remanence_distributed::simulated::Simulated;
 
     /// A root LNL network of 3 units with a fixed leak; `k` sequences of length `len` of its
     /// unit-0 output, concatenated with a reset gap of 1 step; and a fresh network.

@@ -49,8 +49,6 @@ pub mod linalg;
 pub mod line_search;
 pub mod network;
 pub mod reverse;
-#[cfg(test)]
-mod simulated;
 pub mod solve;
 pub mod sparse;
 pub mod transfer;

@@ -385,11 +385,11 @@ mod tests {
     use super::super::criteria::{loss, output_errors, Criterion};
     use super::super::guard::Guard;
     use super::super::network::Sequence;
-    use super::super::simulated::Simulated;
     use super::super::units::{linear, lnl, randomize, Leak, LnlSpec};
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use remanence_distributed::simulated::Simulated;
 
     fn adjoint(net: &Network, data: &Data) -> (Trajectory, Vec<f64>) {
         let traj = net.forward(data);

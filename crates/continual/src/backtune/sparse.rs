@@ -162,13 +162,13 @@ mod tests {
     use super::super::estimator::estimate_with;
     use super::super::network::{Node, Sequence, Term};
     use super::super::reverse::{setup, ReverseSpec};
-    use super::super::simulated::Simulated;
     use super::super::transfer::Transfer;
     use super::super::units::{normal, randomize};
     use super::*;
     use rand::seq::index::sample;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use remanence_distributed::simulated::Simulated;
 
     /// `U` tanh units, unit `n` reading all units at delay 1, a bias and its own noise input
     /// `i_n(t−1)`: output nodes `0..U`, pre-activation nodes `U..2U` with weights
