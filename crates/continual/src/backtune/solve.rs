@@ -519,27 +519,7 @@ mod tests {
 
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
-        let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let spec = LnlSpec {
-            units: 6,
-            inputs: 2,
-            a: -1.0,
-            b: 1.0,
-            leak: Leak::Fixed(0.3),
-            input_delay: 1,
-        };
-        let mut net = lnl(&spec).unwrap().network;
-        randomize(&mut net, 0.5, &mut rng);
-        let steps = 60;
-        let seq = Sequence {
-            len: steps,
-            inputs: (0..2 * steps)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect(),
-            targets: (0..steps).map(|_| rng.random_range(-0.5..0.5)).collect(),
-        };
-        let data = Data::concat(&[seq], 2, vec![0], 0, false);
-        let (traj, eps) = adjoint(&net, &data);
+        let (net, data, traj, eps) = fixture(11, 6, Leak::Fixed(0.3), 60);
         let diag: Vec<f64> = (0..net.n_weights())
             .map(|i| 0.01 * (i % 3) as f64)
             .collect();
@@ -569,21 +549,25 @@ mod tests {
         assert_eq!(&small[pre..], &net.weights[pre..]);
     }
 
-    /// An LNL network of 7 units with an adjustable leak (output nodes `D = 1`, pre-activation
-    /// nodes `D = 10`: uneven costs), its data, trajectory and adjoint.
-    fn uneven() -> (Network, Data, Trajectory, Vec<f64>) {
-        let mut rng = ChaCha8Rng::seed_from_u64(23);
+    /// A random LNL network of `units` units with 2 inputs, one random sequence of `steps`
+    /// observed on unit 0, its trajectory and adjoint.
+    fn fixture(
+        seed: u64,
+        units: usize,
+        leak: Leak,
+        steps: usize,
+    ) -> (Network, Data, Trajectory, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let spec = LnlSpec {
-            units: 7,
+            units,
             inputs: 2,
             a: -1.0,
             b: 1.0,
-            leak: Leak::Adjustable(0.3),
+            leak,
             input_delay: 1,
         };
         let mut net = lnl(&spec).unwrap().network;
         randomize(&mut net, 0.5, &mut rng);
-        let steps = 70;
         let seq = Sequence {
             len: steps,
             inputs: (0..2 * steps)
@@ -594,6 +578,12 @@ mod tests {
         let data = Data::concat(&[seq], 2, vec![0], 0, false);
         let (traj, eps) = adjoint(&net, &data);
         (net, data, traj, eps)
+    }
+
+    /// An LNL network of 7 units with an adjustable leak (output nodes `D = 1`, pre-activation
+    /// nodes `D = 10`: uneven costs), its data, trajectory and adjoint.
+    fn uneven() -> (Network, Data, Trajectory, Vec<f64>) {
+        fixture(23, 7, Leak::Adjustable(0.3), 70)
     }
 
     #[test]
