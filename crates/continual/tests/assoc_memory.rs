@@ -3,10 +3,8 @@
 //! model's features predicts; a stopped run resumes to the same matrix; the scenarios and the
 //! data-parallel training it cannot do are refused.
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_continual::assoc::{batch_features, AssocState, FeatureKind, KMEANS_ITERATIONS};
 use remanence_continual::matrix::AccuracyMatrix;
 use remanence_continual::runner::{self, Stopped};
@@ -14,58 +12,12 @@ use remanence_continual::scenario::{Experience, Scenario};
 use remanence_continual::strategy::{Method, MethodOptions};
 use remanence_memory::bipartite::BipartiteMemory;
 use remanence_memory::quantize::{AnchorMethod, PqSettings, ProductQuantizer};
-use remanence_tasks::{Split, TaskConfig, TaskKind};
+use remanence_tasks::Split;
 use remanence_train::trainer::Silent;
-use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, RunDir, Schedule, TrainConfig};
+use remanence_train::RunDir;
 
 mod common;
-use common::Toy6;
-
-fn scenario(spec: &str) -> Scenario {
-    Scenario::new(spec.parse().unwrap(), Arc::new(Toy6), 4).unwrap()
-}
-
-fn config() -> RunConfig {
-    RunConfig {
-        model: ModelConfig::new(
-            RnnConfig {
-                cell: CellKind::Gru,
-                input_size: 2,
-                hidden_size: 6,
-                num_layers: 1,
-                activation: Activation::Tanh,
-                ct: Default::default(),
-                reservoir: Default::default(),
-                threads: None,
-                kernel: Kernel::Auto,
-            },
-            6,
-        ),
-        task: TaskConfig {
-            kind: TaskKind::MnistRows,
-            train_size: 0,
-            test_size: 0,
-            data_seed: 4,
-            data_dir: None,
-            options: Default::default(),
-        },
-        train: TrainConfig {
-            epochs: 2,
-            batch_size: 8,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam, 0.05),
-            schedule: Schedule::Constant,
-            clip_norm: Some(1.0),
-            seed: 7,
-            early_stop: false,
-            target: None,
-            eval_batch_size: 64,
-            ridge: None,
-            backtune: None,
-        },
-        dtype: "f32".into(),
-        device: "cpu".into(),
-    }
-}
+use common::{config, scenario};
 
 fn root(name: &str) -> PathBuf {
     let r = std::env::temp_dir().join(format!("remanence-assoc-{}-{name}", std::process::id()));

@@ -2,66 +2,17 @@
 //! uninterrupted run, for every method; folders that cannot be resumed are refused, the file
 //! at fault named.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use candle_core::Device;
-use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
 use remanence_continual::matrix::AccuracyMatrix;
 use remanence_continual::runner::{self, Stopped};
 use remanence_continual::scenario::Scenario;
 use remanence_continual::strategy::{Method, MethodOptions};
-use remanence_tasks::{TaskConfig, TaskKind};
 use remanence_train::trainer::Silent;
-use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, RunDir, Schedule, TrainConfig};
+use remanence_train::RunDir;
 
 mod common;
-use common::Toy6;
-
-fn scenario(spec: &str) -> Scenario {
-    Scenario::new(spec.parse().unwrap(), Arc::new(Toy6), 4).unwrap()
-}
-
-fn config() -> RunConfig {
-    RunConfig {
-        model: ModelConfig::new(
-            RnnConfig {
-                cell: CellKind::Gru,
-                input_size: 2,
-                hidden_size: 6,
-                num_layers: 1,
-                activation: Activation::Tanh,
-                ct: Default::default(),
-                reservoir: Default::default(),
-                threads: None,
-                kernel: Kernel::Auto,
-            },
-            6,
-        ),
-        task: TaskConfig {
-            kind: TaskKind::MnistRows,
-            train_size: 0,
-            test_size: 0,
-            data_seed: 4,
-            data_dir: None,
-            options: Default::default(),
-        },
-        train: TrainConfig {
-            epochs: 2,
-            batch_size: 8,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam, 0.05),
-            schedule: Schedule::Constant,
-            clip_norm: Some(1.0),
-            seed: 7,
-            early_stop: false,
-            target: None,
-            eval_batch_size: 64,
-            ridge: None,
-            backtune: None,
-        },
-        dtype: "f32".into(),
-        device: "cpu".into(),
-    }
-}
+use common::{config, scenario};
 
 fn root(name: &str) -> PathBuf {
     let r = std::env::temp_dir().join(format!("remanence-resume-{}-{name}", std::process::id()));

@@ -1,8 +1,14 @@
 //! The small classification task the continual tests share (no data set needed).
 #![allow(dead_code)]
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
+use remanence_cells::{Activation, CellKind, Kernel, ModelConfig, RnnConfig};
+use remanence_continual::scenario::Scenario;
 use remanence_tasks::task::Predict;
 use remanence_tasks::{Batch, Evaluation, Objective, SequenceTask, Split};
+use remanence_tasks::{TaskConfig, TaskKind};
+use remanence_train::{OptimizerConfig, OptimizerKind, RunConfig, Schedule, TrainConfig};
 
 /// Features per step, classes and steps of [`Toy6`].
 pub const F: usize = 2;
@@ -72,5 +78,53 @@ impl SequenceTask for Toy6 {
     }
     fn label(&self, _split: Split, index: usize) -> Option<usize> {
         Some(index % 6)
+    }
+}
+
+/// A scenario of `spec` cut from [`Toy6`] (data seed 4).
+pub fn scenario(spec: &str) -> Scenario {
+    Scenario::new(spec.parse().unwrap(), Arc::new(Toy6), 4).unwrap()
+}
+
+/// A GRU of 6 units learning [`Toy6`]: 2 epochs per experience, batches of 8, Adam 0.05, f32.
+pub fn config() -> RunConfig {
+    RunConfig {
+        model: ModelConfig::new(
+            RnnConfig {
+                cell: CellKind::Gru,
+                input_size: 2,
+                hidden_size: 6,
+                num_layers: 1,
+                activation: Activation::Tanh,
+                ct: Default::default(),
+                reservoir: Default::default(),
+                threads: None,
+                kernel: Kernel::Auto,
+            },
+            6,
+        ),
+        task: TaskConfig {
+            kind: TaskKind::MnistRows,
+            train_size: 0,
+            test_size: 0,
+            data_seed: 4,
+            data_dir: None,
+            options: Default::default(),
+        },
+        train: TrainConfig {
+            epochs: 2,
+            batch_size: 8,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam, 0.05),
+            schedule: Schedule::Constant,
+            clip_norm: Some(1.0),
+            seed: 7,
+            early_stop: false,
+            target: None,
+            eval_batch_size: 64,
+            ridge: None,
+            backtune: None,
+        },
+        dtype: "f32".into(),
+        device: "cpu".into(),
     }
 }
