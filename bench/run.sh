@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs PyTorch (nn.RNN/LSTM/GRU) and ncps (LTC, CfC) on the shapes of `remanence bench`, so the
 # two can be compared on one machine. Creates bench/.venv with torch and ncps from PyPI on first use.
-# Usage: bench/run.sh [--threads N] [--reps N]     (then compare with: remanence bench)
+# Usage: bench/run.sh [--threads N] [--reps N]     (PyTorch/ncps alone)
+# The comparison in one run, ours and theirs interleaved row by row, uses the venv this makes:
+#   remanence bench --against pytorch
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"

@@ -752,6 +752,35 @@ fn catalogue_of_bad_inputs() {
             1,
             vec!["--device", "--features cuda"],
         ),
+        // bench --against pytorch: a Python without torch, and a GPU device, refused up front.
+        (
+            owned(&[
+                "bench",
+                "--cells",
+                "lstm",
+                "--against",
+                "pytorch",
+                "--python",
+                "/nonexistent/python3",
+            ]),
+            1,
+            vec!["--against pytorch", "/nonexistent/python3"],
+        ),
+        (
+            owned(&[
+                "bench",
+                "--cells",
+                "lstm",
+                "--against",
+                "pytorch",
+                "--wiring",
+                "random:0.5",
+                "--cells",
+                "ltc",
+            ]),
+            1,
+            vec!["fully connected"],
+        ),
     ];
     for (args, code, words) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();

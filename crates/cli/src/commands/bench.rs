@@ -2,6 +2,11 @@
 //! each cell's fused path and its reference composition, beside candle-nn's `rnn::lstm` /
 //! `rnn::gru`, on the same inputs, and prints the ratios. Every measurement runs in a child
 //! process of its own, so its peak memory is its own. Speed is measured here, never in tests.
+//!
+//! With `--against pytorch` every row is also timed in PyTorch (`nn.RNN/LSTM/GRU`) or ncps (`LTC`,
+//! `CfC`) right after ours, in a child Python process running `bench/torch_bench.py` (built into
+//! this binary) on the same shape and thread count, and the row prints theirs / ours.
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -61,9 +66,131 @@ pub struct BenchArgs {
     /// fused path is then the CUDA step kernels, and every timing waits for the device).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Also time the library a user would otherwise pick on each row, interleaved with ours:
+    /// `pytorch` (PyTorch's nn.RNN/LSTM/GRU for srn/lstm/gru, ncps's LTC/CfC for ltc/cfc), on
+    /// the CPU with the same thread count. Needs a Python with torch and ncps (`--python`).
+    #[arg(long, value_enum)]
+    against: Option<Against>,
+    /// The Python of `--against`: default `bench/.venv/bin/python` (made by `bench/run.sh`) when it
+    /// exists below the working directory, else `python3`.
+    #[arg(long)]
+    python: Option<PathBuf>,
     /// Internal: run one measurement `CELL:SIZE:PATH` and print it as JSON.
     #[arg(long, hide = true)]
     only: Option<String>,
+}
+
+/// The libraries `--against` can time beside ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Against {
+    Pytorch,
+}
+
+/// The PyTorch/ncps side of `--against pytorch`: the script (written to a temporary file that is
+/// removed on drop) and the Python that runs it.
+struct Theirs {
+    python: PathBuf,
+    script: PathBuf,
+    version: String,
+}
+
+/// `bench/torch_bench.py`, carried in the binary so that `--against` works from any directory.
+const TORCH_BENCH: &str = include_str!("../../../../bench/torch_bench.py");
+
+impl Theirs {
+    /// Checks up front that `python` imports torch (and ncps when `need_ncps`), so a missing
+    /// install fails before any measurement.
+    fn new(python: Option<PathBuf>, need_ncps: bool) -> Result<Self> {
+        let venv = Path::new("bench/.venv/bin/python");
+        let python = python.unwrap_or_else(|| {
+            if venv.exists() {
+                venv.to_path_buf()
+            } else {
+                PathBuf::from("python3")
+            }
+        });
+        let probe = if need_ncps {
+            "import torch, ncps, importlib.metadata as m; print(torch.__version__, 'ncps', m.version('ncps'))"
+        } else {
+            "import torch; print(torch.__version__)"
+        };
+        let out = std::process::Command::new(&python)
+            .args(["-c", probe])
+            .output()
+            .with_context(|| format!("--against pytorch: cannot run {}", python.display()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            bail!(
+                "--against pytorch: {} cannot import torch{}: {}\nrun bench/run.sh once (it creates bench/.venv with torch and ncps), or pass --python",
+                python.display(),
+                if need_ncps { " and ncps" } else { "" },
+                err.trim().lines().last().unwrap_or_default()
+            );
+        }
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let script =
+            std::env::temp_dir().join(format!("remanence-torch-bench-{}.py", std::process::id()));
+        std::fs::write(&script, TORCH_BENCH)
+            .with_context(|| format!("writing {}", script.display()))?;
+        Ok(Self {
+            python,
+            script,
+            version,
+        })
+    }
+
+    /// Their model for one of our cells, or `None` where neither library has it.
+    fn spec(kind: CellKind, h: usize) -> Option<String> {
+        let name = match kind {
+            CellKind::Srn => "rnn",
+            CellKind::Lstm => "lstm",
+            CellKind::Gru => "gru",
+            CellKind::Ltc => "ltc",
+            CellKind::Cfc => "cfc",
+            _ => return None,
+        };
+        Some(format!("{name}:{h}"))
+    }
+
+    /// One measurement in a child Python process (the script's `--only`).
+    fn measure(&self, spec: &str, shape: Shape, a: &BenchArgs) -> Result<Measure> {
+        let threads =
+            crate::kernel_threads().unwrap_or_else(remanence_cells::route::default_threads);
+        let out = std::process::Command::new(&self.python)
+            .arg(&self.script)
+            .args(["--only", spec, "--threads", &threads.to_string()])
+            .args([
+                "--reps",
+                &a.reps.to_string(),
+                "--warmup",
+                &a.warmup.to_string(),
+            ])
+            .args([
+                "--batch",
+                &shape.batch.to_string(),
+                "--len",
+                &shape.len.to_string(),
+                "--input",
+                &shape.input.to_string(),
+            ])
+            .output()
+            .context("running the PyTorch bench")?;
+        if !out.status.success() {
+            bail!(
+                "PyTorch bench {spec} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        serde_json::from_str(line).with_context(|| format!("PyTorch bench {spec} printed {line:?}"))
+    }
+}
+
+impl Drop for Theirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.script);
+    }
 }
 
 /// Batch, length and input features of a timed run.
@@ -250,6 +377,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // A device this binary cannot use is refused before any measurement starts.
     parse_device(&args.device).context("--device")?;
+    let kinds: Vec<CellKind> = args
+        .cells
+        .iter()
+        .map(|c| c.parse::<CellKind>())
+        .collect::<std::result::Result<_, _>>()?;
+    let theirs = match args.against {
+        None => None,
+        Some(Against::Pytorch) => {
+            if args.device != "cpu" {
+                bail!(
+                    "--against pytorch times PyTorch on the CPU; on a GPU, scripts/gpu_check.sh runs PyTorch's cuDNN beside --device cuda"
+                );
+            }
+            if kinds.iter().any(|k| *k == CellKind::Ltc) && args.wiring != "fully-connected" {
+                bail!(
+                    "--against pytorch: ncps's LTC is timed fully connected only (got --wiring {})",
+                    args.wiring
+                );
+            }
+            let ncps = kinds.iter().any(|k| k.is_ncps());
+            Some(Theirs::new(args.python.clone(), ncps)?)
+        }
+    };
     let threads = format!(
         "{} Candle / {} kernel",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_default(),
@@ -259,8 +409,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "f32, {}, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",
         args.device, args.reps, args.warmup, args.wiring
     );
-    println!(
-        "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
+    if let Some(t) = &theirs {
+        println!(
+            "against: torch {} ({}), same threads, each of their rows measured right after ours",
+            t.version,
+            t.python.display()
+        );
+    }
+    let header = [
         "cell",
         "BxTxI",
         "size",
@@ -268,12 +424,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "fused ms",
         "ref ms",
         "cnn ms",
+        "torch ms",
         "vs ref",
         "vs cnn",
+        "vs torch",
         "GFLOP/s",
         "fused MiB",
-        "ref MiB"
-    );
+        "ref MiB",
+        "torch MiB",
+    ];
+    print_row(&header.map(String::from));
     let main = Shape {
         batch: args.batch,
         len: args.len,
@@ -285,8 +445,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         input: 28,
     };
     let mut runs: Vec<(CellKind, usize, Shape)> = Vec::new();
-    for cell in &args.cells {
-        let kind: CellKind = cell.parse()?;
+    for &kind in &kinds {
         let sizes = if kind.is_ncps() {
             &args.units
         } else {
@@ -298,8 +457,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         runs.extend(sizes.iter().map(|&h| (kind, h, main)));
     }
     if !args.no_row_mnist {
-        for cell in &args.cells {
-            let kind: CellKind = cell.parse()?;
+        for &kind in &kinds {
             let h = if kind.is_ncps() {
                 args.units.first().copied().unwrap_or(64)
             } else {
@@ -310,76 +468,84 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     for (kind, h, shape) in runs {
         let label = format!("{}x{}x{}", shape.batch, shape.len, shape.input);
-        {
-            let fused = if kind.has_fused_cpu() {
-                Some(child(&args, &format!("{kind}:{h}:fused"), shape)?)
-            } else {
-                None
+        let fused = if kind.has_fused_cpu() {
+            Some(child(&args, &format!("{kind}:{h}:fused"), shape)?)
+        } else {
+            None
+        };
+        let too_big = kind == CellKind::Ltc && h > args.ltc_reference_max;
+        let reference = if kind.has_fused_cpu() && (args.no_reference || too_big) {
+            None
+        } else {
+            Some(child(&args, &format!("{kind}:{h}:reference"), shape)?)
+        };
+        let cnn = if matches!(kind, CellKind::Lstm | CellKind::Gru) {
+            Some(child(&args, &format!("{kind}:{h}:candle-nn"), shape)?)
+        } else {
+            None
+        };
+        let torch = match (&theirs, Theirs::spec(kind, h)) {
+            (Some(t), Some(spec)) => Some(t.measure(&spec, shape, &args)?),
+            _ => None,
+        };
+        // Matrix-product work of the gated cells: 2·B·T·(I+H)·gates·H forward; backward
+        // about twice that.
+        let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru)
+            .then(|| 2.0 * (shape.batch * shape.len * (shape.input + h) * kind.gates() * h) as f64);
+        let ms = |m: &Option<Measure>, train: bool| {
+            m.as_ref()
+                .map(|m| if train { m.train_ms } else { m.forward_ms })
+        };
+        let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}x", b / a),
+            _ => "-".into(),
+        };
+        let mib = |m: &Option<Measure>, train: bool| {
+            m.as_ref()
+                .and_then(|m| m.peak_mib)
+                .filter(|_| train)
+                .map(|p| format!("{p:.0}"))
+                .unwrap_or_default()
+        };
+        for (pass, train) in [("train", true), ("forward", false)] {
+            let best = match (ms(&fused, train), ms(&reference, train)) {
+                (Some(f), Some(r)) => Some(f.min(r)),
+                (f, r) => f.or(r),
             };
-            let too_big = kind == CellKind::Ltc && h > args.ltc_reference_max;
-            let reference = if kind.has_fused_cpu() && (args.no_reference || too_big) {
-                None
-            } else {
-                Some(child(&args, &format!("{kind}:{h}:reference"), shape)?)
-            };
-            let cnn = if matches!(kind, CellKind::Lstm | CellKind::Gru) {
-                Some(child(&args, &format!("{kind}:{h}:candle-nn"), shape)?)
-            } else {
-                None
-            };
-            // Matrix-product work of the gated cells: 2·B·T·(I+H)·gates·H forward; backward
-            // about twice that.
-            let flops = matches!(kind, CellKind::Srn | CellKind::Lstm | CellKind::Gru).then(|| {
-                2.0 * (shape.batch * shape.len * (shape.input + h) * kind.gates() * h) as f64
-            });
-            let ms = |m: &Option<Measure>, train: bool| {
-                m.as_ref()
-                    .map(|m| if train { m.train_ms } else { m.forward_ms })
-            };
-            let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) => format!("{:.2}x", b / a),
-                _ => "-".into(),
-            };
-            let mib = |m: &Option<Measure>| {
-                m.as_ref()
-                    .and_then(|m| m.peak_mib)
-                    .map(|p| format!("{p:.0}"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            for (pass, train) in [("train", true), ("forward", false)] {
-                let best = match (ms(&fused, train), ms(&reference, train)) {
-                    (Some(f), Some(r)) => Some(f.min(r)),
-                    (f, r) => f.or(r),
-                };
-                let gf = flops
-                    .zip(best)
-                    .map(|(f, t)| format!("{:.1}", f * if train { 3.0 } else { 1.0 } / (t * 1e6)));
-                println!(
-                    "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} | {:>8} {:>9} | {:>7} | {:>8} {:>8}",
-                    kind.name(),
-                    label,
-                    h,
-                    pass,
-                    fmt(ms(&fused, train)),
-                    fmt(ms(&reference, train)),
-                    fmt(ms(&cnn, train)),
-                    ratio(ms(&fused, train), ms(&reference, train)),
-                    ratio(best, ms(&cnn, train)),
-                    gf.unwrap_or_else(|| "-".into()),
-                    if train { mib(&fused) } else { String::new() },
-                    if train {
-                        mib(&reference)
-                    } else {
-                        String::new()
-                    },
-                );
-            }
+            let gf = flops
+                .zip(best)
+                .map(|(f, t)| format!("{:.1}", f * if train { 3.0 } else { 1.0 } / (t * 1e6)));
+            print_row(&[
+                kind.name().to_string(),
+                label.clone(),
+                h.to_string(),
+                pass.to_string(),
+                fmt(ms(&fused, train)),
+                fmt(ms(&reference, train)),
+                fmt(ms(&cnn, train)),
+                fmt(ms(&torch, train)),
+                ratio(ms(&fused, train), ms(&reference, train)),
+                ratio(best, ms(&cnn, train)),
+                ratio(best, ms(&torch, train)),
+                gf.unwrap_or_else(|| "-".into()),
+                mib(&fused, train),
+                mib(&reference, train),
+                mib(&torch, train),
+            ]);
         }
     }
-    println!("vs ref = reference ms / fused ms; vs cnn = candle-nn ms / our best ms (above 1: we are faster)");
+    println!("vs ref = reference ms / fused ms; vs cnn = candle-nn ms / our best ms; vs torch = PyTorch or ncps ms / our best ms (above 1: we are faster)");
     println!("MiB = growth of the peak resident memory of the measuring process over its start (model, graph, buffers)");
     Ok(())
+}
+
+/// One line of the table, columns right-aligned to fixed widths (the cell name left-aligned).
+fn print_row(c: &[String; 15]) {
+    println!(
+        "{:<6} {:>10} {:>5} {:>7} | {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} | {:>7} | {:>9} {:>8} {:>9}",
+        c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14]
+    );
 }
 
 /// The process's peak resident set size (VmHWM) in MiB, where the platform reports it.
