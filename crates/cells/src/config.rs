@@ -110,7 +110,13 @@ impl CellKind {
     pub fn has_fused_cpu(self) -> bool {
         matches!(
             self,
-            CellKind::Srn | CellKind::Lstm | CellKind::Gru | CellKind::Ltc | CellKind::Esn
+            CellKind::Srn
+                | CellKind::Lstm
+                | CellKind::Gru
+                | CellKind::Ltc
+                | CellKind::Esn
+                | CellKind::Cfc
+                | CellKind::Ctrnn
         )
     }
 

@@ -221,6 +221,37 @@ fn cfc_gradients_match_finite_differences() {
     );
 }
 
+/// Both paths (the fused CfC kernel and the reference) without backbone, with two backbone
+/// layers and with the other activations. GELU is left out: Candle's derivative of it (which
+/// both paths reproduce) rounds 1/√(2π) to 0.398942, a relative error of 7e-7.
+#[test]
+fn cfc_depths_and_activations_match_finite_differences() {
+    for (k, (mode, layers, act, with_dt)) in [
+        ("default", 0, "lecun-tanh", true),
+        ("pure", 0, "lecun-tanh", true),
+        ("no-gate", 2, "lecun-tanh", true),
+        ("pure", 2, "tanh", false),
+        ("default", 1, "relu", true),
+        ("no-gate", 1, "silu", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_ct(
+            CellKind::Cfc,
+            Activation::Tanh,
+            1,
+            30 + k as u64,
+            ct(|o| {
+                o.mode = mode.parse().unwrap();
+                o.backbone_layers = layers;
+                o.backbone_activation = act.parse().unwrap();
+            }),
+            with_dt,
+        );
+    }
+}
+
 #[test]
 fn ctrnn_and_odernn_gradients_match_finite_differences() {
     for solver in ["euler", "heun", "rk4"] {
@@ -247,4 +278,23 @@ fn ctrnn_and_odernn_gradients_match_finite_differences() {
         }),
         true,
     );
+}
+
+/// The CT-RNN's fused kernel (and its reference) with one unfold per step and unit elapsed
+/// times; the case above covers three unfolds with elapsed times, two layers.
+#[test]
+fn ctrnn_single_unfold_gradients_match_finite_differences() {
+    for (k, solver) in ["euler", "heun", "rk4"].iter().enumerate() {
+        check_ct(
+            CellKind::Ctrnn,
+            Activation::Tanh,
+            1,
+            22 + k as u64,
+            ct(|o| {
+                o.solver = solver.parse().unwrap();
+                o.ode_unfolds = 1;
+            }),
+            false,
+        );
+    }
 }

@@ -10,13 +10,20 @@
 //! Names (ncps): `backbone.{0,2,4,…}.weight/bias`, `ff1`, `ff2`, `time_a`, `time_b` (`.weight`,
 //! `.bias`), `A` and `w_tau` (1, H) in pure mode. Initialisation as ncps: Xavier-uniform on every
 //! matrix (A and w_tau included), PyTorch's `nn.Linear` default on the biases.
-use candle_core::{Module, Tensor};
+//!
+//! On the CPU the whole layer runs as one fused op ([`crate::kernels::cpu::CfcKernel`]) that
+//! reads the parameters packed by `Cfc::packed_weights`; `step` is the reference it is tested
+//! against.
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
+use super::torch_layer::pack;
 use crate::cell::RecurrentCell;
 use crate::config::{BackboneActivation, CfcMode, CtOptions};
-use crate::error::Result;
+use crate::error::{CellError, Result};
+use crate::kernels::cpu::{CfcKernel, Fused};
 use crate::ops::lecun_tanh;
+use crate::route::Route;
 use crate::state::CellState;
 
 impl BackboneActivation {
@@ -55,6 +62,7 @@ pub struct Cfc {
     a: Option<Tensor>,
     w_tau: Option<Tensor>,
     mode: CfcMode,
+    backbone_units: usize,
     inputs: usize,
     units: usize,
 }
@@ -96,9 +104,47 @@ impl Cfc {
             a,
             w_tau,
             mode,
+            backbone_units: opts.backbone_units,
             inputs: input_size,
             units,
         })
+    }
+
+    /// The parameters as the fused kernel reads them (see [`CfcKernel`]): each backbone layer's
+    /// weight and bias; the heads' weights stacked (ff1, ff2, time_a, time_b; ff1 alone in pure
+    /// mode), then their biases in the same order; in pure mode `A` and `w_tau`. Built with
+    /// Candle ops, so autograd carries the kernel's gradients on to the parameters.
+    fn packed_weights(&self) -> Result<Tensor> {
+        let bias = |l: &Linear| -> Result<Tensor> {
+            l.bias()
+                .cloned()
+                .ok_or_else(|| CellError::Config("CfC layers have biases".into()))
+        };
+        let heads: Vec<&Linear> = [
+            Some(&self.ff1),
+            self.ff2.as_ref(),
+            self.time_a.as_ref(),
+            self.time_b.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut parts: Vec<Tensor> = Vec::new();
+        for l in &self.backbone {
+            parts.push(l.weight().clone());
+            parts.push(bias(l)?);
+        }
+        for l in &heads {
+            parts.push(l.weight().clone());
+        }
+        for l in &heads {
+            parts.push(bias(l)?);
+        }
+        if let (Some(a), Some(w_tau)) = (&self.a, &self.w_tau) {
+            parts.push(a.clone());
+            parts.push(w_tau.clone());
+        }
+        pack(&parts.iter().collect::<Vec<_>>())
     }
 }
 
@@ -151,5 +197,33 @@ impl RecurrentCell for Cfc {
             }
         };
         Ok(CellState { h, c: None })
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        dt: Option<&Tensor>,
+        state: &CellState,
+        route: Route,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps | Route::Reference => return Ok(None),
+        };
+        let steps = x.dim(1)?;
+        let kernel = CfcKernel {
+            input: self.inputs,
+            hidden: self.units,
+            backbone_units: self.backbone_units,
+            backbone_layers: self.backbone.len(),
+            mode: self.mode,
+            activation: self.activation,
+            dt: dt
+                .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+                .transpose()?,
+        };
+        let (hs, _) = Fused::new(kernel, threads).apply(x, &self.packed_weights()?, &state.h)?;
+        let h_n = hs.narrow(1, steps - 1, 1)?.squeeze(1)?;
+        Ok(Some((hs, CellState { h: h_n, c: None })))
     }
 }

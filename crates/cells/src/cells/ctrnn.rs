@@ -3,18 +3,26 @@
 //! constant over the step, solved over the step's elapsed time (default 1) by any [`Solver`]
 //! with `ode_unfolds` steps. Names for layer k: `weight_ih_l{k}` (H, I), `weight_hh_l{k}` (H, H),
 //! `bias_l{k}` (H), `tau_l{k}` (H, initialised so that τ = 1).
-use candle_core::Tensor;
+//!
+//! With a fixed-step solver the CPU runs a layer as one fused op ([`CtRnnKernel`]); the
+//! adaptive Dormand–Prince solver always runs this reference step.
+use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::torch_layer::torch_uniform;
+use super::torch_layer::{pack, torch_uniform};
 use crate::cell::RecurrentCell;
 use crate::config::CtOptions;
 use crate::error::Result;
+use crate::kernels::cpu::ctrnn::FixedStep;
+use crate::kernels::cpu::{CtRnnKernel, Fused};
 use crate::ode::{integrate, Solver};
 use crate::ops::softplus;
+use crate::route::Route;
 use crate::state::CellState;
 
 pub struct CtRnn {
+    w_ih: Tensor,
+    w_hh: Tensor,
     w_ih_t: Tensor,
     w_hh_t: Tensor,
     bias: Tensor,
@@ -46,6 +54,8 @@ impl CtRnn {
         Ok(Self {
             w_ih_t: w_ih.t()?,
             w_hh_t: w_hh.t()?,
+            w_ih,
+            w_hh,
             bias,
             tau,
             solver: Solver::new(opts.solver, opts.rtol, opts.atol, opts.max_steps)?,
@@ -83,5 +93,37 @@ impl RecurrentCell for CtRnn {
         let (t0, span) = spans(dt, &state.h)?;
         let h = integrate(&f, &state.h, &t0, &span, self.solver, self.unfolds)?;
         Ok(CellState { h, c: None })
+    }
+
+    fn forward_sequence(
+        &self,
+        x: &Tensor,
+        dt: Option<&Tensor>,
+        state: &CellState,
+        route: Route,
+    ) -> Result<Option<(Tensor, CellState)>> {
+        let threads = match route {
+            Route::CpuFused { threads } => threads,
+            Route::CudaSteps | Route::Reference => return Ok(None),
+        };
+        let Some(solver) = FixedStep::of(self.solver) else {
+            return Ok(None);
+        };
+        let steps = x.dim(1)?;
+        let kernel = CtRnnKernel {
+            input: self.inputs,
+            hidden: self.units,
+            solver,
+            unfolds: self.unfolds,
+            dt: dt
+                .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+                .transpose()?,
+        };
+        // Effective weights: autograd carries κ's gradient on to tau.
+        let inv_tau = softplus(&self.tau)?.recip()?;
+        let w = pack(&[&self.w_ih, &self.w_hh, &self.bias, &inv_tau])?;
+        let (hs, _) = Fused::new(kernel, threads).apply(x, &w, &state.h)?;
+        let h_n = hs.narrow(1, steps - 1, 1)?.squeeze(1)?;
+        Ok(Some((hs, CellState { h: h_n, c: None })))
     }
 }

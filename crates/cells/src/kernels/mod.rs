@@ -1,6 +1,6 @@
 //! The fast paths, each beside the reference it is tested against (the cells in [`crate::cells`]).
 //!
-//! - [`cpu`]: fused whole-layer kernels for SRN, LSTM, GRU and LTC;
+//! - [`cpu`]: fused whole-layer kernels for SRN (and the reservoir), LSTM, GRU, LTC, CfC and CT-RNN;
 //! - [`cuda`]: per-step CUDA kernels for the same cells and their host build;
 //! - [`math`]: what both share: the kernel floats and their exponential, logistic and tanh.
 //!

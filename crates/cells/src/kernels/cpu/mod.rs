@@ -6,8 +6,11 @@
 //!   inside the op;
 //! - `lanes`: element-wise passes in vectorizable blocks; `gemm`: the products (the scalar
 //!   functions are in [`crate::kernels::math`], shared with the CUDA host build);
-//! - one file per cell: [`srn`], [`lstm`], [`gru`], [`ltc`], each tested against its reference
-//!   cell in `crates/cells/tests`.
+//! - one file per cell: [`srn`] (also the echo-state reservoir, with its leak), [`lstm`], [`gru`],
+//!   [`ltc`], [`cfc`], [`ctrnn`] (Euler, Heun and RK4; Dormand–Prince stays on the reference),
+//!   each tested against its reference cell in `crates/cells/tests`.
+pub mod cfc;
+pub mod ctrnn;
 pub(crate) mod gemm;
 pub mod gru;
 pub(crate) mod lanes;
@@ -17,6 +20,8 @@ pub mod runner;
 pub mod srn;
 
 pub use super::math::{sigmoid, tanh, KernelFloat};
+pub use cfc::CfcKernel;
+pub use ctrnn::CtRnnKernel;
 pub use gru::GruKernel;
 pub(crate) use lanes::{lane_blocks, lane_sum, lanes, LANES};
 pub use lstm::LstmKernel;
