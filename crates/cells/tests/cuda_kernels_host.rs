@@ -419,6 +419,8 @@ fn ltc_case<T: DeviceFloat + candle_core::WithDType>(
             unfolds: l,
             epsilon: eps,
             dt: Some(dt.clone()),
+            synapses: None,
+            sensory_synapses: None,
         },
         1,
     );

@@ -24,7 +24,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::cell::RecurrentCell;
 use crate::config::{Constraint, CtOptions, Mapping};
 use crate::error::{CellError, Result};
-use crate::kernels::cpu::{Fused, LtcKernel};
+use crate::kernels::cpu::{Fused, LtcKernel, Synapses};
 use crate::kernels::cuda::LtcStep;
 use crate::ops::softplus;
 use crate::params::ParamStore;
@@ -58,6 +58,10 @@ pub struct Ltc {
     motor: usize,
     /// Full names of the parameters clamped ≥ 0 after each update in clip mode.
     nonnegative: Vec<String>,
+    /// The wiring's recurrent synapses, for the fused CPU kernel, when it is sparse enough to
+    /// run them alone.
+    synapses: Option<std::sync::Arc<Synapses>>,
+    sensory_synapses: Option<std::sync::Arc<Synapses>>,
 }
 
 fn u(lo: f64, up: f64) -> Init {
@@ -122,6 +126,9 @@ impl Ltc {
         let sensory_mask = vb
             .get_with_hints((d, h), "sensory_sparsity_mask", one)?
             .detach();
+        let values = |m: &Tensor| m.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let synapses = Synapses::if_sparse(&values(&mask)?, h);
+        let sensory_synapses = Synapses::if_sparse(&values(&sensory_mask)?, h);
         let nonnegative = ["gleak", "cm", "w", "sensory_w"]
             .iter()
             .map(|n| format!("{}.{n}", vb.prefix()))
@@ -159,6 +166,8 @@ impl Ltc {
             units: h,
             motor,
             nonnegative,
+            synapses,
+            sensory_synapses,
         })
     }
 
@@ -331,6 +340,8 @@ impl RecurrentCell for Ltc {
                 dt: dt
                     .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
                     .transpose()?,
+                synapses: self.synapses.clone(),
+                sensory_synapses: self.sensory_synapses.clone(),
             },
             threads,
         );

@@ -20,8 +20,15 @@
 //! Parameters enter as one packed vector (see [`PackedLayout`]) of *effective* values (softplus
 //! and masks already applied by Candle ops), so Candle's autograd carries the gradients on to the
 //! raw parameters. [`crate::fused::Fused`] splits the batch over threads for the whole sequence.
+//!
+//! A sparse wiring (a fraction p of the synapses) runs through [`Synapses`]: the kept synapses
+//! by target neuron, their parameters gathered into contiguous runs once per call, so the
+//! synapse work is about p of the dense work. For each target the sources' values are gathered,
+//! the activations computed and summed in vector lanes; the backward pass scatters ∂z σ back to
+//! the sources. Gradients of synapses the wiring removed are left at zero (the mask multiplies
+//! them away in autograd anyway). Dense wirings keep the dense loops.
 
-use super::{lane_sum, sigmoid, KernelFloat, Parts, RowKernel};
+use super::{lane_sum, sigmoid, KernelFloat, Parts, RowKernel, LANES};
 pub use crate::cells::ltc::PackedLayout;
 
 impl PackedLayout {
@@ -67,6 +74,266 @@ struct Params<'a, T> {
     vleak: &'a [T],
 }
 
+/// The synapses a wiring keeps between `rows` source neurons (or sensory channels) and `cols`
+/// target neurons, in a sliced-ELLPACK layout: targets in groups of [`LANES`]; a group has as
+/// many slots as its targets' largest in-degree, and slot `s` holds, lane by lane, the `s`-th
+/// synapse into each target of the group (entry `slot·LANES + lane`), padding where a target has
+/// fewer. A pass then runs one vector per slot with the targets' sums in the vector's lanes (no
+/// horizontal sums); only the sources' values are gathered, and the backward pass scatters one
+/// value per synapse back to the sources. Padding has weight 0, so it adds exactly nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synapses {
+    pub rows: usize,
+    pub cols: usize,
+    /// Slots of group `g`: `slots[g]..slots[g + 1]`.
+    pub slots: Vec<usize>,
+    /// The source of every entry (0 for padding), `LANES` per slot.
+    pub pre: Vec<u32>,
+    /// Whether each entry is a synapse of the wiring (not padding).
+    pub real: Vec<bool>,
+}
+
+impl Synapses {
+    /// The synapses of a row-major (rows, `cols`) mask (source × target): every non-zero entry.
+    pub fn from_mask<T: num_traits::Zero + Copy + PartialEq>(mask: &[T], cols: usize) -> Self {
+        assert!(cols > 0 && mask.len() % cols == 0, "a mask of whole rows");
+        let rows = mask.len() / cols;
+        let mut slots = vec![0];
+        let (mut pre, mut real) = (Vec::new(), Vec::new());
+        for g0 in (0..cols).step_by(LANES) {
+            let sources: Vec<Vec<u32>> = (0..LANES)
+                .map(|l| {
+                    let j = g0 + l;
+                    if j >= cols {
+                        return Vec::new();
+                    }
+                    (0..rows)
+                        .filter(|&i| mask[i * cols + j] != T::zero())
+                        .map(|i| i as u32)
+                        .collect()
+                })
+                .collect();
+            let depth = sources.iter().map(Vec::len).max().unwrap_or(0);
+            for s in 0..depth {
+                for src in &sources {
+                    pre.push(src.get(s).copied().unwrap_or(0));
+                    real.push(s < src.len());
+                }
+            }
+            slots.push(slots.last().unwrap() + depth);
+        }
+        Self {
+            rows,
+            cols,
+            slots,
+            pre,
+            real,
+        }
+    }
+
+    /// Kept synapses over all possible ones.
+    pub fn density(&self) -> f64 {
+        let all = self.rows * self.cols;
+        if all == 0 {
+            return 1.0;
+        }
+        self.kept() as f64 / all as f64
+    }
+
+    /// The wiring's synapses (padding excluded).
+    pub fn kept(&self) -> usize {
+        self.real.iter().filter(|&&r| r).count()
+    }
+
+    /// Entries (synapses and padding): the work of one pass.
+    pub fn entries(&self) -> usize {
+        self.pre.len()
+    }
+
+    /// The sparse path is used below this density (docs/benchmarks.md: the LTC with random
+    /// wirings of several densities against the fully connected one).
+    pub const SPARSE_BELOW: f64 = 0.4;
+
+    /// The synapses of `mask` when their density is below [`Self::SPARSE_BELOW`].
+    pub fn if_sparse<T: num_traits::Zero + Copy + PartialEq>(
+        mask: &[T],
+        cols: usize,
+    ) -> Option<std::sync::Arc<Self>> {
+        let s = Self::from_mask(mask, cols);
+        (s.density() < Self::SPARSE_BELOW).then(|| std::sync::Arc::new(s))
+    }
+
+    /// The dense index (source · cols + target) of every entry; `None` for padding.
+    fn places(&self) -> impl Iterator<Item = Option<usize>> + '_ {
+        (0..self.slots.len() - 1).flat_map(move |g| {
+            (self.slots[g]..self.slots[g + 1]).flat_map(move |s| {
+                (0..LANES).map(move |l| {
+                    let k = s * LANES + l;
+                    self.real[k].then(|| self.pre[k] as usize * self.cols + g * LANES + l)
+                })
+            })
+        })
+    }
+
+    /// `dense[place]` of every entry in order, 0 for padding.
+    fn gather<T: num_traits::Zero + Copy>(&self, dense: &[T]) -> Vec<T> {
+        self.places()
+            .map(|p| p.map_or(T::zero(), |p| dense[p]))
+            .collect()
+    }
+
+    /// Adds the per-entry values `packed` into their places of the dense (rows, cols) `dense`.
+    fn scatter_add<T: KernelFloat>(&self, packed: &[T], dense: &mut [T]) {
+        for (p, &g) in self.places().zip(packed) {
+            if let Some(p) = p {
+                dense[p] = dense[p] + g;
+            }
+        }
+    }
+
+    fn params<T: num_traits::Zero + Copy>(
+        &self,
+        sigma: &[T],
+        mu: &[T],
+        w: &[T],
+        erev: &[T],
+    ) -> SparseParams<T> {
+        SparseParams {
+            sigma: self.gather(sigma),
+            mu: self.gather(mu),
+            w: self.gather(w),
+            erev: self.gather(erev),
+        }
+    }
+
+    /// The sources' values of one slot's entries.
+    #[inline(always)]
+    fn sources<T: Copy>(&self, src: &[T], slot: usize) -> [T; LANES] {
+        let idx = &self.pre[slot * LANES..(slot + 1) * LANES];
+        assert!(src.len() >= self.rows && idx.len() == LANES);
+        // SAFETY: `from_mask` stores only sources below `rows` (padding: 0), and `src` holds at
+        // least `rows` values (asserted above); a bounds check per lane would keep this scalar.
+        std::array::from_fn(|l| unsafe { *src.get_unchecked(*idx.get_unchecked(l) as usize) })
+    }
+
+    /// Adds the synapses' drive from `src` (one value per source) to every target:
+    /// `num_j += Σ a·E`, `den_j += Σ a` with `a = W σ(σ_s (src − μ))`; writes each entry's σ into
+    /// `s` (entry order).
+    #[inline(always)]
+    fn drive<T: KernelFloat>(
+        &self,
+        sp: &SparseParams<T>,
+        src: &[T],
+        num: &mut [T],
+        den: &mut [T],
+        s: &mut [T],
+    ) {
+        for g in 0..self.slots.len() - 1 {
+            let (mut an, mut ad) = ([T::zero(); LANES], [T::zero(); LANES]);
+            for slot in self.slots[g]..self.slots[g + 1] {
+                let v = self.sources(src, slot);
+                // Whole blocks through local arrays: the compiler then vectorizes the lanes
+                // without proving that the slices do not overlap.
+                let (sg, mu, w, er) = (
+                    block(&sp.sigma, slot),
+                    block(&sp.mu, slot),
+                    block(&sp.w, slot),
+                    block(&sp.erev, slot),
+                );
+                let mut so = [T::zero(); LANES];
+                for l in 0..LANES {
+                    let sv = sigmoid(sg[l] * (v[l] - mu[l]));
+                    so[l] = sv;
+                    let a = w[l] * sv;
+                    an[l] = an[l] + a * er[l];
+                    ad[l] = ad[l] + a;
+                }
+                s[slot * LANES..(slot + 1) * LANES].copy_from_slice(&so);
+            }
+            for l in 0..LANES.min(self.cols - g * LANES) {
+                let j = g * LANES + l;
+                num[j] = num[j] + an[l];
+                den[j] = den[j] + ad[l];
+            }
+        }
+    }
+
+    /// The backward of [`Self::drive`] given `∂num`, `∂den` per target and the saved σ: adds the
+    /// entries' parameter gradients into `grad` and `Σ_j ∂z σ_s` into `dsrc` per source.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn drive_backward<T: KernelFloat>(
+        &self,
+        sp: &SparseParams<T>,
+        grad: &mut SparseParams<T>,
+        src: &[T],
+        s: &[T],
+        dnum: &[T],
+        dden: &[T],
+        dsrc: &mut [T],
+    ) {
+        for g in 0..self.slots.len() - 1 {
+            let (mut dn, mut dd) = ([T::zero(); LANES], [T::zero(); LANES]);
+            for l in 0..LANES.min(self.cols - g * LANES) {
+                dn[l] = dnum[g * LANES + l];
+                dd[l] = dden[g * LANES + l];
+            }
+            for slot in self.slots[g]..self.slots[g + 1] {
+                let v = self.sources(src, slot);
+                let (sv, w, er, sg, mu) = (
+                    block(s, slot),
+                    block(&sp.w, slot),
+                    block(&sp.erev, slot),
+                    block(&sp.sigma, slot),
+                    block(&sp.mu, slot),
+                );
+                let (mut dsig, mut dmu, mut dw, mut de) = (
+                    block(&grad.sigma, slot),
+                    block(&grad.mu, slot),
+                    block(&grad.w, slot),
+                    block(&grad.erev, slot),
+                );
+                let mut zs = [T::zero(); LANES];
+                for l in 0..LANES {
+                    let s = sv[l];
+                    let da = dn[l] * er[l] + dd[l];
+                    dw[l] = dw[l] + da * s;
+                    de[l] = de[l] + dn[l] * w[l] * s;
+                    let dz = da * w[l] * s * (T::one() - s);
+                    dsig[l] = dsig[l] + dz * (v[l] - mu[l]);
+                    zs[l] = dz * sg[l];
+                    dmu[l] = dmu[l] - zs[l];
+                }
+                let e = slot * LANES..(slot + 1) * LANES;
+                grad.sigma[e.clone()].copy_from_slice(&dsig);
+                grad.mu[e.clone()].copy_from_slice(&dmu);
+                grad.w[e.clone()].copy_from_slice(&dw);
+                grad.erev[e].copy_from_slice(&de);
+                for (l, &z) in zs.iter().enumerate() {
+                    let i = self.pre[slot * LANES + l] as usize;
+                    dsrc[i] = dsrc[i] + z;
+                }
+            }
+        }
+    }
+}
+
+/// The `slot`-th block of [`LANES`] values of `v`, as a value (one vector load).
+#[inline(always)]
+fn block<T: Copy>(v: &[T], slot: usize) -> [T; LANES] {
+    v[slot * LANES..(slot + 1) * LANES]
+        .try_into()
+        .expect("a whole block")
+}
+
+/// The recurrent parameters of the kept synapses, gathered per call (see [`Synapses`]).
+struct SparseParams<T> {
+    sigma: Vec<T>,
+    mu: Vec<T>,
+    w: Vec<T>,
+    erev: Vec<T>,
+}
+
 /// The kernel: inputs `x` (B, T, D) already mapped, packed parameters, `h0` (B, H) → per step
 /// the state after the step (H), saving the state before each unfold (L·H).
 #[derive(Debug, Clone)]
@@ -76,6 +343,11 @@ pub struct LtcKernel {
     pub epsilon: f64,
     /// Elapsed time per (sample, step), row-major; `None`: 1 everywhere.
     pub dt: Option<Vec<f64>>,
+    /// The wiring's recurrent synapses when it is sparse enough to run them alone
+    /// (below [`Synapses::SPARSE_BELOW`]); `None`: every synapse, dense loops.
+    pub synapses: Option<std::sync::Arc<Synapses>>,
+    /// The same for the sensory synapses (D × H).
+    pub sensory_synapses: Option<std::sync::Arc<Synapses>>,
 }
 
 impl LtcKernel {
@@ -83,11 +355,33 @@ impl LtcKernel {
         self.dt.as_ref().map(|d| d[b * steps + t]).unwrap_or(1.0)
     }
 
-    /// Sensory drive of one sample and step: (Σ_d a·E, Σ_d a) per neuron, and σ values in `s`.
+    /// Values of one step's sensory activations: D × H, or one per sparse entry.
+    fn sensory_width(&self) -> usize {
+        let dense = self.layout.d * self.layout.h;
+        self.sensory_synapses
+            .as_ref()
+            .map_or(dense, |s| s.entries())
+    }
+
+    fn sparse_params<T: KernelFloat>(&self, p: &Params<T>) -> Option<SparseParams<T>> {
+        self.synapses
+            .as_ref()
+            .map(|s| s.params(p.sigma, p.mu, p.w, p.erev))
+    }
+
+    fn sparse_sensory<T: KernelFloat>(&self, p: &Params<T>) -> Option<SparseParams<T>> {
+        self.sensory_synapses
+            .as_ref()
+            .map(|s| s.params(p.ssig, p.smu, p.sw, p.serev))
+    }
+
+    /// Sensory drive of one sample and step: (Σ_d a·E, Σ_d a) per neuron, and σ values in `s`
+    /// (D × H, or one per entry of the [`Synapses`] on the sparse path).
     #[inline(always)]
     fn sensory<T: KernelFloat>(
         &self,
         p: &Params<T>,
+        sparse: Option<&SparseParams<T>>,
         x: &[T],
         s: &mut [T],
         num: &mut [T],
@@ -96,6 +390,10 @@ impl LtcKernel {
         let h = self.layout.h;
         num.fill(T::zero());
         den.fill(T::zero());
+        if let (Some(syn), Some(sp)) = (self.sensory_synapses.as_deref(), sparse) {
+            syn.drive(sp, x, num, den, s);
+            return;
+        }
         for (d, &xd) in x.iter().enumerate() {
             let row = d * h..(d + 1) * h;
             let (sg, mu, w, e, sr) = (
@@ -131,19 +429,24 @@ impl LtcKernel {
         let (h, d, l) = (self.layout.h, self.layout.d, self.unfolds);
         let n = out.len() / (steps * h);
         let (mut sbuf, mut ns, mut ds) = (
-            vec![T::zero(); d * h],
+            vec![T::zero(); self.sensory_width()],
             vec![T::zero(); h],
             vec![T::zero(); h],
         );
         let (mut num, mut den, mut cm_t) =
             (vec![T::zero(); h], vec![T::zero(); h], vec![T::zero(); h]);
         let eps = T::from(self.epsilon).unwrap();
+        let sparse = self.sparse_params(p);
+        let sensory = self.sparse_sensory(p);
+        // The recurrent synapse activations of the sparse path (not needed after the pass).
+        let mut sact = vec![T::zero(); sparse.as_ref().map_or(0, |sp| sp.w.len())];
         for r in 0..n {
             let b = b0 + r;
             let mut v: Vec<T> = h0[b * h..(b + 1) * h].to_vec();
             for t in 0..steps {
                 self.sensory(
                     p,
+                    sensory.as_ref(),
                     &x[(b * steps + t) * d..(b * steps + t + 1) * d],
                     &mut sbuf,
                     &mut ns,
@@ -160,21 +463,25 @@ impl LtcKernel {
                         num[j] = cm_t[j] * v[j] + p.gleak[j] * p.vleak[j] + ns[j];
                         den[j] = cm_t[j] + p.gleak[j] + ds[j];
                     }
-                    for (i, &vi) in v.iter().enumerate() {
-                        let row = i * h..(i + 1) * h;
-                        let (sg, mu, w, e) = (
-                            &p.sigma[row.clone()],
-                            &p.mu[row.clone()],
-                            &p.w[row.clone()],
-                            &p.erev[row],
-                        );
-                        let (num, den) = (&mut num[..h], &mut den[..h]);
-                        // Equal lengths let the compiler drop bounds checks and vectorize.
-                        assert!(sg.len() == h && mu.len() == h && w.len() == h && e.len() == h);
-                        for j in 0..h {
-                            let a = w[j] * sigmoid(sg[j] * (vi - mu[j]));
-                            num[j] = num[j] + a * e[j];
-                            den[j] = den[j] + a;
+                    if let (Some(syn), Some(sp)) = (self.synapses.as_deref(), &sparse) {
+                        syn.drive(sp, &v, &mut num, &mut den, &mut sact);
+                    } else {
+                        for (i, &vi) in v.iter().enumerate() {
+                            let row = i * h..(i + 1) * h;
+                            let (sg, mu, w, e) = (
+                                &p.sigma[row.clone()],
+                                &p.mu[row.clone()],
+                                &p.w[row.clone()],
+                                &p.erev[row],
+                            );
+                            let (num, den) = (&mut num[..h], &mut den[..h]);
+                            // Equal lengths let the compiler drop bounds checks and vectorize.
+                            assert!(sg.len() == h && mu.len() == h && w.len() == h && e.len() == h);
+                            for j in 0..h {
+                                let a = w[j] * sigmoid(sg[j] * (vi - mu[j]));
+                                num[j] = num[j] + a * e[j];
+                                den[j] = den[j] + a;
+                            }
                         }
                     }
                     for j in 0..h {
@@ -214,9 +521,12 @@ impl LtcKernel {
         );
         debug_assert_eq!(dp.len(), lay.len());
         let eps = T::from(self.epsilon).unwrap();
-        let (mut sa, mut ns, mut ds) =
-            (vec![T::zero(); dh], vec![T::zero(); h], vec![T::zero(); h]);
-        let mut sbuf = vec![T::zero(); hh];
+        let (mut sa, mut ns, mut ds) = (
+            vec![T::zero(); self.sensory_width()],
+            vec![T::zero(); h],
+            vec![T::zero(); h],
+        );
+        let mut sbuf = vec![T::zero(); self.synapses.as_ref().map_or(hh, |s| s.entries())];
         let (mut asum, mut cm_t, mut dnum, mut dden) = (
             vec![T::zero(); h],
             vec![T::zero(); h],
@@ -224,6 +534,23 @@ impl LtcKernel {
             vec![T::zero(); h],
         );
         let mut zs = vec![T::zero(); h];
+        let sparse = self.sparse_params(p);
+        let sensory = self.sparse_sensory(p);
+        let mut sensory_grad = sensory.as_ref().map(|sp| SparseParams {
+            sigma: vec![T::zero(); sp.w.len()],
+            mu: vec![T::zero(); sp.w.len()],
+            w: vec![T::zero(); sp.w.len()],
+            erev: vec![T::zero(); sp.w.len()],
+        });
+        // Per-synapse gradients of the kept synapses (scattered into dp at the end), and the
+        // sparse path's work space.
+        let mut sparse_grad = sparse.as_ref().map(|sp| SparseParams {
+            sigma: vec![T::zero(); sp.w.len()],
+            mu: vec![T::zero(); sp.w.len()],
+            w: vec![T::zero(); sp.w.len()],
+            erev: vec![T::zero(); sp.w.len()],
+        });
+        let mut nscratch = vec![T::zero(); h];
         let (mut dns, mut dds, mut g, mut gp) = (
             vec![T::zero(); h],
             vec![T::zero(); h],
@@ -240,7 +567,7 @@ impl LtcKernel {
                     g[j] = g[j] + grad.out[gq * h + j];
                 }
                 let xs = &x[(b * steps + t) * d..(b * steps + t + 1) * d];
-                self.sensory(p, xs, &mut sa, &mut ns, &mut ds);
+                self.sensory(p, sensory.as_ref(), xs, &mut sa, &mut ns, &mut ds);
                 let scale = T::from(l as f64 / self.dt(b, t, steps)).unwrap();
                 for j in 0..h {
                     cm_t[j] = p.cm[j] * scale;
@@ -255,20 +582,29 @@ impl LtcKernel {
                         &fwd.out[q * h..(q + 1) * h]
                     };
                     asum.fill(T::zero());
-                    for (i, &vi) in v.iter().enumerate() {
-                        let row = i * h..(i + 1) * h;
-                        let (sg, mu, w, sb) = (
-                            &p.sigma[row.clone()],
-                            &p.mu[row.clone()],
-                            &p.w[row.clone()],
-                            &mut sbuf[row],
-                        );
-                        let asum = &mut asum[..h];
-                        assert!(sg.len() == h && mu.len() == h && w.len() == h && sb.len() == h);
-                        for j in 0..h {
-                            let s = sigmoid(sg[j] * (vi - mu[j]));
-                            sb[j] = s;
-                            asum[j] = asum[j] + w[j] * s;
+                    if let (Some(syn), Some(sp)) = (self.synapses.as_deref(), &sparse) {
+                        // sbuf holds the activations σ of the kept synapses (Synapses order);
+                        // the numerators are not needed here.
+                        nscratch.fill(T::zero());
+                        syn.drive(sp, v, &mut nscratch, &mut asum, &mut sbuf);
+                    } else {
+                        for (i, &vi) in v.iter().enumerate() {
+                            let row = i * h..(i + 1) * h;
+                            let (sg, mu, w, sb) = (
+                                &p.sigma[row.clone()],
+                                &p.mu[row.clone()],
+                                &p.w[row.clone()],
+                                &mut sbuf[row],
+                            );
+                            let asum = &mut asum[..h];
+                            assert!(
+                                sg.len() == h && mu.len() == h && w.len() == h && sb.len() == h
+                            );
+                            for j in 0..h {
+                                let s = sigmoid(sg[j] * (vi - mu[j]));
+                                sb[j] = s;
+                                asum[j] = asum[j] + w[j] * s;
+                            }
                         }
                     }
                     for j in 0..h {
@@ -282,7 +618,11 @@ impl LtcKernel {
                         dns[j] = dns[j] + dnum[j];
                         dds[j] = dds[j] + dden[j];
                     }
+                    if let (Some(syn), Some(sp), Some(sg_)) =
+                        (self.synapses.as_deref(), &sparse, sparse_grad.as_mut())
                     {
+                        syn.drive_backward(sp, sg_, v, &sbuf, &dnum, &dden, &mut gp);
+                    } else {
                         let (dsig, rest) = dp.split_at_mut(hh);
                         let (dmu, rest) = rest.split_at_mut(hh);
                         let (dw, rest) = rest.split_at_mut(hh);
@@ -331,7 +671,15 @@ impl LtcKernel {
                     }
                     std::mem::swap(&mut g, &mut gp);
                 }
-                {
+                if let (Some(syn), Some(sp), Some(sgr)) = (
+                    self.sensory_synapses.as_deref(),
+                    &sensory,
+                    sensory_grad.as_mut(),
+                ) {
+                    let dxr = &mut dx[(r * steps + t) * d..(r * steps + t + 1) * d];
+                    dxr.fill(T::zero());
+                    syn.drive_backward(sp, sgr, xs, &sa, &dns, &dds, dxr);
+                } else {
                     let sens = &mut dp[o_ssig..o_ssig + 4 * dh];
                     let (dssig, rest) = sens.split_at_mut(dh);
                     let (dsmu, rest) = rest.split_at_mut(dh);
@@ -371,6 +719,25 @@ impl LtcKernel {
                 }
             }
             dh0[r * h..(r + 1) * h].copy_from_slice(&g);
+        }
+        if let (Some(syn), Some(sg)) = (self.sensory_synapses.as_deref(), &sensory_grad) {
+            let sens = &mut dp[o_ssig..o_ssig + 4 * dh];
+            let (dssig, rest) = sens.split_at_mut(dh);
+            let (dsmu, rest) = rest.split_at_mut(dh);
+            let (dsw, dserev) = rest.split_at_mut(dh);
+            syn.scatter_add(&sg.sigma, dssig);
+            syn.scatter_add(&sg.mu, dsmu);
+            syn.scatter_add(&sg.w, dsw);
+            syn.scatter_add(&sg.erev, dserev);
+        }
+        if let (Some(syn), Some(sg)) = (self.synapses.as_deref(), &sparse_grad) {
+            let (dsig, rest) = dp.split_at_mut(hh);
+            let (dmu, rest) = rest.split_at_mut(hh);
+            let (dw, rest) = rest.split_at_mut(hh);
+            syn.scatter_add(&sg.sigma, dsig);
+            syn.scatter_add(&sg.mu, dmu);
+            syn.scatter_add(&sg.w, dw);
+            syn.scatter_add(&sg.erev, &mut rest[..hh]);
         }
     }
 }

@@ -25,6 +25,6 @@ pub use ctrnn::CtRnnKernel;
 pub use gru::GruKernel;
 pub(crate) use lanes::{lane_blocks, lane_sum, lanes, LANES};
 pub use lstm::LstmKernel;
-pub use ltc::LtcKernel;
+pub use ltc::{LtcKernel, Synapses};
 pub use runner::{Fused, Parts, RowKernel};
 pub use srn::SrnKernel;
