@@ -121,7 +121,7 @@ impl Theirs {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             bail!(
-                "--against pytorch: {} cannot import torch{}: {}\nrun bench/run.sh once (it creates bench/.venv with torch and ncps), or pass --python",
+                "--against pytorch: {} cannot import torch{}: {}\nrun bench/run.sh --install once (it creates bench/.venv with torch and ncps), or pass --python",
                 python.display(),
                 if need_ncps { " and ncps" } else { "" },
                 err.trim().lines().last().unwrap_or_default()
