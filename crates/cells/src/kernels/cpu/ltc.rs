@@ -75,10 +75,10 @@ struct Params<'a, T> {
 }
 
 /// The synapses a wiring keeps between `rows` source neurons (or sensory channels) and `cols`
-/// target neurons, in a sliced-ELLPACK layout: targets in groups of [`LANES`]; a group has as
-/// many slots as its targets' largest in-degree, and slot `s` holds, lane by lane, the `s`-th
-/// synapse into each target of the group (entry `slot·LANES + lane`), padding where a target has
-/// fewer. A pass then runs one vector per slot with the targets' sums in the vector's lanes (no
+/// target neurons, in a sliced-ELLPACK layout: targets sorted by in-degree (most first) and
+/// taken in groups of [`LANES`], so that a group's targets have similar in-degrees; a group has
+/// as many slots as its largest in-degree, and slot `s` holds, lane by lane, the `s`-th synapse
+/// into each target of the group (entry `slot·LANES + lane`), padding where a target has fewer. A pass then runs one vector per slot with the targets' sums in the vector's lanes (no
 /// horizontal sums); only the sources' values are gathered, and the backward pass scatters one
 /// value per synapse back to the sources. Padding has weight 0, so it adds exactly nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +87,9 @@ pub struct Synapses {
     pub cols: usize,
     /// Slots of group `g`: `slots[g]..slots[g + 1]`.
     pub slots: Vec<usize>,
+    /// The target of each lane of each group (`g·LANES + lane`); `cols` for lanes past the last
+    /// target.
+    pub target: Vec<u32>,
     /// The source of every entry (0 for padding), `LANES` per slot.
     pub pre: Vec<u32>,
     /// Whether each entry is a synapse of the wiring (not padding).
@@ -98,24 +101,25 @@ impl Synapses {
     pub fn from_mask<T: num_traits::Zero + Copy + PartialEq>(mask: &[T], cols: usize) -> Self {
         assert!(cols > 0 && mask.len() % cols == 0, "a mask of whole rows");
         let rows = mask.len() / cols;
+        let sources: Vec<Vec<u32>> = (0..cols)
+            .map(|j| {
+                (0..rows)
+                    .filter(|&i| mask[i * cols + j] != T::zero())
+                    .map(|i| i as u32)
+                    .collect()
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..cols).collect();
+        order.sort_by_key(|&j| std::cmp::Reverse(sources[j].len()));
         let mut slots = vec![0];
-        let (mut pre, mut real) = (Vec::new(), Vec::new());
-        for g0 in (0..cols).step_by(LANES) {
-            let sources: Vec<Vec<u32>> = (0..LANES)
-                .map(|l| {
-                    let j = g0 + l;
-                    if j >= cols {
-                        return Vec::new();
-                    }
-                    (0..rows)
-                        .filter(|&i| mask[i * cols + j] != T::zero())
-                        .map(|i| i as u32)
-                        .collect()
-                })
-                .collect();
-            let depth = sources.iter().map(Vec::len).max().unwrap_or(0);
+        let (mut pre, mut real, mut target) = (Vec::new(), Vec::new(), Vec::new());
+        for group in order.chunks(LANES) {
+            target.extend(group.iter().map(|&j| j as u32));
+            target.resize(target.len() + LANES - group.len(), cols as u32);
+            let depth = group.iter().map(|&j| sources[j].len()).max().unwrap_or(0);
             for s in 0..depth {
-                for src in &sources {
+                for l in 0..LANES {
+                    let src = group.get(l).map_or(&[][..], |&j| &sources[j][..]);
                     pre.push(src.get(s).copied().unwrap_or(0));
                     real.push(s < src.len());
                 }
@@ -126,6 +130,7 @@ impl Synapses {
             rows,
             cols,
             slots,
+            target,
             pre,
             real,
         }
@@ -169,7 +174,8 @@ impl Synapses {
             (self.slots[g]..self.slots[g + 1]).flat_map(move |s| {
                 (0..LANES).map(move |l| {
                     let k = s * LANES + l;
-                    self.real[k].then(|| self.pre[k] as usize * self.cols + g * LANES + l)
+                    let j = self.target[g * LANES + l] as usize;
+                    self.real[k].then(|| self.pre[k] as usize * self.cols + j)
                 })
             })
         })
@@ -250,10 +256,12 @@ impl Synapses {
                 }
                 s[slot * LANES..(slot + 1) * LANES].copy_from_slice(&so);
             }
-            for l in 0..LANES.min(self.cols - g * LANES) {
-                let j = g * LANES + l;
-                num[j] = num[j] + an[l];
-                den[j] = den[j] + ad[l];
+            for l in 0..LANES {
+                let j = self.target[g * LANES + l] as usize;
+                if j < self.cols {
+                    num[j] = num[j] + an[l];
+                    den[j] = den[j] + ad[l];
+                }
             }
         }
     }
@@ -274,9 +282,12 @@ impl Synapses {
     ) {
         for g in 0..self.slots.len() - 1 {
             let (mut dn, mut dd) = ([T::zero(); LANES], [T::zero(); LANES]);
-            for l in 0..LANES.min(self.cols - g * LANES) {
-                dn[l] = dnum[g * LANES + l];
-                dd[l] = dden[g * LANES + l];
+            for l in 0..LANES {
+                let j = self.target[g * LANES + l] as usize;
+                if j < self.cols {
+                    dn[l] = dnum[j];
+                    dd[l] = dden[j];
+                }
             }
             for slot in self.slots[g]..self.slots[g + 1] {
                 let v = self.sources(src, slot);
