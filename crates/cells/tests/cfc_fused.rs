@@ -12,18 +12,12 @@ use remanence_cells::cells::Cfc;
 use remanence_cells::kernels::cpu::{CfcKernel, Fused, RowKernel};
 use remanence_cells::{
     Activation, BackboneActivation, CellKind, CellState, CfcMode, CtOptions, Kernel, ParamStore,
-    Recurrent, RecurrentCell, RnnConfig, RnnState, Route, StackedRnn,
+    Recurrent, RecurrentCell, RnnConfig, Route, StackedRnn,
 };
 
 type Rng8 = rand_chacha::ChaCha8Rng;
 
-fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng8) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| lo + (hi - lo) * rng.random::<f64>())
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
+use common::uniform;
 
 const MODES: [CfcMode; 3] = [CfcMode::Default, CfcMode::NoGate, CfcMode::Pure];
 const ACTIVATIONS: [BackboneActivation; 5] = [
@@ -108,37 +102,14 @@ fn run(
     StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &dev).unwrap();
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &dev).pp("rnn")).unwrap();
     let mut rng = Rng8::seed_from_u64(seed + 1);
-    let mut mk = |shape: &[usize], lo: f64, hi: f64| {
-        uniform(shape, lo, hi, &mut rng).to_dtype(dtype).unwrap()
+    let feed = common::Feed {
+        b: case.b,
+        t: case.t,
+        i: case.d,
+        with_h0: case.with_h0,
+        with_dt: case.with_dt,
     };
-    let x = Var::from_tensor(&mk(&[case.b, case.t, case.d], -1.5, 1.5)).unwrap();
-    let h0 = Var::from_tensor(&mk(&[1, case.b, case.h], -1.0, 1.0)).unwrap();
-    let dt = mk(&[case.b, case.t], 0.2, 2.0);
-    let gy = mk(&[case.b, case.t, case.h], -1.0, 1.0);
-    let gh = mk(&[1, case.b, case.h], -1.0, 1.0);
-    let init = case.with_h0.then(|| RnnState {
-        h: h0.as_tensor().clone(),
-        c: None,
-    });
-    let (y, last) = rnn
-        .forward(x.as_tensor(), init.as_ref(), case.with_dt.then_some(&dt))
-        .unwrap();
-    let loss = ((&y * &gy).unwrap().sum_all().unwrap()
-        + (&last.h * &gh).unwrap().sum_all().unwrap())
-    .unwrap();
-    let grads = loss.backward().unwrap();
-    let mut out = vec![("y".to_string(), y), ("h_n".to_string(), last.h)];
-    for (name, v) in store.vars() {
-        let g = grads
-            .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("{}: no gradient for {name}", case.describe()));
-        out.push((format!("grad.{name}"), g.clone()));
-    }
-    out.push(("grad.x".into(), grads.get(x.as_tensor()).unwrap().clone()));
-    if case.with_h0 {
-        out.push(("grad.h0".into(), grads.get(h0.as_tensor()).unwrap().clone()));
-    }
-    out
+    common::outputs_and_gradients(&rnn, &store, 1, case.h, &feed, dtype, &mut rng)
 }
 
 /// Compares the fused path with the reference in f64 and f32; returns the largest relative

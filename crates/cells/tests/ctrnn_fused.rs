@@ -6,25 +6,19 @@
 //! changes nothing; Dormand–Prince still runs the reference.
 mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
 use remanence_cells::cells::CtRnn;
 use remanence_cells::kernels::cpu::ctrnn::FixedStep;
 use remanence_cells::kernels::cpu::{CtRnnKernel, Fused};
 use remanence_cells::{
-    Activation, CellKind, CellState, CtOptions, Kernel, ParamStore, Recurrent, RecurrentCell,
-    RnnConfig, RnnState, Route, StackedRnn,
+    Activation, CellKind, CellState, CtOptions, Kernel, ParamStore, RecurrentCell, RnnConfig,
+    Route, StackedRnn,
 };
 
 type Rng8 = rand_chacha::ChaCha8Rng;
 
-fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng8) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| lo + (hi - lo) * rng.random::<f64>())
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
+use common::uniform;
 
 #[derive(Clone)]
 struct Case {
@@ -81,39 +75,19 @@ fn run(
             var.set(&v).unwrap();
         }
     }
-    let mk = |shape: &[usize], lo: f64, hi: f64, rng: &mut Rng8| {
-        uniform(shape, lo, hi, rng).to_dtype(dtype).unwrap()
+    assert_eq!(
+        store.vars().len(),
+        4 * case.layers,
+        "four parameters per layer"
+    );
+    let feed = common::Feed {
+        b: case.b,
+        t: case.t,
+        i: case.i,
+        with_h0: case.with_h0,
+        with_dt: case.with_dt,
     };
-    let x = Var::from_tensor(&mk(&[case.b, case.t, case.i], -1.5, 1.5, &mut rng)).unwrap();
-    let h0 = Var::from_tensor(&mk(&[case.layers, case.b, case.h], -1.0, 1.0, &mut rng)).unwrap();
-    let dt = mk(&[case.b, case.t], 0.2, 2.0, &mut rng);
-    let gy = mk(&[case.b, case.t, case.h], -1.0, 1.0, &mut rng);
-    let gh = mk(&[case.layers, case.b, case.h], -1.0, 1.0, &mut rng);
-    let init = case.with_h0.then(|| RnnState {
-        h: h0.as_tensor().clone(),
-        c: None,
-    });
-    let (y, last) = rnn
-        .forward(x.as_tensor(), init.as_ref(), case.with_dt.then_some(&dt))
-        .unwrap();
-    let loss = ((&y * &gy).unwrap().sum_all().unwrap()
-        + (&last.h * &gh).unwrap().sum_all().unwrap())
-    .unwrap();
-    let grads = loss.backward().unwrap();
-    let mut out = vec![("y".to_string(), y), ("h_n".to_string(), last.h)];
-    let vars = store.vars();
-    assert_eq!(vars.len(), 4 * case.layers, "four parameters per layer");
-    for (name, v) in vars {
-        let g = grads
-            .get(v.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        out.push((format!("grad.{name}"), g.clone()));
-    }
-    out.push(("grad.x".into(), grads.get(x.as_tensor()).unwrap().clone()));
-    if case.with_h0 {
-        out.push(("grad.h0".into(), grads.get(h0.as_tensor()).unwrap().clone()));
-    }
-    out
+    common::outputs_and_gradients(&rnn, &store, case.layers, case.h, &feed, dtype, &mut rng)
 }
 
 /// Fused against reference in both float types; returns the largest relative error of each.

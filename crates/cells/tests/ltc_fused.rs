@@ -8,17 +8,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use remanence_cells::kernels::cpu::ltc::{LtcKernel, PackedLayout};
 use remanence_cells::kernels::cpu::Fused;
-use remanence_cells::{
-    Activation, CellKind, CtOptions, Kernel, ParamStore, Recurrent, RnnConfig, RnnState, StackedRnn,
-};
+use remanence_cells::{Activation, CellKind, CtOptions, Kernel, ParamStore, RnnConfig, StackedRnn};
 
-fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n)
-        .map(|_| lo + (hi - lo) * rng.random::<f64>())
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
+use common::uniform;
 
 struct Case {
     b: usize,
@@ -51,52 +43,14 @@ fn run(case: &Case, reference: bool, dtype: DType, seed: u64) -> Vec<(String, Te
     StackedRnn::seed_store(&cfg, &store, "rnn", dtype, &Device::Cpu).unwrap();
     let rnn = StackedRnn::new(&cfg, store.var_builder(dtype, &Device::Cpu).pp("rnn")).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed + 1);
-    let x = Var::from_tensor(
-        &uniform(&[case.b, case.t, case.d], -1.5, 1.5, &mut rng)
-            .to_dtype(dtype)
-            .unwrap(),
-    )
-    .unwrap();
-    let h0 = Var::from_tensor(
-        &uniform(&[1, case.b, case.h], -1.0, 1.0, &mut rng)
-            .to_dtype(dtype)
-            .unwrap(),
-    )
-    .unwrap();
-    let dt = uniform(&[case.b, case.t], 0.2, 2.0, &mut rng)
-        .to_dtype(dtype)
-        .unwrap();
-    let gy = uniform(&[case.b, case.t, rnn.output_size()], -1.0, 1.0, &mut rng)
-        .to_dtype(dtype)
-        .unwrap();
-    let gh = uniform(&[1, case.b, case.h], -1.0, 1.0, &mut rng)
-        .to_dtype(dtype)
-        .unwrap();
-    let init = case.with_h0.then(|| RnnState {
-        h: h0.as_tensor().clone(),
-        c: None,
-    });
-    let (y, last) = rnn
-        .forward(x.as_tensor(), init.as_ref(), case.with_dt.then_some(&dt))
-        .unwrap();
-    let loss = ((&y * &gy).unwrap().sum_all().unwrap()
-        + (&last.h * &gh).unwrap().sum_all().unwrap())
-    .unwrap();
-    let grads = loss.backward().unwrap();
-    let mut out = vec![
-        ("y".to_string(), y.clone()),
-        ("h_n".to_string(), last.h.clone()),
-    ];
-    for (name, v) in store.vars() {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            out.push((format!("grad.{name}"), g.clone()));
-        }
-    }
-    out.push(("grad.x".into(), grads.get(x.as_tensor()).unwrap().clone()));
-    if case.with_h0 {
-        out.push(("grad.h0".into(), grads.get(h0.as_tensor()).unwrap().clone()));
-    }
-    out
+    let feed = common::Feed {
+        b: case.b,
+        t: case.t,
+        i: case.d,
+        with_h0: case.with_h0,
+        with_dt: case.with_dt,
+    };
+    common::outputs_and_gradients(&rnn, &store, 1, case.h, &feed, dtype, &mut rng)
 }
 
 fn compare(case: &Case, seed: u64) {
