@@ -416,6 +416,34 @@ pub fn run(args: BenchArgs) -> Result<()> {
             t.python.display()
         );
     }
+    if kinds.contains(&CellKind::Ltc) {
+        let spec: remanence_cells::WiringSpec = args.wiring.parse()?;
+        for &units in &args.units {
+            for input in [args.input, 28] {
+                if input == 28 && (args.no_row_mnist || units != args.units[0]) {
+                    continue;
+                }
+                let w = spec.build(units, input, CtOptions::default().wiring_seed)?;
+                let kept = |m: &[i8]| m.iter().filter(|&&v| v != 0).count();
+                let (r, s) = (kept(&w.adjacency), kept(&w.sensory));
+                let sparse = |k: usize, n: usize| {
+                    if (k as f64) < remanence_cells::kernels::cpu::Synapses::SPARSE_BELOW * n as f64
+                    {
+                        "sparse path"
+                    } else {
+                        "dense loops"
+                    }
+                };
+                println!(
+                    "ltc {units} units, {input} inputs: recurrent synapses {r}/{} ({}), sensory {s}/{} ({})",
+                    units * units,
+                    sparse(r, units * units),
+                    input * units,
+                    sparse(s, input * units)
+                );
+            }
+        }
+    }
     let header = [
         "cell",
         "BxTxI",
