@@ -1,7 +1,9 @@
 //! Backward tuning from the command line: `remanence reverse-engineer` (a random network's weights
 //! estimated from one unit's output; the run folder it writes; the inputs it refuses) and
 //! `remanence train --trainer backward-tuning` (the Elman SRN on the Reber grammar: the loss goes
-//! down, a resumed run continues with the same learner; other cells are refused).
+//! down, a resumed run continues with the same learner; other cells are refused); the reinject
+//! option, the statistical criterion and the learned integrate-and-fire sharpness, and the
+//! option combinations refused.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -481,4 +483,350 @@ fn observation_noise_outliers_and_root_connections_are_seeded_and_reported() {
         &[1, 2],
     );
     assert!(e.contains("--obs-noise"), "{e}");
+}
+
+#[test]
+fn reinject_clamps_the_outputs_and_records_its_desired_values() {
+    let root = tmp("reinject");
+    let out = root.join("run");
+    let stdout = ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "4",
+        "--seed",
+        "3",
+        "--reinject",
+        "--max-iterations",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("reinject (GaussNewton)"), "{stdout}");
+    assert!(stdout.contains("reinject: misfit"), "{stdout}");
+    let r = json(&out.join("reverse.json"));
+    assert_eq!(r["settings"]["reinject"]["solver"], "GaussNewton");
+    let records = r["trace"]["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    for rec in records {
+        let st = &rec["reinject"];
+        let (a, b) = (
+            st["misfit_initial"].as_f64().unwrap(),
+            st["misfit_final"].as_f64().unwrap(),
+        );
+        assert!(b <= a && st["steps"].as_u64().unwrap() >= 1, "{rec}");
+    }
+    assert!(r["ratio"].as_f64().unwrap() < 1e-2, "{}", r["ratio"]);
+    // The literal recurrence of the report, through its flag.
+    let fp = root.join("fp");
+    ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "3",
+        "--reinject",
+        "--reinject-solver",
+        "fixed-point",
+        "--max-iterations",
+        "3",
+        "--out",
+        fp.to_str().unwrap(),
+    ]);
+    let r = json(&fp.join("reverse.json"));
+    assert_eq!(r["settings"]["reinject"]["solver"], "FixedPoint");
+    assert_eq!(r["settings"]["reinject"]["max_steps"], 20);
+}
+
+#[test]
+fn the_statistical_criterion_fits_observables_to_better_than_a_thousandth() {
+    let root = tmp("stat");
+    let out = root.join("run");
+    let stdout = ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "3",
+        "--seed",
+        "4",
+        "--criterion",
+        "stat",
+        "--max-iterations",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("largest gap"), "{stdout}");
+    let r = json(&out.join("reverse.json"));
+    assert_eq!(r["settings"]["criterion"], "stat");
+    assert_eq!(r["settings"]["observable_step"], true);
+    let obs: Vec<String> = r["settings"]["observables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(obs, ["mean@0", "ac:0@0", "ac:1@0", "ac:2@0"]);
+    let s = &r["statistical"];
+    let list = s["observables"].as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    for o in list {
+        let (d, e, g) = (
+            o["desired"].as_f64().unwrap(),
+            o["estimate"].as_f64().unwrap(),
+            o["gap"].as_f64().unwrap(),
+        );
+        assert!(((d - e).abs() - g).abs() <= 1e-12 && g < 1e-3, "{o}");
+        // The fresh network was off.
+        assert!((o["fresh"].as_f64().unwrap() - d).abs() > 1e-3, "{o}");
+    }
+    assert!(s["max_gap"].as_f64().unwrap() < 1e-3, "{s}");
+    assert!(r["ratio"].as_f64().unwrap() < 1e-3);
+    // Chosen observables and weights; the report's candidates only.
+    let two = root.join("two");
+    ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "3",
+        "--observe",
+        "2",
+        "--criterion",
+        "stat",
+        "--observables",
+        "mean@1,ac:1",
+        "--stat-weights",
+        "2,1,0.5",
+        "--no-observable-step",
+        "--max-iterations",
+        "5",
+        "--out",
+        two.to_str().unwrap(),
+    ]);
+    let r = json(&two.join("reverse.json"));
+    assert_eq!(r["settings"]["observable_step"], false);
+    let list = r["statistical"]["observables"].as_array().unwrap();
+    let names: Vec<(u64, &str, f64)> = list
+        .iter()
+        .map(|o| {
+            (
+                o["unit"].as_u64().unwrap(),
+                o["observable"].as_str().unwrap(),
+                o["lambda"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [(1, "mean", 2.0), (0, "ac:1", 1.0), (1, "ac:1", 0.5)]
+    );
+    let records = r["trace"]["records"].as_array().unwrap();
+    assert!(records.iter().all(|rec| rec["candidate"] != "Observables"));
+}
+
+#[test]
+fn integrate_and_fire_units_learn_their_sharpness_from_the_fixed_experiment_s_draws() {
+    let root = tmp("sharp");
+    let (fixed, learned) = (root.join("fixed"), root.join("learned"));
+    let base = [
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units",
+        "aif",
+        "--units-count",
+        "2",
+        "--seed",
+        "0",
+    ];
+    let mut a = base.to_vec();
+    a.extend(["--out", fixed.to_str().unwrap()]);
+    ok(&a);
+    let mut a = base.to_vec();
+    a.extend([
+        "--learn-sharpness",
+        "--start-sharpness",
+        "5",
+        "--out",
+        learned.to_str().unwrap(),
+    ]);
+    let stdout = ok(&a);
+    assert!(stdout.contains("sharpness 1/ε per unit"), "{stdout}");
+    let (f, l) = (
+        json(&fixed.join("reverse.json")),
+        json(&learned.join("reverse.json")),
+    );
+    // Two nodes per unit: the unit weights first, drawn as in the fixed experiment, then one
+    // sharpness per unit.
+    let (fw, lw) = (
+        f["root_weights"].as_array().unwrap(),
+        l["root_weights"].as_array().unwrap(),
+    );
+    assert_eq!(lw.len(), fw.len() + 2);
+    assert_eq!(&lw[..fw.len()], &fw[..]);
+    assert_eq!(&lw[fw.len()..], [10.0, 10.0]);
+    assert_eq!(
+        &l["fresh_weights"].as_array().unwrap()[..fw.len()],
+        &f["fresh_weights"].as_array().unwrap()[..]
+    );
+    let sh = &l["sharpness"];
+    assert_eq!(sh["learned"], true);
+    assert_eq!(sh["fresh"], serde_json::json!([5.0, 5.0]));
+    let est: Vec<f64> = sh["estimate"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(est.iter().all(|v| (0.0..=100.0).contains(v)) && est != [5.0, 5.0]);
+    let ew = l["estimated_weights"].as_array().unwrap();
+    let learned_s: Vec<f64> = ew[fw.len()..].iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(learned_s, est, "the sharpnesses are the last weights");
+    assert!(l["ratio"].as_f64().unwrap() < 1e-3, "{}", l["ratio"]);
+    assert_eq!(f["sharpness"]["learned"], false);
+    assert_eq!(f["sharpness"]["root"], serde_json::json!([10.0, 10.0]));
+}
+
+#[test]
+fn option_combinations_that_make_no_sense_are_refused() {
+    let root = tmp("combos");
+    let out = root.join("x");
+    let o = out.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--reinject", "--criterion", "margin"],
+            "--criterion margin",
+        ),
+        (&["--reinject", "--criterion", "stat"], "--criterion stat"),
+        (&["--reinject", "--distributed"], "--distributed"),
+        (&["--reinject-solver", "fixed-point"], "--reinject"),
+        (
+            &["--criterion", "stat", "--observables", "mean@1"],
+            "unit 1 is not observed",
+        ),
+        (&["--observables", "mean"], "--criterion stat only"),
+        (
+            &["--criterion", "stat", "--observables", "median"],
+            "--observables",
+        ),
+        (
+            &["--criterion", "stat", "--observables", "ac:x"],
+            "--observables",
+        ),
+        (
+            &["--criterion", "stat", "--stat-weights", "1,2"],
+            "2 weights for 4 observables",
+        ),
+        (
+            &["--criterion", "stat", "--observables", "ac:40"],
+            "shorter than the 40",
+        ),
+        (
+            &["--criterion", "stat", "--distributed"],
+            "full estimator only",
+        ),
+        (&["--criterion", "stat", "--nu", "0.1"], "--nu"),
+        (&["--no-observable-step"], "--criterion stat only"),
+        (&["--learn-sharpness"], "--units aif only"),
+        (&["--sharpness", "5"], "--units aif only"),
+        (&["--units", "aif", "--sharpness", "0"], "--sharpness"),
+        (
+            &["--units", "aif", "--start-sharpness", "5"],
+            "--learn-sharpness",
+        ),
+        (
+            &["--units", "aif", "--learn-sharpness", "--sparse", "0.1"],
+            "--learn-sharpness and --sparse",
+        ),
+    ];
+    for (flags, what) in cases {
+        let mut args = vec!["reverse-engineer", "--units-count", "4", "--out", o];
+        args.extend_from_slice(flags);
+        let e = fails(&args, &[1, 2]);
+        assert!(e.contains(what), "{flags:?}: {e}");
+        assert!(!out.exists(), "{flags:?}: a refused run leaves no folder");
+    }
+}
+
+#[test]
+fn unsupervised_regularisers_act_on_the_hidden_units_and_are_reported() {
+    let root = tmp("regularisers");
+    let out = root.join("run");
+    let stdout = ok(&[
+        "--threads",
+        "1",
+        "reverse-engineer",
+        "--units-count",
+        "4",
+        "--seed",
+        "2",
+        "--sparse-activity",
+        "1e-3:1e-2",
+        "--orthogonality",
+        "1e-4",
+        "--soft-bound",
+        "1e-3:10:0.8",
+        "--soft-bound",
+        "1e-3:-10:-0.8",
+        "--max-iterations",
+        "30",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.contains("hidden units (root / fresh / estimate)"),
+        "{stdout}"
+    );
+    let r = json(&out.join("reverse.json"));
+    let reg = &r["settings"]["regularisers"];
+    assert_eq!(
+        reg["nodes"],
+        serde_json::json!([1, 2, 3]),
+        "the unobserved units"
+    );
+    let terms = reg["terms"].as_array().unwrap();
+    assert_eq!(terms.len(), 4);
+    assert_eq!(terms[0]["SparseActivity"]["eps"], 1e-2);
+    assert_eq!(terms[3]["SoftBound"]["k"], -10.0);
+    let act = &r["activity"];
+    for who in ["root", "fresh", "estimate"] {
+        let s = &act[who];
+        assert!(s["mean_abs"].as_f64().unwrap() >= 0.0, "{act}");
+        assert!(s["max"].as_f64().unwrap() >= s["min"].as_f64().unwrap());
+        let c = s["mean_abs_cosine"].as_f64().unwrap();
+        assert!((0.0..=1.0 + 1e-12).contains(&c), "{act}");
+    }
+    // The fit alone (without the regularisers) is reported beside the regularised criterion.
+    let (fi, fl) = (
+        act["fit_initial"].as_f64().unwrap(),
+        act["fit_last"].as_f64().unwrap(),
+    );
+    assert!(fl < fi && (act["fit_ratio"].as_f64().unwrap() - fl / fi).abs() < 1e-12);
+    assert!(r["ratio"].as_f64().unwrap() < 1.0);
+
+    let bad = root.join("bad");
+    let o = bad.to_str().unwrap();
+    for (flags, what) in [
+        (
+            vec!["--observe", "4", "--orthogonality", "1"],
+            "leaves none",
+        ),
+        (vec!["--sparse-activity", "1:0"], "--sparse-activity"),
+        (vec!["--sparse-activity", "-1"], "--sparse-activity"),
+        (vec!["--soft-bound", "1:2"], "--soft-bound"),
+        (vec!["--orthogonality", "-1"], "--orthogonality"),
+        (
+            vec!["--distributed", "--orthogonality", "1"],
+            "--distributed",
+        ),
+    ] {
+        let mut args = vec!["reverse-engineer", "--units-count", "4", "--out", o];
+        args.extend(flags.iter().copied());
+        let e = fails(&args, &[1, 2]);
+        assert!(e.contains(what), "{flags:?}: {e}");
+        assert!(!bad.exists());
+    }
 }

@@ -31,6 +31,18 @@
 //! fails ends the job (`MPI_Abort`). The trace records each iteration's time split (forward,
 //! adjoint, solves, gather, line searches), printed after the iterations.
 //!
+//! Options of the full estimator: `--reinject` (the report's option: the per-unit solves run on a
+//! desired trajectory with the observed outputs clamped to their targets and the hidden values
+//! fitted to the network equations, `backtune::reinject`); `--criterion stat` (the statistical
+//! criterion `Σ_k |λ_k|·|Ω̄_k − Ω_k|` on observables of the observed units, `--observables`,
+//! their desired values measured on the observed output; `reverse.json` then lists each
+//! observable's desired, fresh and estimated value); `--learn-sharpness` with `--units aif` (the
+//! sharpness `1/ε` of each integrate-and-fire unit is a weight of an intermediate node, learned
+//! from `--start-sharpness`, the root's being `--sharpness`); `--sparse-activity`,
+//! `--orthogonality`, `--soft-bound` (the report's unsupervised regularisers on the hidden,
+//! unobserved units' values; `reverse.json` then gives the hidden units' activity and the fit
+//! without them).
+//!
 //! The run folder holds `reverse.json` (settings, the per-iteration trace, the final criterion
 //! relative to `L_0`, the criterion on a held-out input, seconds, the root and estimated
 //! weights), `criterion.png` (criterion/L_0 against iteration, log scale) and, with `--sparse`,
@@ -48,16 +60,21 @@ use plotters::prelude::*;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use remanence_continual::backtune::criteria::{loss, Criterion};
+use remanence_continual::backtune::criteria::{
+    loss, ActivityPenalty, Criterion, ObservableKind, Regulariser, Statistical,
+};
 use remanence_continual::backtune::estimator::{
     estimate_across, Candidate, EstimatorConfig, IterationRecord, Trace,
 };
 use remanence_continual::backtune::network::{Data, Network, Sequence, Source};
+use remanence_continual::backtune::reinject::ReinjectConfig;
 use remanence_continual::backtune::reverse::{distributed_estimate, DistributedConfig};
 use remanence_continual::backtune::sparse::{
     sparse_estimate_across, SparseKind, SparsePenalty, SparseResult,
 };
-use remanence_continual::backtune::units::{aif, lnl, normal, sparse_relu, Leak, LnlSpec};
+use remanence_continual::backtune::units::{
+    aif, aif_learned, lnl, normal, sharpness_of, sparse_relu, Leak, LnlSpec,
+};
 use remanence_distributed::Collective;
 use remanence_probes::plots::{write_atomic, write_json};
 use serde::Serialize;
@@ -69,7 +86,8 @@ use super::world::{self, Distributed, World};
 pub enum UnitArg {
     /// Linear–non-linear: x = tanh(α + W x(t−1) + Win i(t−1)) (two nodes per unit).
     Lnl,
-    /// Integrate-and-fire: leak γ = 0.9, spike sharpness 1/ε = 10 (one node per unit).
+    /// Integrate-and-fire: leak γ = 0.9, spike sharpness 1/ε = --sharpness (10; one node per
+    /// unit, or two with --learn-sharpness).
     Aif,
     /// ReLU (saturated at 1e6) with a fixed leak 0.5 and a fixed random connectivity of
     /// max(2, ⌊√N⌋) sources per unit.
@@ -93,6 +111,101 @@ pub enum CriterionArg {
     /// is above its median over the T steps, else 0 (the output must be at least ν beyond ½ on
     /// the target's side).
     Margin,
+    /// The statistical criterion Σ_k |λ_k|·|Ω̄_k − Ω_k|: only the observables of
+    /// --observables (mean, autocorrelations) of the observed units are matched, their desired
+    /// values Ω̄ measured on the root's output.
+    Stat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReinjectSolverArg {
+    /// Gauss–Newton steps, each solved by conjugate gradients (the default).
+    GaussNewton,
+    /// The report's recurrence x̂ ← Φ(x̂) + Σβ(x̂ − Φ(x̂)) as the reference code iterates it (20
+    /// times at most).
+    FixedPoint,
+}
+
+/// One `--observables` item: an observable of one observed unit, or of every one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct ObservableArg {
+    kind: ObservableKind,
+    /// `None`: every observed unit.
+    unit: Option<usize>,
+}
+
+/// `KAPPA[:EPS]`, both finite, κ ≥ 0, ε > 0 (default 1e-3).
+fn kappa_eps(s: &str) -> std::result::Result<(f64, f64), String> {
+    let (k, e) = match s.split_once(':') {
+        Some((k, e)) => (k, Some(e)),
+        None => (s, None),
+    };
+    let kappa: f64 = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{k}` is not a number"))?;
+    let eps: f64 = match e {
+        Some(e) => e
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{e}` is not a number"))?,
+        None => 1e-3,
+    };
+    if !(kappa >= 0.0 && kappa.is_finite() && eps > 0.0 && eps.is_finite()) {
+        return Err(format!("KAPPA must be ≥ 0 and EPS > 0, got {kappa}:{eps}"));
+    }
+    Ok((kappa, eps))
+}
+
+/// `KAPPA:K:B`, finite, κ ≥ 0.
+fn soft_bound(s: &str) -> std::result::Result<(f64, f64, f64), String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 3 {
+        return Err(format!("`{s}` is not KAPPA:K:B (e.g. 0.01:10:0.9)"));
+    }
+    let v: Vec<f64> = parts
+        .iter()
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{p}` is not a number"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    if !(v[0] >= 0.0 && v.iter().all(|x| x.is_finite())) {
+        return Err(format!("KAPPA must be ≥ 0 and every value finite, got {s}"));
+    }
+    Ok((v[0], v[1], v[2]))
+}
+
+/// `mean`, `ac:LAG`, each optionally `@UNIT`.
+fn observable(s: &str) -> std::result::Result<ObservableArg, String> {
+    let s = s.trim();
+    let (what, unit) = match s.split_once('@') {
+        Some((w, u)) => {
+            let u: usize = u
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{u}` in `{s}` is not a unit number"))?;
+            (w.trim(), Some(u))
+        }
+        None => (s, None),
+    };
+    let kind = if what == "mean" {
+        ObservableKind::Mean
+    } else if let Some(lag) = what.strip_prefix("ac:") {
+        let lag: usize = lag
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{lag}` in `{s}` is not a lag (a whole number ≥ 0)"))?;
+        ObservableKind::Autocorrelation { lag }
+    } else {
+        return Err(format!(
+            "`{s}` is not an observable: mean or ac:LAG (autocorrelation at lag LAG), each \
+             optionally @UNIT"
+        ));
+    };
+    Ok(ObservableArg { kind, unit })
 }
 
 #[derive(Args)]
@@ -120,6 +233,55 @@ pub struct ReverseArgs {
     /// δ of huber, c of biweight (default 1).
     #[arg(long, allow_negative_numbers = true)]
     scale: Option<f64>,
+    /// With --criterion stat: the observables, comma-separated: `mean` (of the unit's values)
+    /// and `ac:LAG` (the uncentred autocorrelation mean_t x(t)·x(t−LAG); ac:0 is the second
+    /// moment), each of every observed unit or of unit U with `@U` (e.g. mean@0,ac:1@0).
+    /// Default: mean,ac:0,ac:1,ac:2.
+    #[arg(long, value_delimiter = ',', value_parser = observable)]
+    observables: Option<Vec<ObservableArg>>,
+    /// With --criterion stat: the weights |λ_k| of the observables, one per observable after
+    /// expanding the ones of every observed unit (default 1 each).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    stat_weights: Option<Vec<f64>>,
+    /// With --criterion stat: leave out the Gauss–Newton step on the observables (ours, not the
+    /// report's): the report's candidates only.
+    #[arg(long)]
+    no_observable_step: bool,
+    /// The report's "reinject" option: the per-unit second-order solves run on a desired
+    /// trajectory in which the observed outputs are clamped to their targets and every other
+    /// value minimises the misfit of the network equations (instead of the simulation and its
+    /// adjoint errors).
+    #[arg(long, conflicts_with = "distributed")]
+    reinject: bool,
+    /// With --reinject: how the hidden desired values are computed.
+    #[arg(long, value_enum, requires = "reinject", default_value_t = ReinjectSolverArg::GaussNewton)]
+    reinject_solver: ReinjectSolverArg,
+    /// Integrate-and-fire units (--units aif): the root's spike sharpness 1/ε.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    sharpness: Option<f64>,
+    /// With --units aif: learn each unit's sharpness 1/ε (a weight of an intermediate node,
+    /// kept in [0, 100]) instead of fixing it.
+    #[arg(long)]
+    learn_sharpness: bool,
+    /// Unsupervised regulariser on the hidden (unobserved) units' values: sparse activity
+    /// κ·x²/(ε + |x̂|), x̂ the values at the start of each iteration (ε default 1e-3).
+    #[arg(long, value_name = "KAPPA[:EPS]", value_parser = kappa_eps, allow_negative_numbers = true)]
+    sparse_activity: Option<(f64, f64)>,
+    /// Unsupervised regulariser on the hidden units: orthogonality κ·Σ_{n≠n'}(Σ_t x_n x̂_n')².
+    #[arg(long, value_name = "KAPPA", allow_negative_numbers = true)]
+    orthogonality: Option<f64>,
+    /// Unsupervised regulariser on the hidden units: soft bound κ·e^{k(x − b)} (k > 0 keeps x
+    /// below b, k < 0 above it); repeat it for both sides.
+    #[arg(long, value_name = "KAPPA:K:B", value_parser = soft_bound, allow_negative_numbers = true)]
+    soft_bound: Vec<(f64, f64, f64)>,
+    /// With --learn-sharpness: the sharpness the estimate starts from (default: the root's).
+    #[arg(
+        long,
+        value_name = "S",
+        requires = "learn_sharpness",
+        allow_negative_numbers = true
+    )]
+    start_sharpness: Option<f64>,
     /// DMAX: units with more weights than this get first-order steps only. An LNL unit has
     /// N + 2 weights, so N ≥ 15 needs a larger DMAX (e.g. 64) for the second-order steps.
     #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = positive)]
@@ -249,7 +411,21 @@ struct Settings {
     n: usize,
     observe: usize,
     samples: usize,
-    criterion: Criterion,
+    /// The supervised criterion, or "stat".
+    criterion: CriterionOut,
+    /// With --criterion stat: the observables fitted (desired values in `statistical`), and
+    /// whether the Gauss–Newton step on them is among the candidates.
+    observables: Option<Vec<String>>,
+    observable_step: Option<bool>,
+    /// `--reinject`, with its settings.
+    reinject: Option<ReinjectConfig>,
+    /// The unsupervised regularisers on the hidden units.
+    regularisers: Option<ActivityPenalty>,
+    /// Integrate-and-fire units: the root's sharpness, whether it is learned, and where the
+    /// estimate starts.
+    sharpness: Option<f64>,
+    learn_sharpness: bool,
+    start_sharpness: Option<f64>,
     dmax: usize,
     max_iterations: usize,
     rel_stop: f64,
@@ -271,9 +447,24 @@ struct Settings {
     ranks: usize,
 }
 
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+enum CriterionOut {
+    Supervised(Criterion),
+    Statistical(&'static str),
+}
+
+/// How the integrate-and-fire units' sharpness is set: fixed at `root`, or (`learned`) a weight,
+/// the root's at `root` (the estimate's start is set after the draws).
+#[derive(Debug, Clone, Copy)]
+struct Sharpness {
+    root: f64,
+    learned: bool,
+}
+
 /// The structure of a network of `n` units of `kind`, one input; the connectivity of sparse
 /// ReLU units is drawn from `rng`.
-fn structure(kind: UnitArg, n: usize, rng: &mut ChaCha8Rng) -> Result<Network> {
+fn structure(kind: UnitArg, n: usize, sharp: Sharpness, rng: &mut ChaCha8Rng) -> Result<Network> {
     Ok(match kind {
         UnitArg::Lnl => {
             lnl(&LnlSpec {
@@ -286,7 +477,8 @@ fn structure(kind: UnitArg, n: usize, rng: &mut ChaCha8Rng) -> Result<Network> {
             })?
             .network
         }
-        UnitArg::Aif => aif(n, 1, 0.9, 0.1)?,
+        UnitArg::Aif if sharp.learned => aif_learned(n, 1, 0.9, sharp.root)?,
+        UnitArg::Aif => aif(n, 1, 0.9, 1.0 / sharp.root)?,
         UnitArg::SparseRelu => sparse_relu(n, 1, 0.5, rng)?.0,
     })
 }
@@ -415,6 +607,89 @@ struct DistributedOut {
     criteria: Vec<f64>,
 }
 
+/// One observable of --criterion stat: its desired value (on the observed output), its value on
+/// the fresh network and on the estimate, and the estimate's gap `|Ω̄ − Ω|`; the same on the
+/// held-out input.
+#[derive(Serialize)]
+struct ObservableOut {
+    unit: usize,
+    observable: String,
+    lambda: f64,
+    desired: f64,
+    fresh: f64,
+    estimate: f64,
+    gap: f64,
+    held_out_desired: f64,
+    held_out_estimate: f64,
+    held_out_gap: f64,
+}
+
+#[derive(Serialize)]
+struct StatisticalOut {
+    observables: Vec<ObservableOut>,
+    /// The largest gap on the fitted input (the precision of the fit) and on the held-out one.
+    max_gap: f64,
+    held_out_max_gap: f64,
+}
+
+/// The hidden units' activity on the fitted input (with a regulariser): mean |x|, max x, min x,
+/// and the mean |cosine| between two hidden units' trajectories; and the supervised criterion
+/// alone (without the regularisers) of the fresh network and the estimate.
+#[derive(Serialize)]
+struct ActivityOut {
+    root: ActivityStats,
+    fresh: ActivityStats,
+    estimate: ActivityStats,
+    fit_initial: f64,
+    fit_last: f64,
+    fit_ratio: f64,
+}
+
+#[derive(Serialize)]
+struct ActivityStats {
+    mean_abs: f64,
+    max: f64,
+    min: f64,
+    mean_abs_cosine: f64,
+}
+
+fn activity_stats(net: &Network, data: &Data, units: &[usize]) -> ActivityStats {
+    let x = net.forward(data);
+    let traj: Vec<Vec<f64>> = units
+        .iter()
+        .map(|&u| (0..data.steps).map(|t| x.get(u, t)).collect())
+        .collect();
+    let all = traj.iter().flatten();
+    let count = (units.len() * data.steps).max(1) as f64;
+    let (mut cos, mut pairs) = (0.0, 0usize);
+    for i in 0..traj.len() {
+        for j in 0..i {
+            let dot: f64 = traj[i].iter().zip(&traj[j]).map(|(a, b)| a * b).sum();
+            let na = traj[i].iter().map(|v| v * v).sum::<f64>().sqrt();
+            let nb = traj[j].iter().map(|v| v * v).sum::<f64>().sqrt();
+            if na > 0.0 && nb > 0.0 {
+                cos += (dot / (na * nb)).abs();
+                pairs += 1;
+            }
+        }
+    }
+    ActivityStats {
+        mean_abs: all.clone().map(|v| v.abs()).sum::<f64>() / count,
+        max: all.clone().copied().fold(f64::NEG_INFINITY, f64::max),
+        min: all.copied().fold(f64::INFINITY, f64::min),
+        mean_abs_cosine: if pairs > 0 { cos / pairs as f64 } else { 0.0 },
+    }
+}
+
+/// With --units aif: each unit's sharpness 1/ε in the root, the fresh network and the estimate.
+#[derive(Serialize)]
+struct SharpnessOut {
+    learned: bool,
+    root: Vec<f64>,
+    fresh: Vec<f64>,
+    estimate: Vec<f64>,
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     command: &'static str,
@@ -438,6 +713,12 @@ struct Report<'a> {
     trace: Option<&'a Trace>,
     distributed: Option<DistributedOut>,
     sparse: Option<SparseOut>,
+    /// With --criterion stat: the observables fitted.
+    statistical: Option<StatisticalOut>,
+    /// With --units aif: the sharpness of every unit.
+    sharpness: Option<SharpnessOut>,
+    /// With a regulariser: the hidden units' activity, and the fit without the regularisers.
+    activity: Option<ActivityOut>,
     root_weights: &'a [f64],
     fresh_weights: &'a [f64],
     estimated_weights: &'a [f64],
@@ -492,8 +773,11 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         CriterionArg::Margin => Criterion::Margin {
             nu: a.nu.unwrap_or(0.1),
         },
+        // The statistical criterion replaces it (see `statistical` below).
+        CriterionArg::Stat => Criterion::L2,
     };
-    let checks: [(&str, Option<f64>, bool, &str); 6] = [
+    let stat = a.criterion == CriterionArg::Stat;
+    let checks: [(&str, Option<f64>, bool, &str); 8] = [
         (
             "nu",
             a.nu,
@@ -530,6 +814,18 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
             a.threshold >= 0.0 && a.threshold.is_finite(),
             "a finite number ≥ 0",
         ),
+        (
+            "sharpness",
+            a.sharpness,
+            a.sharpness.is_none_or(|v| v > 0.0 && v <= 100.0),
+            "in (0, 100]",
+        ),
+        (
+            "start-sharpness",
+            a.start_sharpness,
+            a.start_sharpness.is_none_or(|v| v > 0.0 && v <= 100.0),
+            "in (0, 100]",
+        ),
     ];
     for (flag, value, ok, what) in checks {
         if !ok {
@@ -539,7 +835,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     if a.nu.is_some()
         && matches!(
             a.criterion,
-            CriterionArg::L2 | CriterionArg::Huber | CriterionArg::Biweight
+            CriterionArg::L2 | CriterionArg::Huber | CriterionArg::Biweight | CriterionArg::Stat
         )
     {
         bail!("--nu applies to --criterion l1, l0 and margin only");
@@ -552,6 +848,140 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         bail!("--obs-noise and --outliers apply to real-valued targets, not --criterion margin");
     }
     let samples = a.samples.unwrap_or(2 * n * (n + 1));
+    // --criterion stat: the observables, expanded over the observed units.
+    let observables: Vec<(usize, ObservableKind)> = if stat {
+        let given = match &a.observables {
+            Some(v) => v.clone(),
+            None => "mean,ac:0,ac:1,ac:2"
+                .split(',')
+                .map(|s| observable(s).expect("a valid default"))
+                .collect(),
+        };
+        let mut v = Vec::new();
+        for o in &given {
+            match o.unit {
+                Some(u) if u >= a.observe => bail!(
+                    "--observables {}@{u}: unit {u} is not observed (--observe {} observes units \
+                     0..{}); the statistical criterion measures its desired values on the \
+                     observed output",
+                    o.kind,
+                    a.observe,
+                    a.observe
+                ),
+                Some(u) => v.push((u, o.kind)),
+                None => v.extend((0..a.observe).map(|u| (u, o.kind))),
+            }
+        }
+        for (u, k) in &v {
+            if let ObservableKind::Autocorrelation { lag } = k {
+                if *lag >= samples {
+                    bail!(
+                        "--observables ac:{lag}@{u}: the lag must be shorter than the {samples} \
+                         observed steps (--samples)"
+                    );
+                }
+            }
+        }
+        v
+    } else {
+        if a.observables.is_some() {
+            bail!("--observables applies to --criterion stat only");
+        }
+        Vec::new()
+    };
+    if a.stat_weights.is_some() && !stat {
+        bail!("--stat-weights applies to --criterion stat only");
+    }
+    if a.no_observable_step && !stat {
+        bail!("--no-observable-step applies to --criterion stat only");
+    }
+    if let Some(w) = &a.stat_weights {
+        if w.len() != observables.len() {
+            bail!(
+                "--stat-weights: {} weights for {} observables ({})",
+                w.len(),
+                observables.len(),
+                observables
+                    .iter()
+                    .map(|(u, k)| format!("{k}@{u}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        if w.iter().any(|v| !v.is_finite()) {
+            bail!("--stat-weights must be finite numbers");
+        }
+    }
+    if stat && (a.distributed || a.sparse.is_some()) {
+        bail!(
+            "--criterion stat works with the full estimator only (not with --distributed or \
+             --sparse)"
+        );
+    }
+    if a.reinject {
+        match a.criterion {
+            CriterionArg::Margin => bail!(
+                "--reinject clamps the outputs to their targets; --criterion margin's targets \
+                 are classes (0/1), not values to clamp to"
+            ),
+            CriterionArg::Stat => bail!(
+                "--reinject clamps the outputs to their targets step by step; --criterion stat \
+                 matches observables, not values"
+            ),
+            _ => {}
+        }
+    }
+    if (a.sharpness.is_some() || a.learn_sharpness) && a.units != UnitArg::Aif {
+        bail!("--sharpness and --learn-sharpness apply to --units aif only");
+    }
+    if a.learn_sharpness && a.sparse.is_some() {
+        bail!(
+            "--learn-sharpness and --sparse: the sharpness nodes read the units, so the \
+             connection penalty and the adjacency would count them; not supported together"
+        );
+    }
+    if let Some(k) = a.orthogonality {
+        if !(k >= 0.0 && k.is_finite()) {
+            bail!("--orthogonality must be a finite number ≥ 0, got {k}");
+        }
+    }
+    let mut reg_terms = Vec::new();
+    if let Some((kappa, eps)) = a.sparse_activity {
+        reg_terms.push(Regulariser::SparseActivity { kappa, eps });
+    }
+    if let Some(kappa) = a.orthogonality {
+        reg_terms.push(Regulariser::Orthogonality { kappa });
+    }
+    for &(kappa, k, b) in &a.soft_bound {
+        reg_terms.push(Regulariser::SoftBound { kappa, k, b });
+    }
+    if !reg_terms.is_empty() {
+        if a.observe >= n {
+            bail!(
+                "--sparse-activity, --orthogonality and --soft-bound act on the hidden units; \
+                 --observe {} leaves none of the {n}",
+                a.observe
+            );
+        }
+        if a.distributed {
+            bail!("the regularisers work with the full estimator only (not with --distributed)");
+        }
+    }
+    let regularisers = (!reg_terms.is_empty()).then(|| ActivityPenalty {
+        nodes: (a.observe..n).collect(),
+        terms: reg_terms,
+    });
+    let sharp = Sharpness {
+        root: a.sharpness.unwrap_or(10.0),
+        learned: a.learn_sharpness,
+    };
+    let start_sharpness = a
+        .learn_sharpness
+        .then(|| a.start_sharpness.unwrap_or(sharp.root));
+    let reinject = a.reinject.then(|| match a.reinject_solver {
+        ReinjectSolverArg::GaussNewton => ReinjectConfig::default(),
+        ReinjectSolverArg::FixedPoint => ReinjectConfig::fixed_point(),
+    });
     let threads = crate::kernel_threads().unwrap_or(1);
     let weight_std = 0.5 / (n as f64).sqrt();
     let settings = Settings {
@@ -559,7 +989,23 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         n,
         observe: a.observe,
         samples,
-        criterion,
+        criterion: if stat {
+            CriterionOut::Statistical("stat")
+        } else {
+            CriterionOut::Supervised(criterion)
+        },
+        observables: stat.then(|| {
+            observables
+                .iter()
+                .map(|(u, k)| format!("{k}@{u}"))
+                .collect()
+        }),
+        observable_step: stat.then_some(!a.no_observable_step),
+        regularisers: regularisers.clone(),
+        reinject,
+        sharpness: (a.units == UnitArg::Aif).then_some(sharp.root),
+        learn_sharpness: a.learn_sharpness,
+        start_sharpness,
         dmax: a.dmax,
         max_iterations: a.max_iterations,
         rel_stop: a.rel_stop,
@@ -587,8 +1033,15 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     };
 
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
-    let mut root = structure(a.units, n, &mut rng)?;
-    for w in root.weights.iter_mut() {
+    let mut root = structure(a.units, n, sharp, &mut rng)?;
+    // A learned sharpness is set, not drawn: the other weights are drawn in the same order as
+    // with a fixed one, so root, input and fresh network are those of the fixed experiment.
+    let drawn = if sharp.learned {
+        root.offset(n)
+    } else {
+        root.n_weights()
+    };
+    for w in root.weights[..drawn].iter_mut() {
         *w = weight_std * normal(&mut rng);
     }
     if a.sparse.is_some() {
@@ -605,8 +1058,14 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         corrupt(&mut data, a.obs_noise, a.outliers, a.seed);
     }
     let mut net = root.clone();
-    for w in net.weights.iter_mut() {
+    for w in net.weights[..drawn].iter_mut() {
         *w = weight_std * normal(&mut rng);
+    }
+    if let Some(s0) = start_sharpness {
+        for k in 0..n {
+            let i = net.offset(n + k);
+            net.weights[i] = s0;
+        }
     }
     let fresh = net.clone();
     let held_out_inputs: Vec<f64> = (0..samples).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -618,12 +1077,27 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     )
     .0;
 
+    let statistical = if stat {
+        let specs: Vec<(usize, ObservableKind, f64)> = observables
+            .iter()
+            .enumerate()
+            .map(|(i, &(u, k))| (u, k, a.stat_weights.as_ref().map_or(1.0, |w| w[i])))
+            .collect();
+        Some(Statistical::from_targets(&specs, &data)?)
+    } else {
+        None
+    };
     let what = format!(
-        "{} network of {n} units ({} weights), {} observed, T = {samples}, criterion {:?}, seed {}",
-        match a.units {
-            UnitArg::Lnl => "LNL",
-            UnitArg::Aif => "integrate-and-fire",
-            UnitArg::SparseRelu => "sparse ReLU",
+        "{} network of {n} units ({} weights), {} observed, T = {samples}, criterion {}{}, seed {}",
+        match (a.units, sharp.learned) {
+            (UnitArg::Lnl, _) => "LNL".to_string(),
+            (UnitArg::Aif, false) => format!("integrate-and-fire (sharpness {})", sharp.root),
+            (UnitArg::Aif, true) => format!(
+                "integrate-and-fire (learned sharpness: root {}, start {})",
+                sharp.root,
+                start_sharpness.unwrap_or(sharp.root)
+            ),
+            (UnitArg::SparseRelu, _) => "sparse ReLU".to_string(),
         },
         net.n_weights(),
         if a.observe == 1 {
@@ -631,7 +1105,22 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         } else {
             format!("units 0..{}", a.observe)
         },
-        criterion,
+        if stat {
+            format!(
+                "stat ({})",
+                observables
+                    .iter()
+                    .map(|(u, k)| format!("{k}@{u}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        } else {
+            format!("{criterion:?}")
+        },
+        match &reinject {
+            Some(r) => format!(", reinject ({:?})", r.solver),
+            None => String::new(),
+        },
         a.seed
     );
     if lead {
@@ -659,8 +1148,13 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         rel_stop: a.rel_stop,
         dmax: a.dmax,
         threads,
+        reinject,
+        statistical: statistical.clone(),
+        observable_step: !a.no_observable_step,
+        regularisers: regularisers.clone(),
         ..Default::default()
     };
+    cfg.check(&net, &data)?;
     let spinner = if lead { spinner() } else { None };
     let started = Instant::now();
     let mut settings = settings;
@@ -785,8 +1279,97 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
     } else {
         criterion
     };
-    let score = |w: &Network, d: &Data| loss(scored, &w.forward(d), d, &[]);
-    let held_out_ratio = score(&net, &held_out) / score(&fresh, &held_out);
+    // --criterion stat: the observables' desired values on the held-out input are the root's
+    // there.
+    let held_out_stat = match &statistical {
+        Some(st) => {
+            let specs: Vec<(usize, ObservableKind, f64)> = st
+                .observables
+                .iter()
+                .map(|o| (o.node, o.kind, o.lambda))
+                .collect();
+            Some(Statistical::from_targets(&specs, &held_out)?)
+        }
+        None => None,
+    };
+    let score = |w: &Network| match &held_out_stat {
+        Some(st) => st.loss(&w.forward(&held_out), &held_out),
+        None => loss(scored, &w.forward(&held_out), &held_out, &[]),
+    };
+    let held_out_ratio = score(&net) / score(&fresh);
+    let statistical_out = statistical
+        .as_ref()
+        .zip(held_out_stat.as_ref())
+        .map(|(st, sh)| {
+            let (vf, ve) = (
+                st.values(&fresh.forward(&data), &data),
+                st.values(&net.forward(&data), &data),
+            );
+            let vh = sh.values(&net.forward(&held_out), &held_out);
+            let observables: Vec<ObservableOut> = st
+                .observables
+                .iter()
+                .zip(&sh.observables)
+                .enumerate()
+                .map(|(k, (o, h))| ObservableOut {
+                    unit: o.node,
+                    observable: o.kind.to_string(),
+                    lambda: o.lambda,
+                    desired: o.target,
+                    fresh: vf[k],
+                    estimate: ve[k],
+                    gap: (o.target - ve[k]).abs(),
+                    held_out_desired: h.target,
+                    held_out_estimate: vh[k],
+                    held_out_gap: (h.target - vh[k]).abs(),
+                })
+                .collect();
+            let max =
+                |f: &dyn Fn(&ObservableOut) -> f64| observables.iter().map(f).fold(0.0, f64::max);
+            StatisticalOut {
+                max_gap: max(&|o| o.gap),
+                held_out_max_gap: max(&|o| o.held_out_gap),
+                observables,
+            }
+        });
+    let activity_out = regularisers.as_ref().map(|r| {
+        let fit = |w: &Network| match &statistical {
+            Some(st) => st.loss(&w.forward(&data), &data),
+            None => {
+                let t = w.forward(&data);
+                let e_hat = if criterion.reweighted() {
+                    remanence_continual::backtune::criteria::errors(&t, &data)
+                } else {
+                    Vec::new()
+                };
+                loss(criterion, &t, &data, &e_hat)
+            }
+        };
+        let (fi, fl) = (fit(&fresh), fit(&net));
+        ActivityOut {
+            root: activity_stats(&root, &data, &r.nodes),
+            fresh: activity_stats(&fresh, &data, &r.nodes),
+            estimate: activity_stats(&net, &data, &r.nodes),
+            fit_initial: fi,
+            fit_last: fl,
+            fit_ratio: fl / fi,
+        }
+    });
+    let sharpness_out = (a.units == UnitArg::Aif).then(|| {
+        let of = |w: &Network| {
+            if sharp.learned {
+                sharpness_of(w, n)
+            } else {
+                vec![sharp.root; n]
+            }
+        };
+        SharpnessOut {
+            learned: sharp.learned,
+            root: of(&root),
+            fresh: of(&fresh),
+            estimate: of(&net),
+        }
+    });
     let clean_l2 = |w: &Network, d: &Data| loss(Criterion::L2, &w.forward(d), d, &[]);
     let (clean_initial, clean_last) = match &clean {
         Some(c) => (Some(clean_l2(&fresh, c)), Some(clean_l2(&net, c))),
@@ -832,12 +1415,65 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
             s.penalised_recall
         );
     }
+    if let Some(st) = &statistical_out {
+        println!("observable      λ          desired       fresh         estimate      |gap|      held-out |gap|");
+        for o in &st.observables {
+            println!(
+                "{:<14}  {:<9.3}  {:<+12.5e}  {:<+12.5e}  {:<+12.5e}  {:.2e}   {:.2e}",
+                format!("{}@{}", o.observable, o.unit),
+                o.lambda,
+                o.desired,
+                o.fresh,
+                o.estimate,
+                o.gap,
+                o.held_out_gap
+            );
+        }
+        println!(
+            "largest gap {:.2e} (held-out input {:.2e})",
+            st.max_gap, st.held_out_max_gap
+        );
+    }
+    if let Some(act) = &activity_out {
+        println!(
+            "hidden units (root / fresh / estimate): mean |x| {:.3e} / {:.3e} / {:.3e}, max x \
+             {:.3} / {:.3} / {:.3}, mean |cosine| {:.3} / {:.3} / {:.3}; the criterion without \
+             the regularisers: L/L0 = {:.3e}",
+            act.root.mean_abs,
+            act.fresh.mean_abs,
+            act.estimate.mean_abs,
+            act.root.max,
+            act.fresh.max,
+            act.estimate.max,
+            act.root.mean_abs_cosine,
+            act.fresh.mean_abs_cosine,
+            act.estimate.mean_abs_cosine,
+            act.fit_ratio
+        );
+    }
+    if let Some(sh) = sharpness_out.as_ref().filter(|s| s.learned) {
+        let fmt = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "sharpness 1/ε per unit: root {}; fresh {}; estimate {}",
+            fmt(&sh.root),
+            fmt(&sh.fresh),
+            fmt(&sh.estimate)
+        );
+    }
+    let label = if stat || scored != Criterion::L2 {
+        "L"
+    } else {
+        "L2"
+    };
     println!(
         "L0 {initial:.4e} -> {last:.4e}: L/L0 = {:.3e} in {seconds:.2} s; held-out input: \
-         {}/{}(fresh) = {held_out_ratio:.3e}",
+         {label}/{label}(fresh) = {held_out_ratio:.3e}",
         last / initial,
-        if scored == Criterion::L2 { "L2" } else { "L" },
-        if scored == Criterion::L2 { "L2" } else { "L" },
     );
     if let (Some(i), Some(l)) = (clean_initial, clean_last) {
         println!(
@@ -863,6 +1499,9 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         trace: trace.as_ref(),
         distributed,
         sparse,
+        statistical: statistical_out,
+        sharpness: sharpness_out,
+        activity: activity_out,
         root_weights: &root.weights,
         fresh_weights: &fresh.weights,
         estimated_weights: &net.weights,
@@ -958,16 +1597,21 @@ fn print_trace(prefix: &str, t: &Trace) {
         let cand = match r.candidate {
             Some(Candidate::SecondOrder(v)) => format!("second order {v:?}"),
             Some(Candidate::FirstOrder(k)) => format!("momentum 2^-{k}"),
+            Some(Candidate::Observables) => "Gauss-Newton on the observables".into(),
             None => "no candidate lowers L".into(),
         };
         println!(
-            "{prefix}iteration {:3}  L/L0 {:.3e}{}  {cand}{}  ({} evaluations)",
+            "{prefix}iteration {:3}  L/L0 {:.3e}{}  {cand}{}  ({} evaluations){}",
             r.iteration + 1,
             r.criterion / t.initial,
             r.after
                 .map_or(String::new(), |f| format!(" -> {:.3e}", f / t.initial)),
             r.step.map_or(String::new(), |s| format!(", step {s:.3}")),
-            r.evaluations
+            r.evaluations,
+            r.reinject.map_or(String::new(), |s| format!(
+                "  reinject: misfit {:.2e} -> {:.2e} in {} steps",
+                s.misfit_initial, s.misfit_final, s.steps
+            ))
         );
     }
     println!(
@@ -981,7 +1625,7 @@ fn print_trace(prefix: &str, t: &Trace) {
         let per = |v: f64| v / k as f64;
         println!(
             "{prefix}time per iteration ({k} iterations{}): {:.4} s = forward {:.4} + adjoint \
-             {:.4} + solves {:.4} + gather {:.4} + line searches {:.4}",
+             {:.4} + reinject {:.4} + solves {:.4} + gather {:.4} + line searches {:.4}",
             if t.ranks > 1 {
                 format!(", {} ranks", t.ranks)
             } else {
@@ -990,6 +1634,7 @@ fn print_trace(prefix: &str, t: &Trace) {
             per(sum.total),
             per(sum.forward),
             per(sum.adjoint),
+            per(sum.reinject),
             per(sum.solves),
             per(sum.gather),
             per(sum.line_searches)

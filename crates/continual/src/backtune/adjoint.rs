@@ -5,6 +5,7 @@
 //!
 //! `ε_n't' = ρ'_n't' + g( Σ_{nt efferent to n't'} β^{n't'}_{nt} ε_nt )`,
 //! `β^{n't'}_{nt} = ∂x̃_n(t)/∂x_n'(t') = Σ_{terms of n reading n' at delay t−t'} c · f'(x_n'(t'))`
+//! (for a gated term `f(s)·h(s')`, `c·f'(s)·h(s')` towards `s` and `c·f(s)·h'(s')` towards `s'`)
 //!
 //! with `c` the term's fixed coefficient or its weight `W_nd`, the efferent nodes being those
 //! with `t' < t ≤ t' + R`, or `t = t'` and `n < n'`; and `∂L/∂W = 0` gives the gradient
@@ -21,7 +22,7 @@
 //! its efferents, later in time or lower in index at the same step, are done), each term of node
 //! `n` that reads a node adds its `β·ε_nt` to that node's accumulator.
 use super::guard::{mean_output_error, Guard};
-use super::network::{Data, Network, Source, Trajectory};
+use super::network::{Data, Network, Trajectory};
 
 /// `ε` laid out as [`Trajectory::x`] (`t·N + n`), from the output errors `rho_prime` (same
 /// layout) and weights `w`.
@@ -45,18 +46,7 @@ pub fn backward(
             if e == 0.0 {
                 continue;
             }
-            let node = &net.nodes()[n];
-            let wn = &w[net.offset(n)..net.offset(n) + net.dim(n)];
-            let terms = node.fixed.iter().map(|(c, term)| (*c, term));
-            for (c, term) in terms.chain(wn.iter().copied().zip(node.kernels.iter())) {
-                if let Source::Node(k) = term.source {
-                    if t < term.delay || t - term.delay < data.seg_start[t] {
-                        continue;
-                    }
-                    let j = (t - term.delay) * n_nodes + k;
-                    acc[j] += c * term.transfer.derivative(traj.x[j]) * e;
-                }
-            }
+            net.for_each_beta(w, &traj.x, data, n, t, |j, beta| acc[j] += beta * e);
         }
     }
     eps
@@ -154,6 +144,70 @@ mod tests {
                     "seed {seed} weight {i}: adjoint {} fd {fd}",
                     g[i]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn unguarded_gradient_of_gated_and_statistical_networks_equals_central_differences() {
+        use super::super::criteria::{ObservableKind, Statistical};
+        use super::super::units::aif_learned;
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        // Integrate-and-fire units with learned sharpness: gated reset terms, a sharpness node
+        // per unit; the sharpness is a weight like the others.
+        let u = 3;
+        let mut net = aif_learned(u, 1, 0.9, 3.0).unwrap();
+        let unit_weights = net.offset(u);
+        for w in net.weights[..unit_weights].iter_mut() {
+            *w = 0.9 * normal(&mut rng);
+        }
+        for n in 0..u {
+            let i = net.offset(u + n);
+            net.weights[i] = rng.random_range(2.0..6.0);
+        }
+        let steps = 25;
+        let inputs: Vec<f64> = (0..steps).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let targets: Vec<f64> = (0..2 * steps).map(|_| rng.random_range(0.0..1.0)).collect();
+        let seq = Sequence {
+            len: steps,
+            inputs,
+            targets,
+        };
+        let data = Data::concat(&[seq], 1, vec![0, 1], 0, false);
+        let supervised = |w: &[f64]| loss(Criterion::L2, &net.forward_with(w, &data), &data, &[]);
+        let g = adjoint_gradient(&net, &data, Criterion::L2);
+        // The statistical criterion on the same network: mean and autocorrelations of unit 0,
+        // its desired values those of the targets.
+        let st = Statistical::from_targets(
+            &[
+                (0, ObservableKind::Mean, 1.0),
+                (0, ObservableKind::Autocorrelation { lag: 0 }, 1.0),
+                (0, ObservableKind::Autocorrelation { lag: 2 }, 0.7),
+                (1, ObservableKind::Mean, 0.3),
+            ],
+            &data,
+        )
+        .unwrap();
+        let statistical = |w: &[f64]| st.loss(&net.forward_with(w, &data), &data);
+        let traj = net.forward(&data);
+        let rp = st.output_errors(&traj, &data);
+        let eps = backward(&net, &net.weights, &traj, &data, &rp, Guard::Identity);
+        let gs = gradient(&net, &traj, &data, &eps);
+        for (what, g, f) in [
+            ("L2", &g, &supervised as &dyn Fn(&[f64]) -> f64),
+            ("statistical", &gs, &statistical),
+        ] {
+            let gnorm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+            assert!(gnorm > 0.0);
+            for i in 0..net.n_weights() {
+                let h = 1e-6;
+                let mut wp = net.weights.clone();
+                let mut wm = net.weights.clone();
+                wp[i] += h;
+                wm[i] -= h;
+                let fd = (f(&wp) - f(&wm)) / (2.0 * h);
+                let err = (fd - g[i]).abs() / (g[i].abs().max(1e-3 * gnorm));
+                assert!(err < 1e-5, "{what}, weight {i}: adjoint {} fd {fd}", g[i]);
             }
         }
     }

@@ -85,13 +85,16 @@ pub struct SrnNetwork {
 }
 
 fn shifted(term: &Term, by: usize) -> Term {
-    match term.source {
-        Source::Node(k) => Term {
-            source: Source::Node(k + by),
-            ..*term
-        },
-        _ => *term,
+    let shift = |s: Source| match s {
+        Source::Node(k) => Source::Node(k + by),
+        s => s,
+    };
+    let mut t = *term;
+    t.source = shift(t.source);
+    if let Some(g) = t.gate.as_mut() {
+        g.source = shift(g.source);
     }
+    t
 }
 
 /// Builds the network of `p` with its weights set.

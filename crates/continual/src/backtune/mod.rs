@@ -21,11 +21,16 @@
 //! second-order (Gauss–Newton-like) solve, tried alongside first-order momentum steps, each
 //! line-searched, the best kept if it lowers `L`.
 //!
-//! - [`network`]: nodes linear in their weights, data (sequences, reset gaps, static option),
-//!   forward pass; [`transfer`]: the fixed scalar transfers (ζ, ReLU, Υ).
-//! - [`units`]: linear, LNL, sparse ReLU and integrate-and-fire units as networks; the Elman SRN
-//!   of `remanence-cells` as LNL units.
-//! - [`criteria`]: L2, reweighted L1/L0, Huber-like, biweight, Boolean margin, with `ρ'`.
+//! - [`network`]: nodes linear in their weights (terms of one source, or gated: a product of
+//!   two), bounded weights, data (sequences, reset gaps, static option), forward pass;
+//!   [`transfer`]: the fixed scalar transfers (ζ, ReLU, Υ, shift).
+//! - [`units`]: linear, LNL, sparse ReLU and integrate-and-fire units (fixed or learned
+//!   sharpness) as networks; the Elman SRN of `remanence-cells` as LNL units.
+//! - [`criteria`]: L2, reweighted L1/L0, Huber-like, biweight, Boolean margin, with `ρ'`; the
+//!   statistical (observable-matching) criterion; the unsupervised regularisers on node values
+//!   (sparse activity, orthogonality, soft bound).
+//! - [`reinject`]: the report's "reinject" option, desired values with the outputs clamped to
+//!   their targets and the hidden values fitted to the network equations.
 //! - [`guard`]: the report's smooth guard and the reference code's cruder one.
 //! - [`adjoint`]: the backward pass and the gradient.
 //! - [`linalg`]: symmetric Jacobi eigen-decomposition, pseudo-inverse, minimum-distance solve.
@@ -48,6 +53,7 @@ pub mod learner;
 pub mod linalg;
 pub mod line_search;
 pub mod network;
+pub mod reinject;
 pub mod reverse;
 pub mod solve;
 pub mod sparse;

@@ -18,6 +18,17 @@
 //! units whose weights multiply a fixed non-linear function of a past value (the
 //! integrate-and-fire unit: `W·Υ(x'(t−1))`).
 //!
+//! A term may carry a *gate*, a second factor read from another source:
+//! `f(s(t − δ))·h(s'(t − δ'))` (the same rules for both sources). The reference code's kernels
+//! are general functions of past values; a product of two is what the integrate-and-fire unit
+//! with a learned sharpness needs (its reset `(1 − ζ(q_n(t)))·x_n(t−1)` multiplies the unit's
+//! previous value by a function of its sharpness node, [`super::units::aif_learned`]). Every
+//! weight still enters linearly: the product is inside one term.
+//!
+//! A weight may be *bounded* ([`Network::bounds`]): the estimator projects every candidate onto
+//! the bounds (the report handles sign and bound constraints by projection; the reference
+//! code clips the integrate-and-fire sharpness to `[0, 100]`).
+//!
 //! The forward pass costs `O(N·D·T)` and stores `x` (`N × T`).
 //!
 //! [`Data`] holds the inputs, the observed output nodes with their targets, the per-step weight
@@ -38,9 +49,19 @@ pub enum Source {
     Const,
 }
 
-/// `f(s(t − delay))`.
+/// `f(s(t − delay))`, times the gate's `h(s'(t − delay'))` if there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Term {
+    pub source: Source,
+    pub delay: usize,
+    pub transfer: Transfer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+}
+
+/// The second factor `h(s'(t − delay))` of a gated term.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
     pub source: Source,
     pub delay: usize,
     pub transfer: Transfer,
@@ -52,6 +73,7 @@ impl Term {
             source: Source::Node(k),
             delay,
             transfer: Transfer::Identity,
+            gate: None,
         }
     }
     pub fn input(m: usize, delay: usize) -> Self {
@@ -59,6 +81,7 @@ impl Term {
             source: Source::Input(m),
             delay,
             transfer: Transfer::Identity,
+            gate: None,
         }
     }
     pub fn constant() -> Self {
@@ -66,11 +89,25 @@ impl Term {
             source: Source::Const,
             delay: 0,
             transfer: Transfer::Identity,
+            gate: None,
         }
     }
     pub fn through(mut self, transfer: Transfer) -> Self {
         self.transfer = transfer;
         self
+    }
+    /// The term multiplied by `transfer(source(t − delay))`.
+    pub fn gated(mut self, source: Source, delay: usize, transfer: Transfer) -> Self {
+        self.gate = Some(Gate {
+            source,
+            delay,
+            transfer,
+        });
+        self
+    }
+    /// The term's sources: its own and its gate's, with their delays.
+    pub fn sources(&self) -> impl Iterator<Item = (Source, usize)> {
+        std::iter::once((self.source, self.delay)).chain(self.gate.map(|g| (g.source, g.delay)))
     }
 }
 
@@ -88,6 +125,9 @@ pub struct Network {
     offsets: Vec<usize>,
     inputs: usize,
     pub weights: Vec<f64>,
+    /// `(weight index, low, high)`: weights kept in `[low, high]` by projection.
+    #[serde(default)]
+    pub bounds: Vec<(usize, f64, f64)>,
 }
 
 /// The node values `x_n(t)` of one forward pass, stored step-major (`x[t·N + n]`).
@@ -111,12 +151,12 @@ impl Network {
         let n_nodes = nodes.len();
         for (n, node) in nodes.iter().enumerate() {
             let terms = node.fixed.iter().map(|(_, t)| t).chain(node.kernels.iter());
-            for term in terms {
-                match term.source {
+            for (source, delay) in terms.flat_map(Term::sources) {
+                match source {
                     Source::Node(k) if k >= n_nodes => {
                         return Err(cfg(format!("node {n} reads node {k} of {n_nodes}")))
                     }
-                    Source::Node(k) if term.delay == 0 && k <= n => {
+                    Source::Node(k) if delay == 0 && k <= n => {
                         return Err(cfg(format!(
                             "node {n} reads node {k} at delay 0: same-step sources must have a \
                              higher index"
@@ -141,7 +181,27 @@ impl Network {
             offsets,
             inputs,
             weights: vec![0.0; total],
+            bounds: Vec::new(),
         })
+    }
+
+    /// Keeps weight `index` in `[low, high]` (see [`Network::project`]).
+    pub fn bound(&mut self, index: usize, low: f64, high: f64) -> Result<()> {
+        if index >= self.weights.len() || low.is_nan() || high.is_nan() || low > high {
+            return Err(cfg(format!(
+                "bound [{low}, {high}] on weight {index} of {}",
+                self.weights.len()
+            )));
+        }
+        self.bounds.push((index, low, high));
+        Ok(())
+    }
+
+    /// Clips the bounded weights of `w` (laid out as [`Network::weights`]) to their bounds.
+    pub fn project(&self, w: &mut [f64]) {
+        for &(i, lo, hi) in &self.bounds {
+            w[i] = w[i].clamp(lo, hi);
+        }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -177,8 +237,9 @@ impl Network {
             .flat_map(|nd| {
                 nd.fixed
                     .iter()
-                    .map(|(_, t)| t.delay)
-                    .chain(nd.kernels.iter().map(|t| t.delay))
+                    .map(|(_, t)| t)
+                    .chain(nd.kernels.iter())
+                    .flat_map(|t| t.sources().map(|(_, d)| d))
             })
             .max()
             .unwrap_or(0)
@@ -187,28 +248,110 @@ impl Network {
     /// The raw source value `s(t − δ)` of `term` (before its transfer); 0 before the segment
     /// start.
     pub fn source_value(&self, x: &[f64], data: &Data, term: &Term, t: usize) -> f64 {
-        match term.source {
+        self.read(x, data, term.source, term.delay, t)
+    }
+
+    /// `s(t − delay)`; 0 before the segment start.
+    pub fn read(&self, x: &[f64], data: &Data, source: Source, delay: usize, t: usize) -> f64 {
+        match source {
             Source::Const => 1.0,
-            Source::Node(k) => {
-                if t < term.delay || t - term.delay < data.seg_start[t] {
-                    0.0
-                } else {
-                    x[(t - term.delay) * self.nodes.len() + k]
-                }
-            }
+            Source::Node(_) => match self.node_index(data, source, delay, t) {
+                Some(j) => x[j],
+                None => 0.0,
+            },
             Source::Input(m) => {
-                if t < term.delay || t - term.delay < data.seg_start[t] {
+                if t < delay || t - delay < data.seg_start[t] {
                     0.0
                 } else {
-                    data.inputs[m * data.steps + t - term.delay]
+                    data.inputs[m * data.steps + t - delay]
                 }
             }
         }
     }
 
-    /// `f(s(t − δ))`.
+    /// Where `x_k(t − delay)` sits in a trajectory (`(t − delay)·N + k`), for a node source
+    /// inside the current segment; `None` otherwise.
+    pub fn node_index(&self, data: &Data, source: Source, delay: usize, t: usize) -> Option<usize> {
+        match source {
+            Source::Node(k) if t >= delay && t - delay >= data.seg_start[t] => {
+                Some((t - delay) * self.nodes.len() + k)
+            }
+            _ => None,
+        }
+    }
+
+    /// `f(s(t − δ))`, times the gate's `h(s'(t − δ'))` if any.
     pub fn term_value(&self, x: &[f64], data: &Data, term: &Term, t: usize) -> f64 {
-        term.transfer.value(self.source_value(x, data, term, t))
+        let v = term.transfer.value(self.source_value(x, data, term, t));
+        match &term.gate {
+            None => v,
+            Some(g) => v * g.transfer.value(self.read(x, data, g.source, g.delay, t)),
+        }
+    }
+
+    /// The partial derivatives of `term`'s value at step `t` with respect to the node values it
+    /// reads: up to two `(index into x, ∂term/∂x_index)` (its source, its gate's source), `None`
+    /// where a source is not a node inside the segment. The backward pass multiplies them by the
+    /// term's coefficient or weight to get the `β`.
+    pub fn term_partials(
+        &self,
+        x: &[f64],
+        data: &Data,
+        term: &Term,
+        t: usize,
+    ) -> [Option<(usize, f64)>; 2] {
+        let main = self.node_index(data, term.source, term.delay, t);
+        match &term.gate {
+            None => [main.map(|j| (j, term.transfer.derivative(x[j]))), None],
+            Some(g) => {
+                let s = self.source_value(x, data, term, t);
+                let gv = self.read(x, data, g.source, g.delay, t);
+                [
+                    main.map(|j| (j, term.transfer.derivative(s) * g.transfer.value(gv))),
+                    self.node_index(data, g.source, g.delay, t)
+                        .map(|j| (j, term.transfer.value(s) * g.transfer.derivative(gv))),
+                ]
+            }
+        }
+    }
+
+    /// `Φ_nt = φ_n0(t) + Σ_d w_nd φ_nd(t)` on the values `x` with weights `w`: node `n`'s
+    /// right-hand side at step `t`.
+    pub fn rhs(&self, w: &[f64], x: &[f64], data: &Data, n: usize, t: usize) -> f64 {
+        let node = &self.nodes[n];
+        let mut v = 0.0;
+        for (c, term) in &node.fixed {
+            v += c * self.term_value(x, data, term, t);
+        }
+        let wn = &w[self.offsets[n]..self.offsets[n + 1]];
+        for (wd, term) in wn.iter().zip(&node.kernels) {
+            v += wd * self.term_value(x, data, term, t);
+        }
+        v
+    }
+
+    /// Calls `f(j, β)` for every `β = ∂Φ_nt/∂x_j ≠ 0`-candidate of node `n` at step `t` (one
+    /// call per term and source; a node read by several terms gets several calls).
+    pub fn for_each_beta(
+        &self,
+        w: &[f64],
+        x: &[f64],
+        data: &Data,
+        n: usize,
+        t: usize,
+        mut f: impl FnMut(usize, f64),
+    ) {
+        let node = &self.nodes[n];
+        let wn = &w[self.offsets[n]..self.offsets[n + 1]];
+        let terms = node.fixed.iter().map(|(c, term)| (*c, term));
+        for (c, term) in terms.chain(wn.iter().copied().zip(node.kernels.iter())) {
+            if c == 0.0 {
+                continue;
+            }
+            for (j, d) in self.term_partials(x, data, term, t).into_iter().flatten() {
+                f(j, c * d);
+            }
+        }
     }
 
     /// `φ_n0(t)`.
@@ -235,16 +378,7 @@ impl Network {
         let mut x = vec![0.0; n_nodes * data.steps];
         for t in 0..data.steps {
             for n in (0..n_nodes).rev() {
-                let node = &self.nodes[n];
-                let mut v = 0.0;
-                for (c, term) in &node.fixed {
-                    v += c * self.term_value(&x, data, term, t);
-                }
-                let wn = &w[self.offsets[n]..self.offsets[n + 1]];
-                for (wd, term) in wn.iter().zip(&node.kernels) {
-                    v += wd * self.term_value(&x, data, term, t);
-                }
-                x[t * n_nodes + n] = v;
+                x[t * n_nodes + n] = self.rhs(w, &x, data, n, t);
             }
         }
         Trajectory {

@@ -28,7 +28,7 @@ use super::guard::Guard;
 use super::linalg::min_distance_solve;
 use super::line_search::brent;
 use super::network::{Data, Network, Sequence};
-use super::units::{aif, lnl, normal, Leak, LnlSpec};
+use super::units::{aif, aif_learned, lnl, normal, Leak, LnlSpec};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,15 @@ pub enum UnitKind {
     Aif {
         gamma: f64,
         eps: f64,
+    },
+    /// Integrate-and-fire with leak `γ` and a learned sharpness per unit
+    /// ([`super::units::aif_learned`]): the root's is `sharpness`, the fresh network's starts at
+    /// `start`. The other weights are drawn as for [`UnitKind::Aif`], in the same order, so
+    /// the root, input and fresh unit weights are those of `Aif { gamma, eps: 1/sharpness }`.
+    AifLearned {
+        gamma: f64,
+        sharpness: f64,
+        start: f64,
     },
 }
 
@@ -87,7 +96,19 @@ fn structure(spec: &ReverseSpec) -> Result<Network> {
             lnl(&s)?.network
         }
         UnitKind::Aif { gamma, eps } => aif(spec.units, 1, gamma, eps)?,
+        UnitKind::AifLearned {
+            gamma, sharpness, ..
+        } => aif_learned(spec.units, 1, gamma, sharpness)?,
     })
+}
+
+/// The weights drawn at random: all of them, except an [`aif_learned`] network's sharpnesses
+/// (set, not drawn).
+pub fn drawn_weights(net: &Network, kind: UnitKind, units: usize) -> usize {
+    match kind {
+        UnitKind::AifLearned { .. } => net.offset(units),
+        _ => net.n_weights(),
+    }
 }
 
 /// The root network, its data (the output of unit 0) and a fresh network to estimate.
@@ -95,7 +116,8 @@ pub fn setup(spec: &ReverseSpec) -> Result<(Network, Data, Network)> {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let std = 0.5 / (spec.units as f64).sqrt();
     let mut root = structure(spec)?;
-    for w in root.weights.iter_mut() {
+    let drawn = drawn_weights(&root, spec.kind, spec.units);
+    for w in root.weights[..drawn].iter_mut() {
         *w = std * normal(&mut rng);
     }
     let steps = spec.steps();
@@ -115,8 +137,14 @@ pub fn setup(spec: &ReverseSpec) -> Result<(Network, Data, Network)> {
         false,
     );
     let mut fresh = structure(spec)?;
-    for w in fresh.weights.iter_mut() {
+    for w in fresh.weights[..drawn].iter_mut() {
         *w = std * normal(&mut rng);
+    }
+    if let UnitKind::AifLearned { start, .. } = spec.kind {
+        for n in 0..spec.units {
+            let i = fresh.offset(spec.units + n);
+            fresh.weights[i] = start;
+        }
     }
     Ok((root, data, fresh))
 }
@@ -213,6 +241,7 @@ pub fn distributed_estimate(
             for i in 0..d {
                 w[off + i] = w0[i] + u * (w1[i] - w0[i]);
             }
+            net.project(&mut w);
             w
         };
         let m = brent(

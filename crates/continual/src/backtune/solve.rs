@@ -15,8 +15,9 @@
 //!   (the `NT × NT` matrix of the `β`, whose inverse a full Newton step would need) is left out.
 //! - `Weighted`: `κ = 1/(1 + |x − φ_0|)`, with `ε`.
 //! - `NoAdjoint`: `κ = 1`, without `ε`. On the values of a forward pass, `b = A Ŵ` and the
-//!   solution is `Ŵ` itself (no move); it differs only where `x` is not the network's own output
-//!   (the report's "reinject" option, which clamps outputs to their targets; not provided here).
+//!   solution is `Ŵ` itself (no move); it differs only where `x` is not the network's own output:
+//!   with the report's "reinject" option ([`super::reinject`]) the solves run on a desired
+//!   trajectory, the outputs clamped to their targets.
 //!
 //! A step weight `κ_t = 0` (reset gaps, [`super::network::Data::kappa`]) removes the row. An
 //! optional diagonal `2c_d` (the sparse regulariser `Σ c_d W_d²`, [`super::sparse`]) is added to

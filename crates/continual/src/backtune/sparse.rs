@@ -106,7 +106,8 @@ pub fn sparse_estimate(
 ) -> SparseResult {
     match sparse_estimate_across(net, data, cfg, penalty, threshold, refit, None) {
         Ok(res) => res,
-        Err(e) => unreachable!("one process makes no collective call: {e}"),
+        // One process makes no collective call: the only error is the configuration's.
+        Err(e) => panic!("{e}"),
     }
 }
 

@@ -6,7 +6,9 @@
 //!   whose slope at 0 is 1 and which saturates at `a` and `b` (`ζ_[−1,1] = tanh`);
 //! - the ReLU saturated at ±`cap` (the report's sparse unit saturates at ±1e6);
 //! - the spike profile of the integrate-and-fire unit, `Υ_ε(v) = ζ_[0,1]((v − ½)/ε)`;
-//! - the reset leak of the same unit, `v ↦ (1 − Υ_ε(v))·v` (a unit that fired is reset).
+//! - the reset leak of the same unit, `v ↦ (1 − Υ_ε(v))·v` (a unit that fired is reset);
+//! - a shift `v ↦ v + c` (the integrate-and-fire unit with a learned sharpness reads
+//!   `x − ½` through it, [`super::units::aif_learned`]).
 //!
 //! By design of the report, `0 ≤ f' ≤ 1` for the first three (Υ has slope `1/ε` at ½).
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,10 @@ pub enum Transfer {
     ResetLeak {
         eps: f64,
     },
+    /// `v + by`.
+    Shift {
+        by: f64,
+    },
 }
 
 /// `ζ_[a,b](u)`.
@@ -52,12 +58,13 @@ impl Transfer {
             Transfer::Relu { cap } => v.clamp(0.0, cap),
             Transfer::Upsilon { eps } => zeta(0.0, 1.0, (v - 0.5) / eps),
             Transfer::ResetLeak { eps } => (1.0 - zeta(0.0, 1.0, (v - 0.5) / eps)) * v,
+            Transfer::Shift { by } => v + by,
         }
     }
 
     pub fn derivative(self, v: f64) -> f64 {
         match self {
-            Transfer::Identity => 1.0,
+            Transfer::Identity | Transfer::Shift { .. } => 1.0,
             Transfer::Zeta { a, b } => zeta_prime(a, b, v),
             Transfer::Relu { cap } => {
                 if v > 0.0 && v < cap {
@@ -88,6 +95,7 @@ mod tests {
             Transfer::Relu { cap: 1e6 },
             Transfer::Upsilon { eps: 0.3 },
             Transfer::ResetLeak { eps: 0.3 },
+            Transfer::Shift { by: -0.5 },
         ];
         for f in fs {
             for &v in &[-1.3, -0.2, 0.37, 0.5, 0.9, 2.1] {

@@ -14,10 +14,20 @@
 //!   `0..U`, as the report's outputs `n < N0`.
 //! - [`sparse_relu`]: the same split with `ζ` replaced by the ReLU saturated at 1e6, a fixed
 //!   leak, and a fixed random connectivity of `D = max(2, ⌊√U⌋)` recurrent sources per unit.
-//! - [`aif`], integrate-and-fire: `x_n(t) = γ(1 − Υ_ε(x_n(t−1)))·x_n(t−1) + Σ_k W_nk Υ_ε(x_k(t−1))
-//!   + Σ_m Win_nm i_m(t−1)`, `Υ_ε(v) = ζ_[0,1]((v − ½)/ε)`: already linear in its weights (the
-//!   kernels are fixed non-linear functions of past values), so one node per unit. The
-//!   sharpness `1/ε` is fixed here (the report learns it).
+//! - [`aif`], integrate-and-fire:
+//!   `x_n(t) = γ(1 − Υ_ε(x_n(t−1)))·x_n(t−1) + Σ_k W_nk Υ_ε(x_k(t−1)) + Σ_m Win_nm i_m(t−1)`,
+//!   `Υ_ε(v) = ζ_[0,1]((v − ½)/ε)`: already linear in its weights (the
+//!   kernels are fixed non-linear functions of past values), so one node per unit; the
+//!   sharpness `1/ε` is fixed.
+//! - [`aif_learned`], the same unit with a *learned* sharpness `s_n = 1/ε_n` per unit, as the
+//!   report's code builds it: the sharpness enters `Υ` non-linearly, so it is split into an
+//!   intermediate node `q_n(t) = s_n·(x_n(t−1) − ½)`, linear in its one weight `s_n`, and
+//!   `Υ_ε(x_n(t−1)) = ζ_[0,1](q_n(t))` is read from it at delay 0. The unit node is then
+//!   `x_n(t) = γ x_n(t−1) − γ x_n(t−1)·ζ_[0,1](q_n(t)) + Σ_k W_nk ζ_[0,1](q_k(t)) + Σ_m Win_nm
+//!   i_m(t−1)`; its reset term multiplies two node values, a gated term
+//!   ([`super::network::Term::gated`]). Every weight, `s_n` included, enters linearly, so the
+//!   sharpness gets the per-unit second-order solve (a one-weight node) as well as the
+//!   first-order candidates. It is kept in `[0, 100]` by projection, as the code clips it.
 //!
 //! **The project's Elman SRN as LNL units.** The SRN of `remanence-cells`
 //! (`h(t) = tanh(W_ih x(t) + b_ih + W_hh h(t−1) + b_hh)`, `h(−1) = 0`) is an LNL network with
@@ -28,7 +38,7 @@
 use rand::seq::index::sample;
 use rand::Rng;
 
-use super::network::{Network, Node, Term};
+use super::network::{Network, Node, Source, Term};
 use super::transfer::Transfer;
 use crate::error::Result;
 
@@ -263,6 +273,53 @@ pub fn aif(units: usize, inputs: usize, gamma: f64, eps: f64) -> Result<Network>
     Network::new(nodes, inputs)
 }
 
+/// The bounds of a learned integrate-and-fire sharpness (the reference code's).
+pub const SHARPNESS_BOUNDS: (f64, f64) = (0.0, 100.0);
+
+/// Integrate-and-fire units with learned sharpness (see the module doc): unit nodes `0..U`
+/// with weights `W_n·` then `Win_n·` (as [`aif`]), then sharpness nodes `U..2U`, each with one
+/// weight `s_n` set to `sharpness` and bounded to [`SHARPNESS_BOUNDS`]. With `s_n = 1/ε` it
+/// computes the same unit values as `aif(units, inputs, gamma, ε)`.
+pub fn aif_learned(units: usize, inputs: usize, gamma: f64, sharpness: f64) -> Result<Network> {
+    let upsilon = Transfer::Zeta { a: 0.0, b: 1.0 };
+    let mut nodes: Vec<Node> = (0..units)
+        .map(|n| {
+            let mut kernels: Vec<Term> = (0..units)
+                .map(|k| Term::node(units + k, 0).through(upsilon))
+                .collect();
+            kernels.extend((0..inputs).map(|m| Term::input(m, 1)));
+            Node {
+                fixed: vec![
+                    (gamma, Term::node(n, 1)),
+                    (
+                        -gamma,
+                        Term::node(n, 1).gated(Source::Node(units + n), 0, upsilon),
+                    ),
+                ],
+                kernels,
+            }
+        })
+        .collect();
+    nodes.extend((0..units).map(|n| Node {
+        fixed: vec![],
+        kernels: vec![Term::node(n, 1).through(Transfer::Shift { by: -0.5 })],
+    }));
+    let mut net = Network::new(nodes, inputs)?;
+    for n in 0..units {
+        let i = net.offset(units + n);
+        net.weights[i] = sharpness;
+        net.bound(i, SHARPNESS_BOUNDS.0, SHARPNESS_BOUNDS.1)?;
+    }
+    Ok(net)
+}
+
+/// The sharpnesses `s_n` of an [`aif_learned`] network of `units` units.
+pub fn sharpness_of(net: &Network, units: usize) -> Vec<f64> {
+    (0..units)
+        .map(|n| net.weights[net.offset(units + n)])
+        .collect()
+}
+
 /// The Elman SRN `h(t) = tanh(W_ih x(t) + b_ih + W_hh h(t−1) + b_hh)` as LNL units
 /// (`γ = 0`, `[a, b] = [−1, 1]`, input delay 0). `w_ih` is `H × I`, `w_hh` is `H × H`.
 pub fn srn_as_lnl(w_ih: &[Vec<f64>], b_ih: &[f64], w_hh: &[Vec<f64>], b_hh: &[f64]) -> Result<Lnl> {
@@ -363,6 +420,41 @@ mod tests {
         let a = aif(4, 1, 0.9, 0.2).unwrap();
         assert_eq!((a.n_nodes(), a.dim(0)), (4, 5));
         assert_eq!(linear(4, 2, 1).unwrap().dim(2), 7);
+    }
+
+    #[test]
+    fn learned_sharpness_aif_is_the_fixed_one_at_the_same_sharpness() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let (u, steps, eps) = (4, 30, 0.1);
+        let mut fixed = aif(u, 1, 0.9, eps).unwrap();
+        randomize(&mut fixed, 0.5, &mut rng);
+        let mut learned = aif_learned(u, 1, 0.9, 1.0 / eps).unwrap();
+        assert_eq!(
+            (learned.n_nodes(), learned.dim(0), learned.dim(u)),
+            (2 * u, u + 1, 1)
+        );
+        assert_eq!(learned.offset(u), fixed.n_weights());
+        learned.weights[..fixed.n_weights()].copy_from_slice(&fixed.weights);
+        assert_eq!(sharpness_of(&learned, u), vec![10.0; u]);
+        let inputs: Vec<f64> = (0..steps).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let data = Data::single(inputs, vec![], vec![], steps);
+        let (a, b) = (fixed.forward(&data), learned.forward(&data));
+        for t in 0..steps {
+            for n in 0..u {
+                assert!(
+                    (a.get(n, t) - b.get(n, t)).abs() < 1e-13,
+                    "unit {n} step {t}"
+                );
+            }
+        }
+        // The sharpness is projected onto [0, 100].
+        let mut w = learned.weights.clone();
+        w[learned.offset(u)] = -3.0;
+        w[learned.offset(u + 1)] = 250.0;
+        learned.project(&mut w);
+        let mut projected = learned.clone();
+        projected.weights = w;
+        assert_eq!(sharpness_of(&projected, u)[..2], [0.0, 100.0]);
     }
 
     #[test]
