@@ -1,16 +1,22 @@
 //! The fused LSTM layer on the CPU, with its own backward pass.
 //!
-//! One op runs a whole layer over a sequence. The input projection of every step, `x W_ihᵀ`, is
-//! one matrix product before the recurrence; then each step is one product `h W_hhᵀ` added in
-//! place and one fused element-wise pass that adds `b = b_ih + b_hh` and forms the gates i, f, g,
-//! o, the cell and the hidden state. The op returns the hidden states (B, T, H) and the last cell state
+//! One op runs a whole layer over a sequence. Per step, one product gives the pre-activations of
+//! the four gates, `b + [x_t | h] [W_ih | W_hh]ᵀ` (the weights packed once per call, the bias as
+//! the product's start; see `pack`), then two element-wise passes form the gates i, f, g, o and
+//! the cell and hidden state. The op returns the hidden states (B, T, H) and the last cell state
 //! (B, H), and keeps per step `c` and the gate activations `i, f, g, o` (5H) for the backward
-//! pass. Backward walks the steps in reverse with one product `dgates · W_hh` per step, then
-//! forms `dW_ih`, `dW_hh`, `db` and `dx` as single products over all steps. The batch is split
-//! over threads for the whole sequence.
+//! pass, unless no input needs a gradient (then nothing is kept). Backward walks the steps in
+//! reverse: one element-wise pass gives the gate gradients, one product
+//! `dgates · [W_hh | W_ih]` gives both `dh_{t-1}` and `dx_t`, and `dW_ih`, `dW_hh`, `db` are summed
+//! a few steps at a time as `dgatesᵀ [x | h_prev | 1]`. The batch is split over threads for the
+//! whole sequence.
 
-use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
-use super::{lane_blocks, lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel, LANES};
+use super::gemm::time_major;
+use super::lane_blocks;
+use super::lanes::{wide_lanes, WIDE};
+use super::pack::{Lhs, Packed, Start, StepGradients};
+use super::scratch::Scratch;
+use super::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (4H×I) | W_hh (4H×H) | b (4H)]`, state `[h0 | c0]`
 /// (B, 2H) → `h` per step and the last `c`.
@@ -31,6 +37,7 @@ impl LstmKernel {
 
 impl RowKernel for LstmKernel {
     const NAME: &'static str = "lstm-layer";
+    const AVX512: bool = true;
     fn input_width(&self) -> usize {
         self.input
     }
@@ -50,6 +57,13 @@ impl RowKernel for LstmKernel {
         5 * self.hidden
     }
 
+    fn can_skip_saved(&self) -> bool {
+        true
+    }
+    fn overwrites_result(&self) -> bool {
+        true
+    }
+
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
@@ -63,50 +77,57 @@ impl RowKernel for LstmKernel {
         let (h, i) = (self.hidden, self.input);
         let g4 = 4 * h;
         let (w_ih, w_hh, bias) = self.split(w);
-        let w_t = transpose(w_hh, g4, h); // (H, g4)
+        // [W_ih | W_hh]ᵀ ((I + H) × 4H) packed once, with the bias as the products' start.
+        let wt = Packed::dense(
+            i + h,
+            g4,
+            |kk, c| {
+                if kk < i {
+                    w_ih[c * i + kk]
+                } else {
+                    w_hh[c * h + kk - i]
+                }
+            },
+            Some(bias),
+        );
         let Parts { out, fin, saved } = res;
-        let n = fin.len() / h;
+        let n = fin.len() / h.max(1);
+        let keep = !saved.is_empty();
         let mut hp: Vec<T> = (0..n)
-            .flat_map(|r| s0[(b0 + r) * 2 * h..(b0 + r) * 2 * h + h].to_vec())
+            .flat_map(|r| s0[(b0 + r) * 2 * h..(b0 + r) * 2 * h + h].iter().copied())
             .collect();
         let cp = fin;
         for r in 0..n {
             cp[r * h..(r + 1) * h].copy_from_slice(&s0[(b0 + r) * 2 * h + h..(b0 + r + 1) * 2 * h]);
         }
-        // Pre-activations of every step of these rows, step-major: one product.
+        // The inputs step-major: a step's rows sit together.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
-        let mut gates = vec![T::zero(); n * steps * g4];
-        project(n * steps, i, g4, &xt, w_ih, &mut gates);
+        let mut gt = Scratch::new(n * g4);
         for t in 0..steps {
-            let gt = &mut gates[t * n * g4..(t + 1) * n * g4];
-            matmul(
+            // Pre-activations of this step: b + x_t W_ihᵀ + h W_hhᵀ, one pass.
+            wt.product(
                 n,
+                Lhs::two(&xt[t * n * i..], i, &hp, h, i),
+                Start::Bias,
+                &mut gt,
                 g4,
-                h,
-                gt,
-                g4,
-                true,
-                View::rows(&hp, h),
-                View::rows(&w_t, g4),
             );
             for r in 0..n {
                 let q = r * steps + t;
-                let gr = &gt[r * g4..(r + 1) * g4];
+                let gr = &mut gt[r * g4..(r + 1) * g4];
                 let oh = &mut out[q * h..(q + 1) * h];
-                let sv = &mut saved[q * 5 * h..(q + 1) * 5 * h];
-                let (oc, rest) = sv.split_at_mut(h);
-                let (oi, rest) = rest.split_at_mut(h);
-                let (of, rest) = rest.split_at_mut(h);
-                let (og, oo) = rest.split_at_mut(h);
-                let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..]);
                 let (cr, hr) = (&mut cp[r * h..(r + 1) * h], &mut hp[r * h..(r + 1) * h]);
-                let bs = [
-                    &bias[..h],
-                    &bias[h..2 * h],
-                    &bias[2 * h..3 * h],
-                    &bias[3 * h..],
-                ];
-                cell_forward([gi, gf, gg, go], bs, [oh, oc, oi, of, og, oo], cr, hr);
+                // The gates first, then the cell: in one pass the long chain of the cell's tanh
+                // came after the gates' in every block and left the CPU waiting on it.
+                if keep {
+                    let sv = &mut saved[q * 5 * h..(q + 1) * 5 * h];
+                    let (oc, acts) = sv.split_at_mut(h);
+                    gates(gr, acts);
+                    cell(acts, [cr, hr, oh], Some(oc));
+                } else {
+                    gates_in_place(gr);
+                    cell(gr, [cr, hr, oh], None);
+                }
             }
         }
     }
@@ -125,17 +146,31 @@ impl RowKernel for LstmKernel {
         ds0: &mut [T],
     ) -> Vec<T> {
         let (h, i) = (self.hidden, self.input);
-        let g4 = 4 * h;
+        let (g4, hi) = (4 * h, h + i);
         let (w_ih, w_hh, _) = self.split(w);
-        let n = ds0.len() / (2 * h);
+        let n = ds0.len() / (2 * h).max(1);
+        // [W_hh | W_ih] (4H × (H + I)) packed once: per step one product gives dh_{t-1} and dx_t.
+        let wp = Packed::dense(
+            g4,
+            hi,
+            |kk, c| {
+                if c < h {
+                    w_hh[kk * h + c]
+                } else {
+                    w_ih[kk * i + c - h]
+                }
+            },
+            None,
+        );
         let mut dh = vec![T::zero(); n * h];
         // The last cell state is visible: its gradient starts the recursion.
         let mut dc = grad.fin[b0 * h..(b0 + n) * h].to_vec();
-        let mut dh_prev = vec![T::zero(); n * h];
-        // Gate gradients and previous hidden states of every (step, row), step-major.
-        let mut dg = vec![T::zero(); n * steps * g4];
-        let mut hprev = vec![T::zero(); n * steps * h];
+        let mut prod = Scratch::new(n * hi);
+        // The gate gradients and `[x | h_prev]` of each step, summed into the weight gradients a
+        // few steps at a time.
+        let mut sums = StepGradients::new(n, g4, i + h, steps);
         for t in (0..steps).rev() {
+            let (dg, xh) = sums.step();
             for r in 0..n {
                 let (b, q) = (b0 + r, r * steps + t);
                 let sv = &fwd.saved[q * 5 * h..(q + 1) * 5 * h];
@@ -152,85 +187,116 @@ impl RowKernel for LstmKernel {
                         &fwd.saved[(q - 1) * 5 * h..(q - 1) * 5 * h + h],
                     )
                 };
-                let p = t * n + r;
-                hprev[p * h..(p + 1) * h].copy_from_slice(prev_h);
-                let dgq = &mut dg[p * g4..(p + 1) * g4];
+                let xr = &mut xh[r * hi..(r + 1) * hi];
+                xr[..i].copy_from_slice(&x[gq * i..(gq + 1) * i]);
+                xr[i..].copy_from_slice(prev_h);
+                let dgq = &mut dg[r * g4..(r + 1) * g4];
                 let (dhr, dcr) = (&dh[r * h..(r + 1) * h], &mut dc[r * h..(r + 1) * h]);
                 cell_backward(sv, gh, prev_c, dhr, dcr, dgq);
             }
-            // dh_{t-1} = dgates_t · W_hh for every row at once.
-            matmul(
-                n,
-                h,
-                g4,
-                &mut dh_prev,
-                h,
-                false,
-                View::rows(&dg[t * n * g4..(t + 1) * n * g4], g4),
-                View::rows(w_hh, h),
-            );
-            std::mem::swap(&mut dh, &mut dh_prev);
+            // [dh_{t-1} | dx_t] = dgates_t · [W_hh | W_ih] for every row at once.
+            wp.product(n, Lhs::one(sums.last(), g4), Start::Zero, &mut prod, hi);
+            sums.done();
+            for r in 0..n {
+                let pr = &prod[r * hi..(r + 1) * hi];
+                dh[r * h..(r + 1) * h].copy_from_slice(&pr[..h]);
+                let q = r * steps + t;
+                dx[q * i..(q + 1) * i].copy_from_slice(&pr[h..]);
+            }
         }
         for r in 0..n {
             ds0[r * 2 * h..r * 2 * h + h].copy_from_slice(&dh[r * h..(r + 1) * h]);
             ds0[r * 2 * h + h..(r + 1) * 2 * h].copy_from_slice(&dc[r * h..(r + 1) * h]);
         }
+        // [dW_ih | dW_hh | db] = Σ dgatesᵀ [x | h_prev | 1] over every (step, row).
+        let wc = sums.finish();
         let mut dw = vec![T::zero(); self.weights_len()];
         let (dw_ih, rest) = dw.split_at_mut(g4 * i);
         let (dw_hh, db) = rest.split_at_mut(g4 * h);
-        matmul(
-            g4,
-            h,
-            n * steps,
-            dw_hh,
-            h,
-            false,
-            View::transposed(&dg, g4),
-            View::rows(&hprev, h),
-        );
-        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
-        let mut dxt = vec![T::zero(); n * steps * i];
-        project_backward(n * steps, i, g4, &xt, w_ih, &dg, dw_ih, db, Some(&mut dxt));
-        sample_major(&dxt, n, steps, i, dx);
+        for (row, src) in wc.chunks_exact(hi + 1).enumerate() {
+            dw_ih[row * i..(row + 1) * i].copy_from_slice(&src[..i]);
+            dw_hh[row * h..(row + 1) * h].copy_from_slice(&src[i..hi]);
+            db[row] = src[hi];
+        }
         dw
     }
 }
 
-/// The element-wise LSTM step for one row: gate pre-activations and their biases in,
-/// `[h | c | i | f | g | o]` out, and the running `c` and `h` updated.
+/// The gate activations of one row: `[i | f | g | o]` = σ, σ, tanh, σ of the pre-activations
+/// `pre` (biases included), into `acts`.
 #[inline(always)]
-fn cell_forward<T: KernelFloat>(
-    g: [&[T]; 4],
-    b: [&[T]; 4],
-    o: [&mut [T]; 6],
-    c: &mut [T],
-    hs: &mut [T],
-) {
-    let [oh, oc, oi, of, og, oo] = o;
-    let ([gi, gf, gg, go], [bi, bf, bg, bo]) = (g, b);
-    lane_blocks(
-        [gi, gf, gg, go, bi, bf, bg, bo],
-        [c, hs, oh, oc, oi, of, og, oo],
+fn gates<T: KernelFloat>(pre: &[T], acts: &mut [T]) {
+    let h = pre.len() / 4;
+    let (ai, rest) = acts.split_at_mut(h);
+    let (af, rest) = rest.split_at_mut(h);
+    let (ag, ao) = rest.split_at_mut(h);
+    let p = [
+        &pre[..h],
+        &pre[h..2 * h],
+        &pre[2 * h..3 * h],
+        &pre[3 * h..4 * h],
+    ];
+    wide_lanes(
+        p,
+        [ai, af, ag, ao],
         #[inline(always)]
-        |x, y| {
-            for l in 0..LANES {
-                let i = sigmoid(x[0][l] + x[4][l]);
-                let f = sigmoid(x[1][l] + x[5][l]);
-                let g = tanh(x[2][l] + x[6][l]);
-                let o = sigmoid(x[3][l] + x[7][l]);
-                let c = f * y[0][l] + i * g;
-                let h = o * tanh(c);
-                y[0][l] = c;
-                y[1][l] = h;
-                y[2][l] = h;
-                y[3][l] = c;
-                y[4][l] = i;
-                y[5][l] = f;
-                y[6][l] = g;
-                y[7][l] = o;
-            }
-        },
+        |[i, f, g, o], y| *y = [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)],
     );
+}
+
+/// [`gates`] in place.
+#[inline(always)]
+fn gates_in_place<T: KernelFloat>(g: &mut [T]) {
+    let h = g.len() / 4;
+    let (gi, rest) = g.split_at_mut(h);
+    let (gf, rest) = rest.split_at_mut(h);
+    let (gg, go) = rest.split_at_mut(h);
+    wide_lanes(
+        [],
+        [gi, gf, gg, &mut go[..h]],
+        #[inline(always)]
+        |[], y| *y = [sigmoid(y[0]), sigmoid(y[1]), tanh(y[2]), sigmoid(y[3])],
+    );
+}
+
+/// The cell of one row from its gates `[i | f | g | o]`: `c ← f·c + i·g`, `h = o·tanh(c)` into
+/// the state `c`, `h` and the output, and `c` into `saved_c` when given.
+#[inline(always)]
+fn cell<T: KernelFloat>(acts: &[T], state: [&mut [T]; 3], saved_c: Option<&mut [T]>) {
+    let h = state[0].len();
+    let a = [
+        &acts[..h],
+        &acts[h..2 * h],
+        &acts[2 * h..3 * h],
+        &acts[3 * h..4 * h],
+    ];
+    let [c, hs, oh] = state;
+    match saved_c {
+        Some(sc) => lane_blocks(
+            a,
+            [c, hs, oh, sc],
+            #[inline(always)]
+            |x: &[[T; WIDE]; 4], y: &mut [[T; WIDE]; 4]| {
+                for l in 0..WIDE {
+                    let c = x[1][l] * y[0][l] + x[0][l] * x[2][l];
+                    let h = x[3][l] * tanh(c);
+                    (y[0][l], y[1][l], y[2][l], y[3][l]) = (c, h, h, c);
+                }
+            },
+        ),
+        None => lane_blocks(
+            a,
+            [c, hs, oh],
+            #[inline(always)]
+            |x: &[[T; WIDE]; 4], y: &mut [[T; WIDE]; 3]| {
+                for l in 0..WIDE {
+                    let c = x[1][l] * y[0][l] + x[0][l] * x[2][l];
+                    let h = x[3][l] * tanh(c);
+                    (y[0][l], y[1][l], y[2][l]) = (c, h, h);
+                }
+            },
+        ),
+    }
 }
 
 /// The element-wise LSTM backward for one row and step: from the saved `[c | i | f | g | o]`,
@@ -258,7 +324,7 @@ fn cell_backward<T: KernelFloat>(
     let (df, rest) = rest.split_at_mut(h);
     let (dgg, do_) = rest.split_at_mut(h);
     let one = T::one();
-    lanes(
+    wide_lanes(
         [c, i, f, g, og, gh, c_prev, dh],
         [dc, di, df, dgg, do_],
         #[inline(always)]

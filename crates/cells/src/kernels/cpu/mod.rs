@@ -16,7 +16,9 @@ pub mod gru;
 pub(crate) mod lanes;
 pub mod lstm;
 pub mod ltc;
+pub(crate) mod pack;
 pub mod runner;
+pub(crate) mod scratch;
 pub mod srn;
 
 pub use super::math::{sigmoid, tanh, KernelFloat};

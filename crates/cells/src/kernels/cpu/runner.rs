@@ -6,11 +6,16 @@
 //! sees: the output of every step (B, T, W_out) followed by a final part per sample (B, W_fin),
 //! such as the LSTM's last cell state. What the backward pass needs besides (gate activations,
 //! unfold states) stays inside the op instance, like PyTorch's `ctx.save_for_backward`: Candle
-//! then never pads, zero-fills or accumulates gradients of it. The op splits the batch over
-//! threads for the whole sequence, dispatches f32/f64, sums the per-thread weight gradients and
-//! hands Candle's autograd the gradients of all three inputs.
+//! then never pads, zero-fills or accumulates gradients of it. When no input needs a gradient,
+//! kernels that can ([`RowKernel::can_skip_saved`]) save nothing at all. The saved values live in
+//! a pooled buffer (`scratch`), not zeroed first for kernels that overwrite them all. The op splits
+//! the batch over threads for the whole sequence, dispatches f32/f64 and the instruction set
+//! ([`simd`]), sums the per-thread weight gradients and hands Candle's autograd the gradients of
+//! all three inputs.
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::scratch::Scratch;
 use crate::kernels::math::KernelFloat;
 use crate::kernels::slice;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
@@ -18,6 +23,10 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 /// A recurrence over a batch, row range by row range.
 pub trait RowKernel: Send + Sync {
     const NAME: &'static str;
+    /// Whether the kernel also runs in an AVX-512 build on CPUs that have it (its element-wise
+    /// passes then use 16-lane vectors; every lane does the same operations, so the results are
+    /// those of the AVX2 build).
+    const AVX512: bool = false;
     /// Values per (sample, step) of the input tensor.
     fn input_width(&self) -> usize;
     /// Values per sample of the initial state.
@@ -32,6 +41,16 @@ pub trait RowKernel: Send + Sync {
     }
     /// Values per (sample, step) kept inside the op for the backward pass.
     fn saved_width(&self) -> usize;
+    /// Whether [`RowKernel::forward_rows`] accepts an empty `saved` part (and then saves
+    /// nothing): the op passes one when no input needs a gradient.
+    fn can_skip_saved(&self) -> bool {
+        false
+    }
+    /// Whether [`RowKernel::forward_rows`] writes every value of its `out`, `fin` and `saved`
+    /// parts, so that they need not be zeroed first.
+    fn overwrites_result(&self) -> bool {
+        false
+    }
 
     /// Forward of rows `b0..b0 + n`; `x` and `s0` are whole, the three parts of `res` hold
     /// those rows only, row-major.
@@ -90,13 +109,34 @@ fn piece<T>(buf: &[T], len: usize, i: usize) -> &[T] {
     &buf[(i * len).min(buf.len())..((i + 1) * len).min(buf.len())]
 }
 
+/// The values a forward pass keeps for the backward pass, in a pooled buffer (back to the pool
+/// when the op, and with it the graph, is dropped).
+#[derive(Debug)]
+enum Saved {
+    F32(Scratch<f32>),
+    F64(Scratch<f64>),
+}
+
+/// A buffer for the forward pass to fill: pooled as it is when the kernel overwrites it all,
+/// zeroed otherwise.
+fn buffer<T: KernelFloat>(len: usize, overwritten: bool) -> Scratch<T> {
+    if overwritten {
+        Scratch::new(len)
+    } else {
+        Scratch::zeroed(len)
+    }
+}
+
 /// A [`RowKernel`] as a Candle op, with `threads` batch shards. Build one per call (its saved
 /// values belong to that call's graph).
 #[derive(Debug, Clone)]
 pub struct Fused<K> {
     kernel: K,
     threads: usize,
-    saved: Arc<Mutex<Option<CpuStorage>>>,
+    /// Whether the forward pass keeps the saved values (false when [`Fused::apply`] finds that
+    /// no input needs a gradient and the kernel can skip them).
+    keep: bool,
+    saved: Arc<Mutex<Option<Saved>>>,
 }
 
 impl<K: RowKernel + 'static> Fused<K> {
@@ -104,19 +144,22 @@ impl<K: RowKernel + 'static> Fused<K> {
         Self {
             kernel,
             threads,
+            keep: true,
             saved: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Runs the op: the outputs (B, T, output_width) and the final values (B, final_width),
     /// both contiguous views of the op's one result (the outputs feed the next layer without a
-    /// copy).
+    /// copy). When no input needs a gradient (inference: no backward pass will run), kernels
+    /// that can ([`RowKernel::can_skip_saved`]) save nothing.
     pub fn apply(
-        self,
+        mut self,
         x: &Tensor,
         w: &Tensor,
         s0: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
+        self.keep = x.track_op() || w.track_op() || s0.track_op() || !self.kernel.can_skip_saved();
         let (b, t, _) = x.dims3()?;
         let (ow, fw) = (self.kernel.output_width(), self.kernel.final_width());
         let all = x
@@ -145,22 +188,23 @@ impl<K: RowKernel> Fused<K> {
         s0: &[T],
         batch: usize,
         steps: usize,
-    ) -> (Vec<T>, Vec<T>) {
+    ) -> (Vec<T>, Scratch<T>) {
         let k = &self.kernel;
-        let (ow, fw, sw) = (
-            steps * k.output_width(),
-            k.final_width(),
-            steps * k.saved_width(),
-        );
+        let sw = if self.keep {
+            steps * k.saved_width()
+        } else {
+            0
+        };
+        let (ow, fw) = (steps * k.output_width(), k.final_width());
         let mut all = vec![T::zero(); batch * (ow + fw)];
-        let mut saved = vec![T::zero(); batch * sw];
+        let mut saved = buffer::<T>(batch * sw, k.overwrites_result());
         let (out, fin) = all.split_at_mut(batch * ow);
         let (per, parts) = (self.per_thread(batch), self.threads_for(batch));
         std::thread::scope(|sc| {
             let shards = pieces(out, per * ow, parts)
                 .into_iter()
                 .zip(pieces(fin, per * fw, parts))
-                .zip(pieces(&mut saved, per * sw, parts));
+                .zip(pieces(&mut saved[..], per * sw, parts));
             for (i, ((out, fin), saved)) in shards.enumerate() {
                 let res = Parts { out, fin, saved };
                 sc.spawn(move || forward_dispatch(k, x, w, s0, steps, i * per, res));
@@ -221,7 +265,10 @@ impl<K: RowKernel> Fused<K> {
                 .map(|h| h.join().expect("kernel backward thread"))
                 .collect()
         });
-        let mut dw = vec![T::zero(); k.weights_len()];
+        let mut partials = partials.into_iter();
+        let mut dw = partials
+            .next()
+            .unwrap_or_else(|| vec![T::zero(); k.weights_len()]);
         for p in partials {
             for (a, b) in dw.iter_mut().zip(p) {
                 *a = *a + b;
@@ -231,14 +278,53 @@ impl<K: RowKernel> Fused<K> {
     }
 }
 
-// The kernels are compiled twice: for the baseline target and, on x86-64 machines that have
-// them, with AVX2 and FMA (8-wide vectors), chosen at run time as the gemm crate does. The row
-// functions are `#[inline(always)]` so that their bodies are generated inside the wrappers.
+// The kernels are compiled for the baseline target and, on x86-64 machines that have them, with
+// AVX2 and FMA (8-wide vectors) and, for the kernels that ask for it ([`RowKernel::AVX512`]),
+// with AVX-512 (16-wide), chosen at run time as the gemm crate does. The row functions are
+// `#[inline(always)]` so that their bodies are generated inside the wrappers.
 
-/// Whether this CPU can run the AVX2+FMA build of the kernels (checked once, then cached by std).
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// The instruction sets the fused kernels are built for, from the baseline up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// The baseline target (on x86-64, SSE2; multiply and add apart).
+    Baseline = 0,
+    /// AVX2 and FMA.
+    Avx2 = 1,
+    /// AVX-512F (with AVX2 and FMA).
+    Avx512 = 2,
+}
+
+/// The highest [`Simd`] the kernels may use (`u8::MAX`: no limit).
+static SIMD_LIMIT: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// Caps the instruction sets the fused CPU kernels use, for the whole process (`None`: the best
+/// this CPU has, the default). For tests and measurements: the AVX2 and AVX-512 builds give the
+/// same bits, the baseline build rounds each product separately.
+pub fn limit_simd(max: Option<Simd>) {
+    SIMD_LIMIT.store(max.map_or(u8::MAX, |m| m as u8), Ordering::Relaxed);
+}
+
+/// The instruction set the fused CPU kernels use now: the best this CPU has (checked once, then
+/// cached by std), within [`limit_simd`].
+pub fn simd() -> Simd {
+    #[allow(unused_mut)]
+    let mut best = Simd::Baseline;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            best = if has!("avx512f") {
+                Simd::Avx512
+            } else {
+                Simd::Avx2
+            };
+        }
+    }
+    match SIMD_LIMIT.load(Ordering::Relaxed) {
+        0 => Simd::Baseline,
+        1 => best.min(Simd::Avx2),
+        _ => best,
+    }
 }
 
 fn forward_dispatch<K: RowKernel, T: KernelFloat>(
@@ -251,9 +337,11 @@ fn forward_dispatch<K: RowKernel, T: KernelFloat>(
     res: Parts<&mut [T]>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports the features the wrapper is compiled for.
-        return unsafe { forward_avx2(k, x, w, s0, steps, b0, res) };
+    match simd() {
+        // SAFETY (both): the CPU supports the features the wrapper is compiled for.
+        Simd::Avx512 if K::AVX512 => return unsafe { forward_avx512(k, x, w, s0, steps, b0, res) },
+        Simd::Avx512 | Simd::Avx2 => return unsafe { forward_avx2(k, x, w, s0, steps, b0, res) },
+        Simd::Baseline => {}
     }
     k.forward_rows(x, w, s0, steps, b0, res)
 }
@@ -272,9 +360,15 @@ fn backward_dispatch<K: RowKernel, T: KernelFloat>(
     ds0: &mut [T],
 ) -> Vec<T> {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: as above.
-        return unsafe { backward_avx2(k, x, w, s0, fwd, grad, steps, b0, dx, ds0) };
+    match simd() {
+        // SAFETY (both): as above.
+        Simd::Avx512 if K::AVX512 => {
+            return unsafe { backward_avx512(k, x, w, s0, fwd, grad, steps, b0, dx, ds0) }
+        }
+        Simd::Avx512 | Simd::Avx2 => {
+            return unsafe { backward_avx2(k, x, w, s0, fwd, grad, steps, b0, dx, ds0) }
+        }
+        Simd::Baseline => {}
     }
     k.backward_rows(x, w, s0, fwd, grad, steps, b0, dx, ds0)
 }
@@ -297,6 +391,38 @@ unsafe fn forward_avx2<K: RowKernel, T: KernelFloat>(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn backward_avx2<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    fwd: Parts<&[T]>,
+    grad: Parts<&[T]>,
+    steps: usize,
+    b0: usize,
+    dx: &mut [T],
+    ds0: &mut [T],
+) -> Vec<T> {
+    k.backward_rows(x, w, s0, fwd, grad, steps, b0, dx, ds0)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn forward_avx512<K: RowKernel, T: KernelFloat>(
+    k: &K,
+    x: &[T],
+    w: &[T],
+    s0: &[T],
+    steps: usize,
+    b0: usize,
+    res: Parts<&mut [T]>,
+) {
+    k.forward_rows(x, w, s0, steps, b0, res)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_avx512<K: RowKernel, T: KernelFloat>(
     k: &K,
     x: &[T],
     w: &[T],
@@ -350,7 +476,7 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
                     batch,
                     steps,
                 );
-                (CpuStorage::F32(a), CpuStorage::F32(s))
+                (CpuStorage::F32(a), Saved::F32(s))
             }
             CpuStorage::F64(_) => {
                 let (a, s) = self.forward(
@@ -360,7 +486,7 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
                     batch,
                     steps,
                 );
-                (CpuStorage::F64(a), CpuStorage::F64(s))
+                (CpuStorage::F64(a), Saved::F64(s))
             }
             _ => candle_core::bail!("{n}: only f32 and f64 are supported"),
         };
@@ -387,9 +513,12 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
             grad.contiguous()?,
         ];
         let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+        if !self.keep {
+            candle_core::bail!("{}: backward of a pass that saved nothing", K::NAME);
+        }
         let saved = self.saved.lock().expect("saved values");
         macro_rules! run {
-            ($t:ty) => {{
+            ($t:ty, $v:ident) => {{
                 let mut v: Vec<&[$t]> = Vec::with_capacity(5);
                 for (g, l) in &guards {
                     match &**g {
@@ -397,12 +526,11 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
                         _ => candle_core::bail!("{}: the fused kernel runs on the CPU", K::NAME),
                     }
                 }
-                let sv = saved
-                    .as_ref()
-                    .ok_or_else(|| {
-                        candle_core::Error::Msg(format!("{}: backward before forward", K::NAME))
-                    })?
-                    .as_slice::<$t>()?;
+                let sv: &[$t] = match saved.as_ref() {
+                    Some(Saved::$v(s)) => s,
+                    Some(_) => candle_core::bail!("{}: saved values of another dtype", K::NAME),
+                    None => candle_core::bail!("{}: backward before forward", K::NAME),
+                };
                 let (dx, dw, ds0) =
                     self.backward::<$t>(v[0], v[1], v[2], v[3], sv, v[4], batch, steps);
                 (
@@ -413,8 +541,8 @@ impl<K: RowKernel + 'static> CustomOp3 for Fused<K> {
             }};
         }
         let (dx, dw, ds0) = match x.dtype() {
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
+            DType::F32 => run!(f32, F32),
+            DType::F64 => run!(f64, F64),
             dt => candle_core::bail!("{}: unsupported dtype {dt:?}", K::NAME),
         };
         drop(guards);

@@ -1,17 +1,20 @@
 //! The fused Elman layer on the CPU, with its own backward pass.
 //!
-//! One op runs a whole layer over a sequence: `x W_ihᵀ` for every step as one product, then per
-//! step one product `h W_hhᵀ` added in place and one pass adding `b = b_ih + b_hh` and applying
-//! the activation,
-//! returning `h'` per step. Backward: one product `dpre · W_hh` per step, then `dW_ih`, `dW_hh`,
-//! `db` and `dx` as single products over all steps.
+//! One op runs a whole layer over a sequence: per step one product
+//! `b + [x_t | h] [W_ih | W_hh]ᵀ` (the bias as its start) and one pass applying the activation,
+//! returning `h'` per step. Backward: per step one product `dpre · [W_hh | W_ih]` giving
+//! `dh_{t-1}` and `dx_t`; `dW_ih`, `dW_hh` and `db` summed a few steps at a time.
 //!
 //! With a leak rate a < 1 (the echo-state reservoir's leaky units) the step is
-//! `h' = (1 − a)h + a·f(pre)`: the activations f(pre) are saved per step for the backward pass,
+//! `h' = (1 − a)h + a·f(pre)`: the activations f(pre) are saved per step for the backward pass
+//! (unless no input needs a gradient),
 //! where `dpre = a·f'(pre)·G` and `dh = dpre·W_hh + (1 − a)G`, G the gradient reaching h'.
 
-use super::gemm::{matmul, project, project_backward, sample_major, time_major, transpose, View};
-use super::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
+use super::gemm::time_major;
+use super::lanes::wide_lanes;
+use super::pack::{Lhs, Packed, Start, StepGradients};
+use super::scratch::Scratch;
+use super::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// Inputs `x` (B, T, I), weights `[W_ih (H×I) | W_hh (H×H) | b (H)]`, state `h0` (B, H) →
 /// `h` per step.
@@ -36,6 +39,7 @@ impl SrnKernel {
 
 impl RowKernel for SrnKernel {
     const NAME: &'static str = "srn-layer";
+    const AVX512: bool = true;
     fn input_width(&self) -> usize {
         self.input
     }
@@ -56,6 +60,13 @@ impl RowKernel for SrnKernel {
         }
     }
 
+    fn can_skip_saved(&self) -> bool {
+        true
+    }
+    fn overwrites_result(&self) -> bool {
+        true
+    }
+
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
         &self,
@@ -68,48 +79,55 @@ impl RowKernel for SrnKernel {
     ) {
         let (h, i) = (self.hidden, self.input);
         let (w_ih, w_hh, bias) = self.split(w);
-        let w_t = transpose(w_hh, h, h); // (H, h)
+        // [W_ih | W_hh]ᵀ ((I + H) × H) packed once, with the bias as the products' start.
+        let wt = Packed::dense(
+            i + h,
+            h,
+            |kk, c| {
+                if kk < i {
+                    w_ih[c * i + kk]
+                } else {
+                    w_hh[c * h + kk - i]
+                }
+            },
+            Some(bias),
+        );
         let Parts { out, saved, .. } = res;
         let n = out.len() / (steps * h).max(1);
+        let keep = !saved.is_empty();
         let mut hp: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
-        // Pre-activations of every step, step-major: one product.
+        // The inputs step-major: a step's rows sit together.
         let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
-        let mut pre = vec![T::zero(); n * steps * h];
-        let mut act = vec![T::zero(); h];
-        project(n * steps, i, h, &xt, w_ih, &mut pre);
+        let mut pt = Scratch::new(n * h);
         for t in 0..steps {
-            let pt = &mut pre[t * n * h..(t + 1) * n * h];
-            matmul(
+            // Pre-activations of this step: b + x_t W_ihᵀ + h W_hhᵀ, one pass.
+            wt.product(
                 n,
+                Lhs::two(&xt[t * n * i..], i, &hp, h, i),
+                Start::Bias,
+                &mut pt,
                 h,
-                h,
-                pt,
-                h,
-                true,
-                View::rows(&hp, h),
-                View::rows(&w_t, h),
             );
-            match self.leak {
-                None => {
-                    for (o, s) in pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h)) {
-                        activate(self.logistic, bias, o, s);
-                    }
-                }
-                Some(a) => {
-                    let a = T::from(a).expect("a leak rate in the float type");
-                    let rows = pt.chunks_exact_mut(h).zip(hp.chunks_exact_mut(h));
-                    for (r, (o, s)) in rows.enumerate() {
-                        // o: pre-activation → activation, saved; s: h → (1 − a)h + a·f.
-                        activate(self.logistic, bias, o, &mut act);
-                        let q = (r * steps + t) * h;
-                        saved[q..q + h].copy_from_slice(&act);
-                        leaky(a, &act, s);
-                        o.copy_from_slice(s);
+            let rows = pt
+                .chunks_exact_mut(h.max(1))
+                .zip(hp.chunks_exact_mut(h.max(1)));
+            for (r, (p, s)) in rows.enumerate().take(n) {
+                let q = (r * steps + t) * h;
+                match self.leak {
+                    // p: pre-activation → activation; s and the output: the new state.
+                    None => activate(self.logistic, p, s, &mut out[q..q + h]),
+                    Some(a) => {
+                        let a = T::from(a).expect("a leak rate in the float type");
+                        // p: pre-activation → activation, saved; s: h → (1 − a)h + a·f.
+                        activate_only(self.logistic, p);
+                        if keep {
+                            saved[q..q + h].copy_from_slice(p);
+                        }
+                        leaky(a, p, s, &mut out[q..q + h]);
                     }
                 }
             }
         }
-        sample_major(&pre, n, steps, h, out);
     }
 
     #[inline(always)]
@@ -127,11 +145,30 @@ impl RowKernel for SrnKernel {
     ) -> Vec<T> {
         let (h, i) = (self.hidden, self.input);
         let (w_ih, w_hh, _) = self.split(w);
-        let n = ds0.len() / h;
+        let n = ds0.len() / h.max(1);
+        let hi = h + i;
+        // [W_hh | W_ih] (H × (H + I)) packed once: per step one product gives the recurrent
+        // part of dh_{t-1} and dx_t.
+        let wp = Packed::dense(
+            h,
+            hi,
+            |kk, c| {
+                if c < h {
+                    w_hh[kk * h + c]
+                } else {
+                    w_ih[kk * i + c - h]
+                }
+            },
+            None,
+        );
+        let mut prod = Scratch::new(n * hi);
         let mut dh = vec![T::zero(); n * h];
-        let mut dpre = vec![T::zero(); n * steps * h];
-        let mut hprev = vec![T::zero(); n * steps * h];
+        // The pre-activation gradients and `[x | h_prev]` of each step, summed into the weight
+        // gradients a few steps at a time.
+        let mut sums = StepGradients::new(n, h, i + h, steps);
+        let zero = vec![T::zero(); h];
         for t in (0..steps).rev() {
+            let (dpre, xh) = sums.step();
             for r in 0..n {
                 let b = b0 + r;
                 let q = (r * steps + t) * h;
@@ -140,8 +177,10 @@ impl RowKernel for SrnKernel {
                 } else {
                     &fwd.out[q - h..q]
                 };
-                let p = (t * n + r) * h;
-                hprev[p..p + h].copy_from_slice(prev);
+                let xr = &mut xh[r * hi..(r + 1) * hi];
+                xr[..i].copy_from_slice(&x[(b * steps + t) * i..(b * steps + t + 1) * i]);
+                xr[i..].copy_from_slice(prev);
+                let pd = r * h;
                 let gq = (b * steps + t) * h;
                 match self.leak {
                     None => slope(
@@ -151,7 +190,7 @@ impl RowKernel for SrnKernel {
                             &dh[r * h..(r + 1) * h],
                             &grad.out[gq..gq + h],
                         ],
-                        &mut dpre[p..p + h],
+                        &mut dpre[pd..pd + h],
                     ),
                     Some(a) => {
                         let a = T::from(a).expect("a leak rate in the float type");
@@ -160,87 +199,109 @@ impl RowKernel for SrnKernel {
                         for (d, g) in dhr.iter_mut().zip(&grad.out[gq..gq + h]) {
                             *d = *d + *g;
                         }
-                        let zero = vec![T::zero(); h];
                         slope(
                             self.logistic,
                             [&fwd.saved[q..q + h], &*dhr, &zero],
-                            &mut dpre[p..p + h],
+                            &mut dpre[pd..pd + h],
                         );
-                        for (dp, d) in dpre[p..p + h].iter_mut().zip(dhr.iter_mut()) {
+                        for (dp, d) in dpre[pd..pd + h].iter_mut().zip(dhr.iter_mut()) {
                             *dp = *dp * a;
                             *d = *d * (T::one() - a);
                         }
                     }
                 }
             }
-            matmul(
-                n,
-                h,
-                h,
-                &mut dh,
-                h,
-                self.leak.is_some(),
-                View::rows(&dpre[t * n * h..(t + 1) * n * h], h),
-                View::rows(w_hh, h),
-            );
+            // [dh_{t-1} (recurrent part) | dx_t] = dpre_t · [W_hh | W_ih], every row at once.
+            wp.product(n, Lhs::one(sums.last(), h), Start::Zero, &mut prod, hi);
+            sums.done();
+            for r in 0..n {
+                let pr = &prod[r * hi..(r + 1) * hi];
+                let dhr = &mut dh[r * h..(r + 1) * h];
+                if self.leak.is_some() {
+                    // dh holds (1 − a)G.
+                    for (d, &p) in dhr.iter_mut().zip(&pr[..h]) {
+                        *d = *d + p;
+                    }
+                } else {
+                    dhr.copy_from_slice(&pr[..h]);
+                }
+                let q = r * steps + t;
+                dx[q * i..(q + 1) * i].copy_from_slice(&pr[h..]);
+            }
         }
         ds0.copy_from_slice(&dh);
+        // [dW_ih | dW_hh | db] = Σ dpreᵀ [x | h_prev | 1] over every (step, row).
+        let wc = sums.finish();
         let mut dw = vec![T::zero(); self.weights_len()];
         let (dw_ih, rest) = dw.split_at_mut(h * i);
         let (dw_hh, db) = rest.split_at_mut(h * h);
-        matmul(
-            h,
-            h,
-            n * steps,
-            dw_hh,
-            h,
-            false,
-            View::transposed(&dpre, h),
-            View::rows(&hprev, h),
-        );
-        let xt = time_major(&x[b0 * steps * i..(b0 + n) * steps * i], n, steps, i);
-        let mut dxt = vec![T::zero(); n * steps * i];
-        project_backward(n * steps, i, h, &xt, w_ih, &dpre, dw_ih, db, Some(&mut dxt));
-        sample_major(&dxt, n, steps, i, dx);
+        for (row, src) in wc.chunks_exact(hi + 1).enumerate() {
+            dw_ih[row * i..(row + 1) * i].copy_from_slice(&src[..i]);
+            dw_hh[row * h..(row + 1) * h].copy_from_slice(&src[i..hi]);
+            db[row] = src[hi];
+        }
         dw
     }
 }
 
-/// `o = s = f(o + b)` element-wise (pre-activations in, activations out), f = σ or tanh.
+/// `s = o = f(p)` element-wise (pre-activations in), f = σ or tanh.
 #[inline(always)]
-fn activate<T: KernelFloat>(logistic: bool, b: &[T], o: &mut [T], s: &mut [T]) {
+fn activate<T: KernelFloat>(logistic: bool, p: &[T], s: &mut [T], o: &mut [T]) {
     if logistic {
-        lanes(
-            [b],
-            [o, s],
+        wide_lanes(
+            [p],
+            [s, o],
             #[inline(always)]
-            |[b], y| {
-                let a = sigmoid(y[0] + b);
+            |[p], y| {
+                let a = sigmoid(p);
                 *y = [a, a];
             },
         );
     } else {
-        lanes(
-            [b],
-            [o, s],
+        wide_lanes(
+            [p],
+            [s, o],
             #[inline(always)]
-            |[b], y| {
-                let a = tanh(y[0] + b);
+            |[p], y| {
+                let a = tanh(p);
                 *y = [a, a];
             },
         );
     }
 }
 
-/// `s = (1 − a)s + a·f` element-wise: the leaky update of the state.
+/// `p = f(p)` element-wise.
 #[inline(always)]
-fn leaky<T: KernelFloat>(a: T, f: &[T], s: &mut [T]) {
+fn activate_only<T: KernelFloat>(logistic: bool, p: &mut [T]) {
+    if logistic {
+        wide_lanes(
+            [],
+            [p],
+            #[inline(always)]
+            |[], y| y[0] = sigmoid(y[0]),
+        );
+    } else {
+        wide_lanes(
+            [],
+            [p],
+            #[inline(always)]
+            |[], y| y[0] = tanh(y[0]),
+        );
+    }
+}
+
+/// `s = o = (1 − a)s + a·f` element-wise: the leaky update of the state.
+#[inline(always)]
+fn leaky<T: KernelFloat>(a: T, f: &[T], s: &mut [T], o: &mut [T]) {
     let keep = T::one() - a;
-    lanes(
+    wide_lanes(
         [f],
-        [s],
+        [s, o],
         #[inline(always)]
-        |[f], y| y[0] = keep * y[0] + a * f,
+        |[f], y| {
+            let v = keep * y[0] + a * f;
+            *y = [v, v];
+        },
     );
 }
 
@@ -249,14 +310,14 @@ fn leaky<T: KernelFloat>(a: T, f: &[T], s: &mut [T]) {
 fn slope<T: KernelFloat>(logistic: bool, src: [&[T]; 3], dpre: &mut [T]) {
     let one = T::one();
     if logistic {
-        lanes(
+        wide_lanes(
             src,
             [dpre],
             #[inline(always)]
             |[a, dh, g], y| y[0] = (dh + g) * a * (one - a),
         );
     } else {
-        lanes(
+        wide_lanes(
             src,
             [dpre],
             #[inline(always)]
