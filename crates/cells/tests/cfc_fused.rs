@@ -12,7 +12,7 @@ use remanence_cells::cells::Cfc;
 use remanence_cells::kernels::cpu::{CfcKernel, Fused, RowKernel};
 use remanence_cells::{
     Activation, BackboneActivation, CellKind, CellState, CfcMode, CtOptions, Kernel, ParamStore,
-    Recurrent, RecurrentCell, RnnConfig, Route, StackedRnn,
+    RecurrentCell, RnnConfig, Route, StackedRnn,
 };
 
 type Rng8 = rand_chacha::ChaCha8Rng;
@@ -348,73 +348,6 @@ fn thread_split_changes_nothing() {
                     }
                 }
             }
-        }
-    }
-}
-
-/// An informal timing of one layer, forward and backward, fused against the reference (f32,
-/// batch 64, 100 steps, 32 inputs, 64 units, ncps's default backbone of 128 units). Not a
-/// benchmark (the fused kernel once on one thread, once on every core):
-/// `cargo test --release --test cfc_fused -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn informal_timing() {
-    let dev = Device::Cpu;
-    let (b, t, d, h) = (64, 100, 32, 64);
-    for mode in MODES {
-        let mut times = Vec::new();
-        for (kernel, threads) in [
-            (Kernel::Reference, None),
-            (Kernel::Fused, Some(1)),
-            (Kernel::Fused, None),
-        ] {
-            let cfg = RnnConfig {
-                cell: CellKind::Cfc,
-                input_size: d,
-                hidden_size: h,
-                num_layers: 1,
-                activation: Activation::Tanh,
-                ct: ct(mode, 1, BackboneActivation::LecunTanh, 128),
-                reservoir: Default::default(),
-                threads,
-                kernel,
-            };
-            let store = ParamStore::seeded(1);
-            let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F32, &dev).pp("rnn")).unwrap();
-            let mut rng = Rng8::seed_from_u64(2);
-            let x = uniform(&[b, t, d], -1.0, 1.0, &mut rng)
-                .to_dtype(DType::F32)
-                .unwrap();
-            let dt = uniform(&[b, t], 0.5, 1.5, &mut rng)
-                .to_dtype(DType::F32)
-                .unwrap();
-            let once = || {
-                let start = std::time::Instant::now();
-                let (y, _) = rnn.forward(&x, None, Some(&dt)).unwrap();
-                let f = start.elapsed().as_secs_f64();
-                y.sum_all().unwrap().backward().unwrap();
-                (f, start.elapsed().as_secs_f64())
-            };
-            once();
-            let runs = 5;
-            let (mut f, mut fb) = (0.0, 0.0);
-            for _ in 0..runs {
-                let (a, c) = once();
-                f += a / runs as f64;
-                fb += c / runs as f64;
-            }
-            times.push((f, fb));
-        }
-        for ((f, fb), what) in
-            times
-                .iter()
-                .zip(["reference", "fused, 1 thread", "fused, every core"])
-        {
-            eprintln!(
-                "{mode} {what}: forward {:.1} ms, forward+backward {:.1} ms",
-                f * 1e3,
-                fb * 1e3
-            );
         }
     }
 }
