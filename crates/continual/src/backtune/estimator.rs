@@ -523,28 +523,9 @@ pub fn estimate_across(
             if dir.iter().all(|d| *d == 0.0) {
                 continue;
             }
-            let at = |u: f64| -> Vec<f64> {
-                let mut w: Vec<f64> = net
-                    .weights
-                    .iter()
-                    .zip(&dir)
-                    .map(|(w, d)| w + u * d)
-                    .collect();
-                net.project(&mut w);
-                w
-            };
-            let m = brent(
-                |u| objective(&at(u)),
-                0.0,
-                1.0,
-                cfg.line_rel,
-                1e-4,
-                cfg.line_evals,
-            );
-            let f1 = objective(&target);
-            evaluations += m.evals + 1;
-            let (u, f) = if f1 <= m.f { (1.0, f1) } else { (m.x, m.f) };
-            consider(f, at(u), Candidate::SecondOrder(variant), u, &mut best);
+            let (u, f, w, evals) = search_segment(net, &dir, target, &objective, cfg);
+            evaluations += evals;
+            consider(f, w, Candidate::SecondOrder(variant), u, &mut best);
             timing.line_searches += t0.elapsed().as_secs_f64();
         }
         // The statistical criterion: the Gauss–Newton step on the observables.
@@ -589,28 +570,10 @@ pub fn estimate_across(
                 }
             }
             if dir.iter().any(|d| *d != 0.0) && dir.iter().all(|d| d.is_finite()) {
-                let at = |u: f64| -> Vec<f64> {
-                    let mut w: Vec<f64> = net
-                        .weights
-                        .iter()
-                        .zip(&dir)
-                        .map(|(w, d)| w + u * d)
-                        .collect();
-                    net.project(&mut w);
-                    w
-                };
-                let m = brent(
-                    |u| objective(&at(u)),
-                    0.0,
-                    1.0,
-                    cfg.line_rel,
-                    1e-4,
-                    cfg.line_evals,
-                );
-                let f1 = objective(&at(1.0));
-                evaluations += m.evals + 1;
-                let (u, f) = if f1 <= m.f { (1.0, f1) } else { (m.x, m.f) };
-                consider(f, at(u), Candidate::Observables, u, &mut best);
+                let end = along(net, &dir, 1.0);
+                let (u, f, w, evals) = search_segment(net, &dir, end, &objective, cfg);
+                evaluations += evals;
+                consider(f, w, Candidate::Observables, u, &mut best);
             }
             timing.line_searches += t0.elapsed().as_secs_f64();
         }
@@ -627,18 +590,8 @@ pub fn estimate_across(
                     upsilon[k] = 1.0 / gnorm;
                 }
                 let dir: Vec<f64> = filters[k].iter().map(|g| -upsilon[k] * g).collect();
-                let at = |a: f64| -> Vec<f64> {
-                    let mut w: Vec<f64> = net
-                        .weights
-                        .iter()
-                        .zip(&dir)
-                        .map(|(w, d)| w + a * d)
-                        .collect();
-                    net.project(&mut w);
-                    w
-                };
                 let m = brent(
-                    |a| objective(&at(a)),
+                    |a| objective(&along(net, &dir, a)),
                     0.0,
                     1.0,
                     cfg.line_rel,
@@ -647,7 +600,13 @@ pub fn estimate_across(
                 );
                 evaluations += m.evals;
                 upsilon[k] *= (2.0 * m.x).max(1e-2);
-                consider(m.f, at(m.x), Candidate::FirstOrder(k), m.x, &mut best);
+                consider(
+                    m.f,
+                    along(net, &dir, m.x),
+                    Candidate::FirstOrder(k),
+                    m.x,
+                    &mut best,
+                );
             }
         }
         timing.line_searches += t0.elapsed().as_secs_f64();
@@ -712,6 +671,45 @@ pub fn estimate_across(
         timings,
         ranks: world.map_or(1, |w| w.size()),
     })
+}
+
+/// `w + u·dir` projected onto the weights' bounds.
+fn along(net: &Network, dir: &[f64], u: f64) -> Vec<f64> {
+    let mut w: Vec<f64> = net
+        .weights
+        .iter()
+        .zip(dir)
+        .map(|(w, d)| w + u * d)
+        .collect();
+    net.project(&mut w);
+    w
+}
+
+/// The best point of the segment from the current weights to `end` (= the weights moved by
+/// `dir`): a Brent search on u ∈ [0, 1], the end point itself kept when it is at least as good
+/// (the solves "tend to overestimate the local minimum", so the search runs first). Returns u,
+/// the criterion, the weights and the evaluations spent.
+fn search_segment(
+    net: &Network,
+    dir: &[f64],
+    end: Vec<f64>,
+    objective: &dyn Fn(&[f64]) -> f64,
+    cfg: &EstimatorConfig,
+) -> (f64, f64, Vec<f64>, usize) {
+    let m = brent(
+        |u| objective(&along(net, dir, u)),
+        0.0,
+        1.0,
+        cfg.line_rel,
+        1e-4,
+        cfg.line_evals,
+    );
+    let f1 = objective(&end);
+    if f1 <= m.f {
+        (1.0, f1, end, m.evals + 1)
+    } else {
+        (m.x, m.f, along(net, dir, m.x), m.evals + 1)
+    }
 }
 
 #[cfg(test)]
