@@ -1,4 +1,5 @@
-//! `remanence bench`: times a training step (forward, backward, Adam update) and a forward pass of
+//! `remanence bench`: times a training step (forward, backward, Adam update) and an inference
+//! forward pass (weights detached: nothing is saved for a backward pass, as PyTorch's `no_grad`) of
 //! each cell's fused path and its reference composition, beside candle-nn's `rnn::lstm` /
 //! `rnn::gru`, on the same inputs, and prints the ratios. Every measurement runs in a child
 //! process of its own, so its peak memory is its own. Speed is measured here, never in tests.
@@ -229,8 +230,10 @@ fn random(shape: &[usize], rng: &mut impl Rng, device: &Device) -> Result<Tensor
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_device(device)?)
 }
 
-/// Times `forward` and a training step (loss = Σ y·g, backward, Adam) of a model.
+/// Times `infer` (the model with detached weights, so nothing is saved for a backward pass, as
+/// PyTorch's `no_grad`) and a training step of `forward` (loss = Σ y·g, backward, Adam).
 fn time(
+    infer: &dyn Fn(&Tensor) -> Result<Tensor>,
     forward: &dyn Fn(&Tensor) -> Result<Tensor>,
     vars: Vec<(String, Var)>,
     x: &Tensor,
@@ -240,7 +243,7 @@ fn time(
     let y0 = forward(x)?;
     let g = random(y0.dims(), rng, x.device())?;
     let fwd = median_ms(a.reps, a.warmup, || {
-        forward(x)?.sum_all()?.to_scalar::<f32>()?;
+        infer(x)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
     })?;
     let mut opt = OptimizerConfig::new(OptimizerKind::Adam, 1e-4).build();
@@ -293,8 +296,15 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
             let store = ParamStore::seeded(1);
             StackedRnn::seed_store(&cfg, &store, "rnn", DType::F32, &dev)?;
             let rnn = StackedRnn::new(&cfg, store.var_builder(DType::F32, &dev).pp("rnn"))?;
+            let detached = candle_nn::VarBuilder::from_tensors(
+                store.tensors().into_iter().collect(),
+                DType::F32,
+                &dev,
+            );
+            let frozen = StackedRnn::new(&cfg, detached.pp("rnn"))?;
             let f = |x: &Tensor| -> Result<Tensor> { Ok(rnn.forward(x, None, None)?.0) };
-            time(&f, store.vars(), x.as_ref(), &mut rng, a)?
+            let i = |x: &Tensor| -> Result<Tensor> { Ok(frozen.forward(x, None, None)?.0) };
+            time(&i, &f, store.vars(), x.as_ref(), &mut rng, a)?
         }
         "candle-nn" => {
             let vm = candle_nn::VarMap::new();
@@ -305,16 +315,25 @@ fn measure(a: &BenchArgs, spec: &str) -> Result<Measure> {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 v
             };
+            // The same weights, detached, for the timed inference pass.
+            let frozen = || {
+                let t = vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach()));
+                candle_nn::VarBuilder::from_tensors(t.collect(), DType::F32, &dev)
+            };
             match kind {
                 CellKind::Lstm => {
                     let m = candle_nn::rnn::lstm(a.input, h, LSTMConfig::default(), vb)?;
+                    let n = candle_nn::rnn::lstm(a.input, h, LSTMConfig::default(), frozen())?;
                     let f = |x: &Tensor| -> Result<Tensor> { Ok(m.states_to_tensor(&m.seq(x)?)?) };
-                    time(&f, vars(), &x, &mut rng, a)?
+                    let i = |x: &Tensor| -> Result<Tensor> { Ok(n.states_to_tensor(&n.seq(x)?)?) };
+                    time(&i, &f, vars(), &x, &mut rng, a)?
                 }
                 CellKind::Gru => {
                     let m = candle_nn::rnn::gru(a.input, h, GRUConfig::default(), vb)?;
+                    let n = candle_nn::rnn::gru(a.input, h, GRUConfig::default(), frozen())?;
                     let f = |x: &Tensor| -> Result<Tensor> { Ok(m.states_to_tensor(&m.seq(x)?)?) };
-                    time(&f, vars(), &x, &mut rng, a)?
+                    let i = |x: &Tensor| -> Result<Tensor> { Ok(n.states_to_tensor(&n.seq(x)?)?) };
+                    time(&i, &f, vars(), &x, &mut rng, a)?
                 }
                 _ => bail!("candle-nn has no {kind}"),
             }
@@ -406,7 +425,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         crate::kernel_threads().unwrap_or_else(remanence_cells::route::default_threads)
     );
     println!(
-        "f32, {}, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs",
+        "f32, {}, {threads} thread(s); median of {} reps after {} warm-up; one process per measurement; LTC wiring {}; BxTxI = batch x steps x inputs; forward = inference (weights detached)",
         args.device, args.reps, args.warmup, args.wiring
     );
     if let Some(t) = &theirs {
