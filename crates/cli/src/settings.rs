@@ -19,7 +19,7 @@ use remanence_tasks::fsdd::FsddSplit;
 use remanence_tasks::jsb::JsbResolution;
 use remanence_tasks::registry::TaskOptions;
 use remanence_tasks::{TaskConfig, TaskKind};
-use remanence_train::config::BacktuneConfig;
+use remanence_train::config::{BacktuneConfig, BacktuneCriterion, BacktuneReinject};
 use remanence_train::{
     OptimizerConfig, OptimizerKind, RidgeConfig, RunConfig, Schedule, TrainConfig,
 };
@@ -247,6 +247,32 @@ pub struct TrainSettings {
     /// hidden unit) get first-order steps only (default 16).
     #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     pub bt_dmax: Option<usize>,
+    /// Backward tuning's criterion on the read-out's targets: l2 (default), l1, l0 (reweighted,
+    /// robust to outliers), huber, biweight, or margin (Boolean: class objectives only).
+    #[arg(long, value_name = "CRITERION")]
+    pub bt_criterion: Option<BacktuneCriterion>,
+    /// ν of --bt-criterion l1, l0 (default 1e-3) and margin (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub bt_nu: Option<f64>,
+    /// The scale of --bt-criterion huber and biweight (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub bt_scale: Option<f64>,
+    /// Backward tuning's "reinject" option: the per-unit solves run on a desired trajectory
+    /// (outputs clamped to their targets, hidden values from the network equations), by
+    /// gauss-newton or the report's fixed-point recurrence.
+    #[arg(long, value_name = "SOLVER")]
+    pub bt_reinject: Option<BacktuneReinject>,
+    /// Backward tuning: sparse activity κ·h²/(ε + |ĥ|) on the hidden units (ε default 1e-3).
+    #[arg(long, value_name = "KAPPA[:EPS]", value_parser = kappa_eps, allow_negative_numbers = true)]
+    pub bt_sparse_activity: Option<(f64, f64)>,
+    /// Backward tuning: orthogonality κ·Σ_{n≠n'}(Σ_t h_n ĥ_n')² of the hidden units.
+    #[arg(long, value_name = "KAPPA", allow_negative_numbers = true)]
+    pub bt_orthogonality: Option<f64>,
+    /// Backward tuning: a soft bound κ·e^{k(h − b)} on the hidden units (k > 0 keeps h below b,
+    /// k < 0 above it); repeat it for both sides.
+    #[arg(long, value_name = "KAPPA:K:B", value_parser = soft_bound, allow_negative_numbers = true)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bt_soft_bound: Vec<(f64, f64, f64)>,
     /// Ridge λ of --trainer ridge (default 1e-6).
     #[arg(long, allow_negative_numbers = true)]
     pub ridge: Option<f64>,
@@ -310,6 +336,45 @@ fn positive(s: &str) -> std::result::Result<usize, String> {
 }
 
 /// A whole number ≥ 0.
+/// `KAPPA[:EPS]` (ε default 1e-3), κ ≥ 0, ε > 0, both finite.
+pub(crate) fn kappa_eps(s: &str) -> std::result::Result<(f64, f64), String> {
+    let (k, e) = match s.split_once(':') {
+        Some((k, e)) => (k, Some(e)),
+        None => (s, None),
+    };
+    let number = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("`{v}` is not a number"))
+    };
+    let kappa = number(k)?;
+    let eps = e.map(number).transpose()?.unwrap_or(1e-3);
+    if !(kappa >= 0.0 && kappa.is_finite() && eps > 0.0 && eps.is_finite()) {
+        return Err(format!("KAPPA must be ≥ 0 and EPS > 0, got {kappa}:{eps}"));
+    }
+    Ok((kappa, eps))
+}
+
+/// `KAPPA:K:B`, finite, κ ≥ 0.
+pub(crate) fn soft_bound(s: &str) -> std::result::Result<(f64, f64, f64), String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 3 {
+        return Err(format!("`{s}` is not KAPPA:K:B (e.g. 0.01:10:0.9)"));
+    }
+    let v: Vec<f64> = parts
+        .iter()
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{p}` is not a number"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    if !(v[0] >= 0.0 && v.iter().all(|x| x.is_finite())) {
+        return Err(format!("KAPPA must be ≥ 0 and every value finite, got {s}"));
+    }
+    Ok((v[0], v[1], v[2]))
+}
+
 fn whole(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<i128>() {
         Ok(n) if n >= 0 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
@@ -594,10 +659,7 @@ impl Settings {
                      cell is {cell}; give --cell srn or another --trainer"
                 );
             }
-        } else if let Some(k) = given
-            .iter()
-            .find(|g| *g == "bt-iterations" || *g == "bt-dmax")
-        {
+        } else if let Some(k) = given.iter().find(|g| g.starts_with("bt-")) {
             bail!("--{k} applies to --trainer backward-tuning only");
         }
         let task_rules: [(&str, &[TaskKind]); 16] = [
@@ -893,6 +955,13 @@ impl Settings {
                     BacktuneConfig {
                         iterations: tr.bt_iterations.unwrap_or(d.iterations),
                         dmax: tr.bt_dmax.unwrap_or(d.dmax),
+                        criterion: tr.bt_criterion.unwrap_or(d.criterion),
+                        nu: tr.bt_nu,
+                        scale: tr.bt_scale,
+                        reinject: tr.bt_reinject,
+                        sparse_activity: tr.bt_sparse_activity,
+                        orthogonality: tr.bt_orthogonality,
+                        soft_bound: tr.bt_soft_bound.clone(),
                     }
                 }),
             },

@@ -355,11 +355,88 @@ fn backward_tuning_refuses_other_cells_and_gradient_settings() {
         &[1],
     );
     assert!(e.contains("--bt-iterations"), "{e}");
+    // The estimator's options: with another trainer, a margin on a multi-label task, a ν the
+    // criterion has no use for, a malformed regulariser, an unknown criterion.
+    let e = fails(
+        &[
+            "train",
+            "--cell",
+            "srn",
+            "--task",
+            "reber",
+            "--bt-criterion",
+            "l1",
+            "--runs-dir",
+            r,
+        ],
+        &[1],
+    );
+    assert!(e.contains("--bt-criterion"), "{e}");
+    let refused: [(&[&str], &str); 4] = [
+        (&["--bt-criterion", "margin"], "class objectives"),
+        (&["--bt-nu", "0.1"], "ν applies"),
+        (&["--bt-soft-bound", "0.1:2"], "KAPPA:K:B"),
+        (&["--bt-criterion", "l3"], "not a criterion"),
+    ];
+    for (extra, says) in refused {
+        let mut args = train_args(r, "opt", "1");
+        args.extend(extra);
+        let e = fails(&args, &[1, 2]);
+        assert!(e.contains(says), "{extra:?}: {e}");
+    }
     assert_eq!(
         std::fs::read_dir(&root).unwrap().count(),
         0,
         "a refused run leaves no folder"
     );
+}
+
+#[test]
+fn backward_tuning_trains_with_the_estimator_s_options() {
+    // Each option of the estimator, from the command line, on two epochs of Reber: recorded in
+    // config.json, and every batch's estimation lowers its own criterion.
+    let root = tmp("options");
+    let r = root.to_str().unwrap();
+    let runs: [(&str, &[&str]); 4] = [
+        ("l1", &["--bt-criterion", "l1", "--bt-nu", "0.01"]),
+        ("huber", &["--bt-criterion", "huber", "--bt-scale", "0.5"]),
+        ("reinject", &["--bt-reinject", "fixed-point"]),
+        (
+            "regularisers",
+            &[
+                "--bt-sparse-activity",
+                "0.001",
+                "--bt-orthogonality",
+                "1e-4",
+                "--bt-soft-bound",
+                "0.01:10:0.9",
+                "--bt-soft-bound",
+                "0.01:-10:-0.9",
+            ],
+        ),
+    ];
+    for (name, extra) in runs {
+        let mut args = train_args(r, name, "2");
+        args.extend(extra);
+        ok(&args);
+        let cfg = json(&root.join(name).join("config.json"));
+        let bt = &cfg["train"]["backtune"];
+        for rec in losses(&root.join(name)).iter().map(|(_, rec)| rec) {
+            let v = &rec["values"];
+            assert!(v["bt_ratio"].as_f64().unwrap() < 1.0, "{name}: {rec}");
+            assert!(v["bt_moves"].as_f64().unwrap() >= 1.0, "{name}: {rec}");
+        }
+        match name {
+            "l1" => assert!(bt["criterion"] == "l1" && bt["nu"] == 0.01, "{bt}"),
+            "huber" => assert!(bt["criterion"] == "huber" && bt["scale"] == 0.5, "{bt}"),
+            "reinject" => assert_eq!(bt["reinject"], "fixed-point"),
+            _ => {
+                assert_eq!(bt["sparse_activity"][0], 0.001);
+                assert_eq!(bt["orthogonality"], 1e-4);
+                assert_eq!(bt["soft_bound"].as_array().unwrap().len(), 2);
+            }
+        }
+    }
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub struct TrainConfig {
 }
 
 /// Settings of backward tuning as a trainer (`remanence train --trainer backward-tuning`).
+/// The estimator's options mirror `remanence reverse-engineer`'s; the learner
+/// (`remanence_continual::backtune::learner`) turns them into its estimator settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BacktuneConfig {
     /// Estimator iterations (forward, adjoint, per-unit solves, line searches) per batch.
@@ -49,6 +51,88 @@ pub struct BacktuneConfig {
     /// report's code); units with more weights get first-order steps only.
     #[serde(default = "backtune_dmax")]
     pub dmax: usize,
+    /// The criterion fitted on the read-out's targets.
+    #[serde(default)]
+    pub criterion: BacktuneCriterion,
+    /// ν of the reweighted L1 / L0 criteria (default 1e-3) and of the Boolean margin (0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nu: Option<f64>,
+    /// The scale of the Huber-like and biweight criteria (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// The report's "reinject" option: the per-unit solves run on a desired trajectory (outputs
+    /// clamped to their targets, hidden values from the network equations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinject: Option<BacktuneReinject>,
+    /// Unsupervised regularisers on the hidden units' values (the report's appendix): sparse
+    /// activity `(κ, ε)`, orthogonality `κ`, soft bounds `(κ, k, b)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_activity: Option<(f64, f64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orthogonality: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soft_bound: Vec<(f64, f64, f64)>,
+}
+
+/// The criteria of backward tuning as a trainer (RR-9100 §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BacktuneCriterion {
+    /// Least squares.
+    #[default]
+    L2,
+    /// Reweighted L1 (robust to outliers).
+    L1,
+    /// Reweighted L0.
+    L0,
+    /// Huber-like.
+    Huber,
+    /// Tukey's biweight.
+    Biweight,
+    /// The Boolean margin: each output on the right side of ½ by ν (class objectives only).
+    Margin,
+}
+
+/// How reinject computes the hidden units' desired values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BacktuneReinject {
+    /// A damped Gauss–Newton fit of the network equations.
+    GaussNewton,
+    /// The report's literal fixed-point recurrence.
+    FixedPoint,
+}
+
+impl std::str::FromStr for BacktuneCriterion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "l2" => Self::L2,
+            "l1" => Self::L1,
+            "l0" => Self::L0,
+            "huber" => Self::Huber,
+            "biweight" => Self::Biweight,
+            "margin" => Self::Margin,
+            _ => {
+                return Err(format!(
+                    "`{s}` is not a criterion: l2, l1, l0, huber, biweight or margin"
+                ))
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for BacktuneReinject {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gauss-newton" => Ok(Self::GaussNewton),
+            "fixed-point" => Ok(Self::FixedPoint),
+            _ => Err(format!(
+                "`{s}` is not a reinject solver: gauss-newton or fixed-point"
+            )),
+        }
+    }
 }
 
 fn backtune_dmax() -> usize {
@@ -60,20 +144,66 @@ impl Default for BacktuneConfig {
         Self {
             iterations: 3,
             dmax: backtune_dmax(),
+            criterion: BacktuneCriterion::L2,
+            nu: None,
+            scale: None,
+            reinject: None,
+            sparse_activity: None,
+            orthogonality: None,
+            soft_bound: Vec::new(),
         }
     }
 }
 
 impl BacktuneConfig {
     pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::TrainError::Config(m));
         if self.iterations == 0 {
-            return Err(crate::TrainError::Config(
-                "backward tuning needs at least 1 iteration per batch".into(),
-            ));
+            return bad("backward tuning needs at least 1 iteration per batch".into());
         }
         if self.dmax == 0 {
-            return Err(crate::TrainError::Config(
-                "backward tuning's DMAX must be at least 1".into(),
+            return bad("backward tuning's DMAX must be at least 1".into());
+        }
+        use BacktuneCriterion as C;
+        if let Some(nu) = self.nu {
+            if !(nu > 0.0 && nu.is_finite()) {
+                return bad(format!(
+                    "backward tuning's ν must be a finite number > 0, got {nu}"
+                ));
+            }
+            if !matches!(self.criterion, C::L1 | C::L0 | C::Margin) {
+                return bad("ν applies to the l1, l0 and margin criteria only".into());
+            }
+        }
+        if let Some(s) = self.scale {
+            if !(s > 0.0 && s.is_finite()) {
+                return bad(format!(
+                    "backward tuning's scale must be a finite number > 0, got {s}"
+                ));
+            }
+            if !matches!(self.criterion, C::Huber | C::Biweight) {
+                return bad("the scale applies to the huber and biweight criteria only".into());
+            }
+        }
+        if let Some((k, e)) = self.sparse_activity {
+            if !(k >= 0.0 && k.is_finite() && e > 0.0 && e.is_finite()) {
+                return bad(format!(
+                    "sparse activity needs κ ≥ 0 and ε > 0, got {k}:{e}"
+                ));
+            }
+        }
+        if let Some(k) = self.orthogonality {
+            if !(k >= 0.0 && k.is_finite()) {
+                return bad(format!("orthogonality needs κ ≥ 0, got {k}"));
+            }
+        }
+        if let Some(b) = self
+            .soft_bound
+            .iter()
+            .find(|(k, s, b)| !(*k >= 0.0 && k.is_finite() && s.is_finite() && b.is_finite()))
+        {
+            return bad(format!(
+                "a soft bound needs κ ≥ 0 and finite k, b, got {b:?}"
             ));
         }
         Ok(())

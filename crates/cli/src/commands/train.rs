@@ -177,10 +177,12 @@ fn train(cfg: RunConfig, target: Target, world: Option<World>) -> Result<()> {
         check_world(w.size(), cfg.train.batch_size, task.train_len())?;
         check_same_config(w, &serde_json::to_string(&cfg)?)?;
     }
-    if cfg.train.backtune.is_some() {
-        // Before the run folder exists: a model backward tuning cannot train leaves nothing.
-        remanence_continual::backtune::learner::check_model(&cfg.model)
-            .context("--trainer backward-tuning")?;
+    if let Some(b) = &cfg.train.backtune {
+        // Before the run folder exists: a model or settings backward tuning cannot train leave
+        // nothing.
+        use remanence_continual::backtune::learner::{check_model, check_settings};
+        check_model(&cfg.model).context("--trainer backward-tuning")?;
+        check_settings(b, task.objective()).context("--trainer backward-tuning")?;
     }
     let (dir, _lock, mut trainer) = match target {
         Target::New(root, name) => {

@@ -27,6 +27,14 @@
 //! node). Mask values other than 0 and 1 (class weights) are read as "observed": the criterion
 //! has no per-target weight.
 //!
+//! **Options** ([`BacktuneConfig`], `--bt-*` flags; [`estimator_config`]): another criterion on
+//! the same targets (reweighted L1 / L0, Huber-like, biweight; the Boolean margin, which needs
+//! the one-hot targets of class objectives and is refused otherwise, [`check_settings`]); the
+//! reinject option (outputs clamped to their targets, hidden desired values from the network
+//! equations); the unsupervised regularisers on the hidden units `h_n` (nodes `O..O+H`). The
+//! statistical criterion is not offered here: a task gives targets, not observables
+//! (`remanence reverse-engineer --criterion stat` has it).
+//!
 //! **A step** reads the model's weights, concatenates the batch's sequences (each starts from
 //! the zero state, [`super::network::Data::concat`]), runs `iterations` iterations of the
 //! estimator ([`super::estimator::estimate`]: adjoint with the guard, 3 per-unit solves and 8
@@ -34,20 +42,23 @@
 //! weights back (`b_ih` and `b_hh` each take half of the change of `α`, which is all that is
 //! identifiable) and reports the task's own loss under the new weights, as the ridge learner
 //! does. The epoch's metrics add the mean criterion ratio `L_end/L_0` of its batches
-//! (`bt_ratio`), the mean final criterion per target (`bt_l2`) and the mean number of
+//! (`bt_ratio`), the mean final criterion per target (`bt_l2`: the least squares by default, the
+//! chosen criterion otherwise) and the mean number of
 //! iterations that moved the weights (`bt_moves`).
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use remanence_cells::{Activation, CellKind, ModelConfig};
 use remanence_tasks::{Batch, Objective};
-use remanence_train::config::BacktuneConfig;
+use remanence_train::config::{BacktuneConfig, BacktuneCriterion, BacktuneReinject};
 use remanence_train::learner::{non_finite, Learner, StepContext, StepReport};
 use remanence_train::loss::loss;
 use remanence_train::{Result as TrainResult, TrainError};
 
+use super::criteria::{ActivityPenalty, Criterion, Regulariser};
 use super::estimator::{estimate, EstimatorConfig};
 use super::network::{Data, Network, Node, Sequence, Source, Term};
+use super::reinject::ReinjectConfig;
 use super::units::srn_as_lnl;
 use crate::error::{ContinualError, Result};
 
@@ -409,14 +420,96 @@ impl BacktuneLearner {
         })
     }
 
-    fn estimator(&self) -> EstimatorConfig {
-        EstimatorConfig {
-            max_iterations: self.cfg.iterations,
-            dmax: self.cfg.dmax,
-            threads: self.threads,
-            ..Default::default()
-        }
+    /// The estimator's settings for a network with `outputs` read-out nodes and `hidden` units
+    /// under `objective` (the margin needs Boolean targets: class objectives only).
+    fn estimator(
+        &self,
+        objective: Objective,
+        outputs: usize,
+        hidden: usize,
+    ) -> Result<EstimatorConfig> {
+        estimator_config(&self.cfg, self.threads, objective, outputs, hidden)
     }
+}
+
+/// Refuses settings that cannot fit a task of `objective`, before any run folder exists: a
+/// read-out averaged over time (not a node of the network), and the margin criterion on
+/// anything but class objectives (it fits Boolean, one-hot, targets).
+pub fn check_settings(cfg: &BacktuneConfig, objective: Objective) -> Result<()> {
+    let refuse = |m: String| Err(ContinualError::Config(m));
+    if objective == Objective::ClassMeanOverTime {
+        return refuse(
+            "backward tuning fits per-step (or last-step) targets, and this task classifies the \
+             read-out averaged over time; it is not supported"
+                .into(),
+        );
+    }
+    let class = matches!(
+        objective,
+        Objective::ClassPerStep | Objective::ClassLastStep
+    );
+    if cfg.criterion == BacktuneCriterion::Margin && !class {
+        return refuse(format!(
+            "the margin criterion fits Boolean (one-hot) targets, for class objectives; this \
+             task's objective is {objective:?}: give another --bt-criterion"
+        ));
+    }
+    Ok(())
+}
+
+/// The estimator's settings of `cfg` (see [`BacktuneLearner::estimator`]).
+pub fn estimator_config(
+    cfg: &BacktuneConfig,
+    threads: usize,
+    objective: Objective,
+    outputs: usize,
+    hidden: usize,
+) -> Result<EstimatorConfig> {
+    check_settings(cfg, objective)?;
+    let criterion = match cfg.criterion {
+        BacktuneCriterion::L2 => Criterion::L2,
+        BacktuneCriterion::L1 => Criterion::ReweightedL1 {
+            nu: cfg.nu.unwrap_or(1e-3),
+        },
+        BacktuneCriterion::L0 => Criterion::ReweightedL0 {
+            nu: cfg.nu.unwrap_or(1e-3),
+        },
+        BacktuneCriterion::Huber => Criterion::Huber {
+            delta: cfg.scale.unwrap_or(1.0),
+        },
+        BacktuneCriterion::Biweight => Criterion::Biweight {
+            scale: cfg.scale.unwrap_or(1.0),
+        },
+        BacktuneCriterion::Margin => Criterion::Margin {
+            nu: cfg.nu.unwrap_or(0.1),
+        },
+    };
+    let mut terms = Vec::new();
+    if let Some((kappa, eps)) = cfg.sparse_activity {
+        terms.push(Regulariser::SparseActivity { kappa, eps });
+    }
+    if let Some(kappa) = cfg.orthogonality {
+        terms.push(Regulariser::Orthogonality { kappa });
+    }
+    for &(kappa, k, b) in &cfg.soft_bound {
+        terms.push(Regulariser::SoftBound { kappa, k, b });
+    }
+    Ok(EstimatorConfig {
+        criterion,
+        max_iterations: cfg.iterations,
+        dmax: cfg.dmax,
+        threads,
+        reinject: cfg.reinject.map(|r| match r {
+            BacktuneReinject::GaussNewton => ReinjectConfig::default(),
+            BacktuneReinject::FixedPoint => ReinjectConfig::fixed_point(),
+        }),
+        // The hidden units h_n (nodes O..O+H; see the module doc).
+        regularisers: (!terms.is_empty()).then(|| ActivityPenalty {
+            nodes: (outputs..outputs + hidden).collect(),
+            terms,
+        }),
+        ..Default::default()
+    })
 }
 
 fn config_error(e: ContinualError) -> TrainError {
@@ -446,7 +539,11 @@ impl Learner for BacktuneLearner {
             batch_data(ctx.objective, batch, srn.inputs, srn.outputs).map_err(config_error)?;
         let n_targets = data.targets.iter().filter(|v| !v.is_nan()).count();
         if n_targets > 0 {
-            let trace = estimate(&mut srn.network, &data, &self.estimator());
+            let ecfg = self
+                .estimator(ctx.objective, srn.outputs, srn.hidden)
+                .map_err(config_error)?;
+            ecfg.check(&srn.network, &data).map_err(config_error)?;
+            let trace = estimate(&mut srn.network, &data, &ecfg);
             if srn.network.weights.iter().any(|w| !w.is_finite()) {
                 return Err(non_finite("backward-tuning weights", f64::NAN));
             }
@@ -663,6 +760,122 @@ mod tests {
     }
 
     #[test]
+    fn the_trainer_s_settings_become_the_estimator_s() {
+        let cfg = BacktuneConfig {
+            criterion: BacktuneCriterion::Huber,
+            scale: Some(0.5),
+            reinject: Some(BacktuneReinject::FixedPoint),
+            sparse_activity: Some((0.1, 0.01)),
+            orthogonality: Some(0.2),
+            soft_bound: vec![(0.3, 10.0, 0.9)],
+            ..Default::default()
+        };
+        let e = estimator_config(&cfg, 2, Objective::MultiLabelPerStep, 3, 4).unwrap();
+        assert_eq!(e.criterion, Criterion::Huber { delta: 0.5 });
+        assert_eq!(e.reinject, Some(ReinjectConfig::fixed_point()));
+        assert_eq!(e.threads, 2);
+        let r = e.regularisers.unwrap();
+        // The hidden units h_n are nodes O..O+H.
+        assert_eq!(r.nodes, vec![3, 4, 5, 6]);
+        assert_eq!(
+            r.terms,
+            vec![
+                Regulariser::SparseActivity {
+                    kappa: 0.1,
+                    eps: 0.01
+                },
+                Regulariser::Orthogonality { kappa: 0.2 },
+                Regulariser::SoftBound {
+                    kappa: 0.3,
+                    k: 10.0,
+                    b: 0.9
+                },
+            ]
+        );
+        let plain = estimator_config(
+            &BacktuneConfig::default(),
+            1,
+            Objective::ClassLastStep,
+            2,
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            plain,
+            EstimatorConfig {
+                max_iterations: 3,
+                dmax: 16,
+                ..Default::default()
+            }
+        );
+        // Defaults of ν, and the margin for class objectives only.
+        let with = |criterion| BacktuneConfig {
+            criterion,
+            ..Default::default()
+        };
+        let c = |cfg: &BacktuneConfig, o| estimator_config(cfg, 1, o, 2, 2).map(|e| e.criterion);
+        let l1 = c(&with(BacktuneCriterion::L1), Objective::ClassPerStep).unwrap();
+        assert_eq!(l1, Criterion::ReweightedL1 { nu: 1e-3 });
+        let margin = with(BacktuneCriterion::Margin);
+        assert_eq!(
+            c(&margin, Objective::ClassLastStep).unwrap(),
+            Criterion::Margin { nu: 0.1 }
+        );
+        for o in [Objective::MultiLabelPerStep, Objective::RegressionPerStep] {
+            let e = c(&margin, o).unwrap_err().to_string();
+            assert!(e.contains("class objectives"), "{e}");
+        }
+        let e = check_settings(&BacktuneConfig::default(), Objective::ClassMeanOverTime);
+        assert!(e.unwrap_err().to_string().contains("averaged over time"));
+    }
+
+    #[test]
+    fn a_step_under_each_option_lowers_its_own_criterion() {
+        let options = [
+            BacktuneConfig {
+                criterion: BacktuneCriterion::L1,
+                ..Default::default()
+            },
+            BacktuneConfig {
+                criterion: BacktuneCriterion::Biweight,
+                ..Default::default()
+            },
+            BacktuneConfig {
+                reinject: Some(BacktuneReinject::GaussNewton),
+                ..Default::default()
+            },
+            BacktuneConfig {
+                sparse_activity: Some((1e-3, 1e-3)),
+                orthogonality: Some(1e-4),
+                ..Default::default()
+            },
+        ];
+        for cfg in options {
+            let (model, store, batch) = model_and_batch(7, 0.5, (4, 3, 3), vec![12, 10, 8]);
+            let vars = store.vars();
+            let ctx = StepContext {
+                model: &model,
+                store: &store,
+                vars: &vars,
+                objective: Objective::MultiLabelPerStep,
+                lr: 0.0,
+                epoch: 0,
+                batch: 0,
+            };
+            let before = read_params(&store).unwrap();
+            let mut learner = BacktuneLearner::new(cfg.clone(), 1).unwrap();
+            let report = learner.step(&ctx, &batch).unwrap();
+            let m: HashMap<String, f64> = learner.metrics().into_iter().collect();
+            assert!(report.loss.is_finite(), "{cfg:?}");
+            assert!(
+                m["bt_ratio"] < 1.0 && m["bt_moves"] >= 1.0,
+                "{cfg:?}: {m:?}"
+            );
+            assert_ne!(read_params(&store).unwrap(), before, "{cfg:?}");
+        }
+    }
+
+    #[test]
     fn a_step_lowers_the_least_squares_criterion_of_its_batch() {
         let (model, store, batch) = model_and_batch(6, 0.5, (4, 3, 3), vec![12, 10, 8, 12]);
         let vars = store.vars();
@@ -698,6 +911,7 @@ mod tests {
             BacktuneConfig {
                 iterations: 4,
                 dmax: 16,
+                ..Default::default()
             },
             1,
         )
