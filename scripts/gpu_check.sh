@@ -95,14 +95,14 @@ prepare() {
   fi
 
   # One cargo invocation (one feature resolution): the binary and the test executables that run
-  # the CUDA kernel sources against the reference (cells: device_steps, cuda_kernels_host;
-  # memory: cuda_host).
+  # the CUDA kernel sources against the reference (cells: device_steps, cuda_sequence (the
+  # whole-sequence ops, their cuBLAS products among them), cuda_kernels_host; memory: cuda_host).
   local json="$tdir/gpu-build.json"
   echo "building (CUDA_HOME=$CUDA_HOME, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP, target dir $tdir)…"
   $nice_cmd cargo build --release --target-dir "$tdir" \
     -p remanence-cli -p remanence-cells -p remanence-memory \
     --features remanence-cli/cuda,remanence-cells/cuda,remanence-memory/cuda \
-    --bin remanence --test device_steps --test cuda_kernels_host --test cuda_host \
+    --bin remanence --test device_steps --test cuda_sequence --test cuda_kernels_host --test cuda_host \
     --message-format=json-render-diagnostics >"$json"
 
   rm -rf "$dir"
@@ -294,9 +294,12 @@ run_check() {
   # Unresolved libraries show up here before any step fails on them.
   step "libraries resolve (ldd)" 30 bash -c "! ldd '$bin' | tee /dev/stderr | grep -q 'not found'"
 
-  # The test executables: the CUDA kernel sources (host build) and the device-path step ops
-  # against the reference, every gradient, f32 and f64. NB: they run on Device::Cpu (the host
-  # build of the same .cu files); they do not launch the kernels on the GPU.
+  # The test executables, every one prepare built: device_steps and cuda_sequence run the cells'
+  # device paths (the whole-sequence ops of SRN, LSTM and GRU: per step a cuBLAS product and a
+  # kernel launch; the LTC's step ops) on CUDA device 0 against the CPU reference, outputs and
+  # every gradient, f32 and f64 (the first GPU run of those cuBLAS calls); cuda_kernels_host and
+  # cuda_host test the host build of the .cu files only. NB: where no CUDA device opens,
+  # device_steps and cuda_sequence fall back to Device::Cpu and the host build.
   local t
   for t in "$exe"/tests/*; do
     [ -e "$t" ] || continue

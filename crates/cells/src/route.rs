@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | any | any | reference | [`Route::Reference`] |
 //! | CPU | SRN, LSTM, GRU, LTC, ESN, CfC, CT-RNN | auto, fused | [`Route::CpuFused`] (`kernels::cpu`) |
-//! | CUDA | SRN, LSTM, GRU, LTC | auto, fused | [`Route::CudaSteps`] (`kernels::cuda`) |
+//! | CUDA | SRN, LSTM, GRU, LTC | auto, fused | [`Route::CudaSteps`] (`kernels::cuda`: one whole-sequence op per layer and pass) |
 //! | otherwise (Metal; ODE-RNN; CfC, CT-RNN and the ESN on CUDA) | | | [`Route::Reference`] |
 //!
 //! A cell may still decline its fused route for a setting its kernel does not cover (the CT-RNN
@@ -26,7 +26,9 @@ pub enum Route {
     Reference,
     /// The cell's fused whole-layer CPU kernel, the batch split over `threads` threads.
     CpuFused { threads: usize },
-    /// Per-step CUDA kernels (their host build on a CPU device, where the tests run them).
+    /// The CUDA kernels (their host build on a CPU device, where the tests run them): one
+    /// whole-sequence op per layer and pass, whose time loop runs per step one cuBLAS product and
+    /// one element-wise kernel (SRN, LSTM, GRU) or the LTC's sensory and unfold kernels.
     CudaSteps,
 }
 

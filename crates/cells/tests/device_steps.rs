@@ -1,9 +1,10 @@
-//! The GPU path of every fused cell (`device_sequence`: per step the recurrent product and one
-//! step op launching the cell's CUDA kernel) equals the reference composition: outputs, final
-//! states and every gradient, through Candle's autograd, f64 to 1e-10 and f32 to 1e-5. Built with
+//! The GPU path of every fused cell (`device_sequence`: one whole-sequence op per layer, whose
+//! time loop runs per step the recurrent product and the cell's CUDA kernels; more shapes in
+//! `cuda_sequence.rs`) equals the reference composition: outputs, final states and every
+//! gradient, through Candle's autograd, f64 to 1e-10 and f32 to 1e-5. Built with
 //! `--features cuda` where CUDA device 0 exists (`scripts/gpu_check.sh run`), the device path runs
-//! on the GPU, its kernels launched from the PTX, against the reference on the CPU; otherwise the
-//! step ops run the host build of the same kernel sources.
+//! on the GPU, its kernels launched from the PTX and its products through cuBLAS, against the
+//! reference on the CPU; otherwise the ops run the host build of the same kernel sources.
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};

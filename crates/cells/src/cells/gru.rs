@@ -9,7 +9,7 @@ use super::torch_layer::{pack, torch_layer_params};
 use crate::cell::RecurrentCell;
 use crate::error::Result;
 use crate::kernels::cpu::{Fused, GruKernel};
-use crate::kernels::cuda::GruStep;
+use crate::kernels::cuda::sequence;
 use crate::route::Route;
 use crate::state::CellState;
 
@@ -48,25 +48,14 @@ impl Gru {
 }
 
 impl Gru {
-    /// The sequence as the GPU runs it: `x W_ihᵀ + b_ih` of every step in one product, then per
-    /// step `h W_hhᵀ + b_hh` and one [`GruStep`] (CUDA kernel on a GPU, its host build here).
+    /// The sequence as the GPU runs it: `x W_ihᵀ + b_ih` of every step in one product, then one
+    /// [`GruSequence`](crate::kernels::cuda::GruSequence) op for the whole time loop (per step `h W_hhᵀ` by cuBLAS and the cell's
+    /// CUDA kernel, which adds `b_hh`, on a GPU; their host build here). Autograd sees a constant
+    /// number of nodes per layer.
     pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
-        let (b, t, i) = x.dims3()?;
-        let g3 = 3 * self.hidden_size;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&self.b_ih)?
-            .reshape((b, t, g3))?;
-        let mut h = state.h.clone();
-        let mut ys = Vec::with_capacity(t);
-        for s in 0..t {
-            let ghb = h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?;
-            let xs = xp.narrow(1, s, 1)?.squeeze(1)?.contiguous()?;
-            h = xs.apply_op3(&ghb.contiguous()?, &h.contiguous()?, GruStep)?;
-            ys.push(h.clone());
-        }
-        Ok((Tensor::stack(&ys, 1)?, CellState { h, c: None }))
+        let xp = sequence::time_major_projection(x, &self.w_ih_t, &self.b_ih)?;
+        let (ys, h) = sequence::gru_sequence(&xp, &self.w_hh, &self.b_hh, &state.h)?;
+        Ok((ys, CellState { h, c: None }))
     }
 }
 

@@ -9,7 +9,7 @@ use super::torch_layer::{pack, torch_layer_params};
 use crate::cell::RecurrentCell;
 use crate::error::{CellError, Result};
 use crate::kernels::cpu::{Fused, LstmKernel};
-use crate::kernels::cuda::LstmStep;
+use crate::kernels::cuda::sequence;
 use crate::route::Route;
 use crate::state::CellState;
 
@@ -56,31 +56,18 @@ impl Lstm {
 
 impl Lstm {
     /// The sequence as the GPU runs it: the input projection of every step in one product, then
-    /// per step one recurrent product and one [`LstmStep`] (its CUDA kernel on a GPU, the host
-    /// build of the same kernel on the CPU, where the tests check this path).
+    /// one [`LstmSequence`](crate::kernels::cuda::LstmSequence) op for the whole time loop (per step one cuBLAS product and the
+    /// cell's CUDA kernel on a GPU; the host build of the same kernel and a plain product on the
+    /// CPU, where the tests check this path). Autograd sees a constant number of nodes per layer.
     pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
         let c0 = state
             .c
             .as_ref()
             .ok_or_else(|| CellError::Input("LSTM state needs a cell state c".into()))?;
-        let (b, t, i) = x.dims3()?;
-        let g4 = 4 * self.hidden_size;
         let bias = (&self.b_ih + &self.b_hh)?;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&bias)?
-            .reshape((b, t, g4))?;
-        let (mut h, mut c) = (state.h.clone(), c0.clone());
-        let mut ys = Vec::with_capacity(t);
-        for s in 0..t {
-            let gates = (xp.narrow(1, s, 1)?.squeeze(1)? + h.matmul(&self.w_hh_t)?)?;
-            let hc = gates.contiguous()?.apply_op2(&c.contiguous()?, LstmStep)?;
-            h = hc.get(0)?;
-            c = hc.get(1)?;
-            ys.push(h.clone());
-        }
-        Ok((Tensor::stack(&ys, 1)?, CellState { h, c: Some(c) }))
+        let xp = sequence::time_major_projection(x, &self.w_ih_t, &bias)?;
+        let (ys, h, c) = sequence::lstm_sequence(&xp, &self.w_hh, &state.h, c0)?;
+        Ok((ys, CellState { h, c: Some(c) }))
     }
 }
 

@@ -25,7 +25,7 @@ use crate::cell::RecurrentCell;
 use crate::config::{Constraint, CtOptions, Mapping};
 use crate::error::{CellError, Result};
 use crate::kernels::cpu::{Fused, LtcKernel, Synapses};
-use crate::kernels::cuda::LtcStep;
+use crate::kernels::cuda::{sequence, LtcSequence};
 use crate::ops::softplus;
 use crate::params::ParamStore;
 use crate::route::Route;
@@ -218,40 +218,30 @@ impl Ltc {
 }
 
 impl Ltc {
-    /// The sequence as the GPU runs it: per step one [`LtcStep`] (sensory synapses and every
-    /// unfold; CUDA kernels on a GPU, their host build here), whose backward pass recomputes
-    /// the unfolds from the step's input state.
+    /// The sequence as the GPU runs it: one [`LtcSequence`](crate::kernels::cuda::LtcSequence)
+    /// op for every step (per step the sensory synapses and every unfold; CUDA kernels on a GPU,
+    /// their host build here), whose backward op recomputes each step's unfolds from the state
+    /// before it. Autograd sees a constant number of nodes per layer.
     pub fn device_sequence(
         &self,
         x: &Tensor,
         dt: Option<&Tensor>,
         state: &CellState,
     ) -> Result<(Tensor, CellState)> {
-        let (b, steps, _) = x.dims3()?;
         let dt: Option<Vec<f64>> = dt
             .map(|d| d.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
             .transpose()?;
+        let op = LtcSequence {
+            layout: PackedLayout {
+                h: self.units,
+                d: self.inputs,
+            },
+            unfolds: self.unfolds,
+            epsilon: self.epsilon,
+            dt,
+        };
         let xin = self.map_inputs(x)?;
-        let p = self.packed()?;
-        let mut v = state.h.clone();
-        let mut vs = Vec::with_capacity(steps);
-        for t in 0..steps {
-            let op = LtcStep {
-                layout: PackedLayout {
-                    h: self.units,
-                    d: self.inputs,
-                },
-                unfolds: self.unfolds,
-                epsilon: self.epsilon,
-                dt: dt
-                    .as_ref()
-                    .map(|d| (0..b).map(|i| d[i * steps + t]).collect()),
-            };
-            let xt = xin.narrow(1, t, 1)?.squeeze(1)?.contiguous()?;
-            v = xt.apply_op3(&p.contiguous()?, &v.contiguous()?, op)?;
-            vs.push(v.clone());
-        }
-        let all = Tensor::stack(&vs, 1)?;
+        let (all, v) = sequence::ltc_sequence(&xin, &self.packed()?, &state.h, op)?;
         let last = CellState { h: v, c: None };
         Ok((self.output(&CellState { h: all, c: None })?, last))
     }

@@ -8,7 +8,7 @@ use crate::cell::RecurrentCell;
 use crate::config::Activation;
 use crate::error::Result;
 use crate::kernels::cpu::{Fused, SrnKernel};
-use crate::kernels::cuda::SrnStep;
+use crate::kernels::cuda::sequence;
 use crate::route::Route;
 use crate::state::CellState;
 
@@ -51,28 +51,15 @@ impl Srn {
 
 impl Srn {
     /// The sequence as the GPU runs it: the input projection of every step in one product, then
-    /// per step one recurrent product and one [`SrnStep`] (CUDA kernel on a GPU, its host build
-    /// here).
+    /// one [`SrnSequence`](crate::kernels::cuda::SrnSequence) op for the whole time loop (per step one cuBLAS product and the
+    /// activation kernel on a GPU; their host build here). Autograd sees a constant number of
+    /// nodes per layer.
     pub fn device_sequence(&self, x: &Tensor, state: &CellState) -> Result<(Tensor, CellState)> {
-        let (b, t, i) = x.dims3()?;
-        let h = self.hidden_size;
         let bias = (&self.b_ih + &self.b_hh)?;
-        let xp = x
-            .reshape((b * t, i))?
-            .matmul(&self.w_ih_t)?
-            .broadcast_add(&bias)?
-            .reshape((b, t, h))?;
-        let op = SrnStep {
-            logistic: self.activation == Activation::Sigmoid,
-        };
-        let mut hs = state.h.clone();
-        let mut ys = Vec::with_capacity(t);
-        for s in 0..t {
-            let pre = (xp.narrow(1, s, 1)?.squeeze(1)? + hs.matmul(&self.w_hh_t)?)?;
-            hs = pre.contiguous()?.apply_op1(op)?;
-            ys.push(hs.clone());
-        }
-        Ok((Tensor::stack(&ys, 1)?, CellState { h: hs, c: None }))
+        let xp = sequence::time_major_projection(x, &self.w_ih_t, &bias)?;
+        let logistic = self.activation == Activation::Sigmoid;
+        let (ys, h) = sequence::srn_sequence(&xp, &self.w_hh, &state.h, logistic)?;
+        Ok((ys, CellState { h, c: None }))
     }
 }
 

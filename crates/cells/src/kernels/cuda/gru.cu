@@ -57,6 +57,15 @@ __device__ void gru_step_backward(int batch, int hidden, const T* __restrict__ s
     direct[idx] = d * z;
 }
 
+// y (n) += x (n). The whole-sequence backward pass (sequence.rs) adds the direct part of h_prev's
+// gradient to the part that came back through W_hh.
+template <typename T>
+__device__ void gru_accumulate(long long n, const T* __restrict__ x, T* __restrict__ y) {
+    long long idx = global_index();
+    if (idx >= n) return;
+    y[idx] += x[idx];
+}
+
 #define GRU_ENTRY_POINTS(SUFFIX, T)                                                              \
     extern "C" __global__ void gru_step_forward_##SUFFIX(int batch, int hidden, const T* xp,     \
                                                          const T* gh, const T* b_hh,             \
@@ -67,6 +76,9 @@ __device__ void gru_step_backward(int batch, int hidden, const T* __restrict__ s
                                                           const T* h_prev, const T* dh, T* dxp,  \
                                                           T* dgh, T* direct) {                   \
         gru_step_backward<T>(batch, hidden, saved, h_prev, dh, dxp, dgh, direct);                \
+    }                                                                                            \
+    extern "C" __global__ void gru_accumulate_##SUFFIX(long long n, const T* x, T* y) {          \
+        gru_accumulate<T>(n, x, y);                                                              \
     }
 
 GRU_ENTRY_POINTS(f32, float)

@@ -225,6 +225,14 @@ pub fn gru_step_backward<T: DeviceFloat>(
     }
 }
 
+/// `y += x` element-wise (the GRU sequence backward pass's accumulation of the direct part).
+pub fn gru_accumulate<T: DeviceFloat>(x: &[T], y: &mut [T]) {
+    let (n, k) = (x.len(), "gru_accumulate");
+    check(k, "y", y, n);
+    // SAFETY: as above.
+    unsafe { launch(k, n, &mut [Arg::Long(n as i64), Arg::In(x), Arg::Out(y)]) }
+}
+
 /// SRN step forward: `h = f(pre)` element-wise.
 pub fn srn_step_forward<T: DeviceFloat>(logistic: bool, pre: &[T], h: &mut [T]) {
     let (n, k) = (pre.len(), "srn_step_forward");

@@ -46,6 +46,7 @@ const Entry ENTRIES_TABLE[] = {
     ENTRIES(lstm_step_backward),
     ENTRIES(gru_step_forward),
     ENTRIES(gru_step_backward),
+    ENTRIES(gru_accumulate),
     ENTRIES(srn_step_forward),
     ENTRIES(srn_step_backward),
     ENTRIES(ltc_sensory),

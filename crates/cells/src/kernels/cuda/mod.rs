@@ -1,27 +1,39 @@
-//! The CUDA path: per-step kernels (`*.cu` in this folder) for SRN, LSTM, GRU and LTC.
+//! The CUDA path: the kernels (`*.cu` in this folder) of SRN, LSTM, GRU and LTC.
 //!
-//! On a GPU each time step of a layer is one recurrent product (cuBLAS, through Candle) plus one
-//! launch of the cell's element-wise kernel (`lstm_step_forward`, …); the LTC runs its sensory
-//! kernel once per step and its unfold kernel `ode_unfolds` times, and recomputes the synapse
-//! activations in its backward kernels, which sum over the batch inside one thread per parameter
-//! (deterministic, no atomics).
+//! On a GPU every layer runs one whole-sequence op per pass ([`sequence`]). For SRN, LSTM and
+//! GRU the caller projects the inputs of every step in one product, and the op's time loop runs
+//! per step one recurrent product (cuBLAS, Candle's handle) and one launch of the cell's
+//! element-wise kernel (`lstm_step_forward`, …); its backward op recomputes the activations from
+//! the hidden states (one product for all steps), runs the reverse loop (backward kernel, one
+//! product per step) and forms `dW_hh` as one product over all steps. The LTC's op runs per step
+//! its sensory kernel and its unfold kernel `ode_unfolds` times; its backward op recomputes each
+//! step's unfolds from the state before it, and its backward kernels sum the parameter gradients
+//! over the batch inside one thread per parameter (deterministic, no atomics). Autograd sees a
+//! constant number of nodes per layer, so backpropagation through time is O(T).
 //!
+//! - [`sequence`]: the whole-sequence ops (`SrnSequence`, `LstmSequence`, `GruSequence`,
+//!   `LtcSequence`) and the GEMM plans both of their sides run (cuBLAS on a GPU, plain
+//!   column-major loops on the host);
 //! - [`steps`]: the step ops (`LstmStep`, `GruStep`, `SrnStep`, `LtcStep`), Candle custom ops
-//!   whose CUDA side launches the PTX and whose CPU side runs the host build;
+//!   whose CUDA side launches the PTX and whose CPU side runs the host build: no route uses them
+//!   any more; they stay for tests and benchmarks that compose a layer step by step (the LTC's
+//!   sequence op reuses `LtcStep`'s launches);
 //! - [`host`]: the same `.cu` sources compiled for the host under `host_emulation.h` (grid and
 //!   block indices become loops), so the GPU code's index arithmetic and formulas are tested
 //!   against the reference on machines without a GPU;
 //! - [`ptx`]: the PTX nvcc made of them (`build.rs`, `cuda` feature) and the launch geometry;
-//! - `launch` (`cuda` feature): the launches through Candle's CUDA device.
+//! - `launch` (`cuda` feature): the launches and cuBLAS calls through Candle's CUDA device.
 use super::math::KernelFloat;
 
 pub mod host;
 #[cfg(feature = "cuda")]
 mod launch;
 pub mod ptx;
+pub mod sequence;
 pub mod steps;
 
 pub use ptx::{grid, BLOCK};
+pub use sequence::{GruSequence, LstmSequence, LtcSequence, SrnSequence};
 pub use steps::{GruStep, LstmStep, LtcStep, SrnStep};
 
 /// Floats the kernels exist for: their entry points end in `_f32` or `_f64`.

@@ -1,12 +1,15 @@
-//! One time step's element-wise work as Candle ops, for devices the whole-sequence CPU kernels
-//! do not run on. A layer then runs, per step, its recurrent product (cuBLAS through Candle)
-//! and one of these ops, which launch the CUDA kernels of `kernels/` (`cuda` feature). Each op's
-//! backward pass is a second op that recomputes the step's activations from its inputs (nothing
-//! is stored between the passes) and launches the backward kernel.
+//! One time step's element-wise work as Candle ops. The CUDA route runs a whole-sequence op per
+//! layer instead ([`super::sequence`]; the LTC's reuses [`LtcStep`]'s launches); these ops stay
+//! for tests and benchmarks that compose a layer step by step (per step a recurrent product and
+//! one step op: Candle's backward of that composition pads each step's slice of the projected
+//! inputs to the whole sequence, O(T²)). Each op launches the CUDA kernels
+//! of this folder (`cuda` feature); its backward pass is a second op that recomputes the step's
+//! activations from its inputs (nothing is stored between the passes) and launches the backward
+//! kernel.
 //!
 //! On the CPU the same ops run the host build of the kernels ([`super::host`]),
-//! so the whole GPU path (per-step composition, autograd, kernel formulas and indexing) is
-//! tested against the reference here; only the launch calls differ on a GPU.
+//! so the GPU path (composition, autograd, kernel formulas and indexing) is tested against the
+//! reference here; only the launch calls differ on a GPU.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
