@@ -251,10 +251,12 @@ pub struct TrainSettings {
     /// robust to outliers), huber, biweight, or margin (Boolean: class objectives only).
     #[arg(long, value_name = "CRITERION")]
     pub bt_criterion: Option<BacktuneCriterion>,
-    /// ν of --bt-criterion l1, l0 (default 1e-3) and margin (default 0.1).
+    /// ν of --bt-criterion l1 (default 0.1), l0 (default 1) and margin (default 0.1); larger than
+    /// reverse-engineer's 1e-3, which left every Reber run unsolved.
     #[arg(long, allow_negative_numbers = true)]
     pub bt_nu: Option<f64>,
-    /// The scale of --bt-criterion huber and biweight (default 1).
+    /// The scale of --bt-criterion huber (default 1) and biweight (default 3: at 1 the ±1
+    /// targets' first errors lie where the biweight has no gradient).
     #[arg(long, allow_negative_numbers = true)]
     pub bt_scale: Option<f64>,
     /// Backward tuning's "reinject" option: the per-unit solves run on a desired trajectory

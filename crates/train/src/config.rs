@@ -54,10 +54,10 @@ pub struct BacktuneConfig {
     /// The criterion fitted on the read-out's targets.
     #[serde(default)]
     pub criterion: BacktuneCriterion,
-    /// ν of the reweighted L1 / L0 criteria (default 1e-3) and of the Boolean margin (0.1).
+    /// ν of the reweighted L1 / L0 criteria (default 0.1 / 1) and of the Boolean margin (0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nu: Option<f64>,
-    /// The scale of the Huber-like and biweight criteria (default 1).
+    /// The scale of the Huber-like (default 1) and biweight (default 3) criteria.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,
     /// The report's "reinject" option: the per-unit solves run on a desired trajectory (outputs
