@@ -24,9 +24,10 @@
 //! With `--mpi` (a binary built with `--features mpi`, launched as `mpirun -np P remanence
 //! reverse-engineer … --mpi`) the full estimator's per-unit solves are shared among the `P`
 //! ranks (`backtune::estimator::estimate_across`): every rank builds the same root, data and
-//! fresh network from `--seed`, runs the forward and adjoint passes and the line searches, and
-//! solves its contiguous share of the units; the solved rows are broadcast to every rank, so the
-//! estimate is exactly the single process's (every rank checks the same starting point and the
+//! fresh network from `--seed`, runs the forward and adjoint passes, solves its contiguous share
+//! of the units and line-searches its contiguous share of the candidates; the solved rows and
+//! the searches' results (criterion, step) are broadcast to every rank, every rank keeps the
+//! same winner, so the estimate is exactly the single process's (every rank checks the same starting point and the
 //! same final weights by hash). Only rank 0 prints and writes the output folder; a rank that
 //! fails ends the job (`MPI_Abort`). The trace records each iteration's time split (forward,
 //! adjoint, solves, gather, line searches), printed after the iterations.
@@ -69,6 +70,7 @@ use remanence_continual::backtune::estimator::{
 use remanence_continual::backtune::network::{Data, Network, Sequence, Source};
 use remanence_continual::backtune::reinject::ReinjectConfig;
 use remanence_continual::backtune::reverse::{distributed_estimate, DistributedConfig};
+use remanence_continual::backtune::solve::Variant;
 use remanence_continual::backtune::sparse::{
     sparse_estimate_across, SparseKind, SparsePenalty, SparseResult,
 };
@@ -92,6 +94,28 @@ pub enum UnitArg {
     /// ReLU (saturated at 1e6) with a fixed leak 0.5 and a fixed random connectivity of
     /// max(2, ⌊√N⌋) sources per unit.
     SparseRelu,
+}
+
+/// A second-order solve variant (`backtune::solve::Variant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VariantArg {
+    /// κ = 1, with the adjoint errors (the per-unit Gauss–Newton step).
+    Plain,
+    /// κ = 1/(1 + |x − φ₀|), with the adjoint errors.
+    Weighted,
+    /// κ = 1, without the adjoint errors (moves only with --reinject).
+    NoAdjoint,
+}
+
+impl VariantArg {
+    fn variant(self) -> Variant {
+        match self {
+            VariantArg::Plain => Variant::Plain,
+            VariantArg::Weighted => Variant::Weighted,
+            VariantArg::NoAdjoint => Variant::NoAdjoint,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -286,6 +310,13 @@ pub struct ReverseArgs {
     /// N + 2 weights, so N ≥ 15 needs a larger DMAX (e.g. 64) for the second-order steps.
     #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = positive)]
     dmax: usize,
+    /// The second-order candidates tried, comma-separated (default: all three). Each solves
+    /// every unit with at most --dmax weights and is line-searched; `weighted` forms and
+    /// decomposes one matrix per unit, while `plain` and `no-adjoint` form one for all the units
+    /// that read the same kernels (every LNL unit), so at large N `weighted` dominates the
+    /// solves' time.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    variants: Option<Vec<VariantArg>>,
     /// Estimator iterations at most (each a forward pass, an adjoint pass, 3 per-unit solves and
     /// 8 momentum candidates, each line-searched).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = positive)]
@@ -427,6 +458,8 @@ struct Settings {
     learn_sharpness: bool,
     start_sharpness: Option<f64>,
     dmax: usize,
+    /// The second-order variants tried.
+    variants: Vec<Variant>,
     max_iterations: usize,
     rel_stop: f64,
     seed: u64,
@@ -983,6 +1016,10 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         ReinjectSolverArg::FixedPoint => ReinjectConfig::fixed_point(),
     });
     let threads = crate::kernel_threads().unwrap_or(1);
+    let variants: Vec<Variant> = a.variants.as_ref().map_or_else(
+        || Variant::ALL.to_vec(),
+        |v| v.iter().map(|x| x.variant()).collect(),
+    );
     let weight_std = 0.5 / (n as f64).sqrt();
     let settings = Settings {
         units: a.units,
@@ -1007,6 +1044,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         learn_sharpness: a.learn_sharpness,
         start_sharpness,
         dmax: a.dmax,
+        variants: variants.clone(),
         max_iterations: a.max_iterations,
         rel_stop: a.rel_stop,
         seed: a.seed,
@@ -1127,7 +1165,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         println!("reverse engineering a {what}");
         if let Some(w) = world {
             println!(
-                "per-unit solves shared among {} MPI ranks, {threads} thread{} each",
+                "per-unit solves and line searches shared among {} MPI ranks, {threads} thread{} each",
                 w.size(),
                 if threads == 1 { "" } else { "s" }
             );
@@ -1147,6 +1185,7 @@ fn run_on(a: ReverseArgs, world: Option<&World>) -> Result<()> {
         max_iterations: a.max_iterations,
         rel_stop: a.rel_stop,
         dmax: a.dmax,
+        variants: variants.clone(),
         threads,
         reinject,
         statistical: statistical.clone(),

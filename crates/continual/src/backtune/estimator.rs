@@ -21,13 +21,28 @@
 //! construction. Multiple sequences, reset gaps and the "static" option are in the
 //! [`Data`](super::network::Data) (`κ = 0` in the gaps).
 //!
+//! **The forward passes** (the iteration's own and every line-search evaluation) run on a
+//! [`ForwardPlan`] built once per estimation (the structure does not change, only the weights):
+//! the plain node reads are gathered without interpretation, bit for bit
+//! [`Network::forward_with`] ([`super::plan`]).
+//!
+//! **Parallel line searches.** The candidates' directions are formed first, in a fixed order
+//! (second-order variants, the observables' step, the momentum filters); their line searches are
+//! independent and run on `threads` threads, each taking the next search not yet taken. The
+//! results are then read in the fixed order and the first strictly best candidate wins, as in a
+//! sequential loop, so the estimate does not depend on the thread count.
+//!
 //! **Parallel form** ([`estimate_across`]): the per-unit solves are independent; with a
 //! [`Collective`] of `P` ranks (an MPI job), every rank runs the forward and adjoint passes (the
 //! same on every rank), solves its contiguous share of the units and gets the others' rows
-//! ([`super::solve::solve_units_across`]); the line searches then run identically on every rank,
-//! so every rank keeps the same network. It checks that every rank starts from the same weights,
-//! data and settings (a hash of the initial weights, `L_0` and the configuration) and ends with the
-//! same weights (a hash of their bits); the weights are exactly those of one process.
+//! ([`super::solve::solve_units_across`]); the line searches are then shared too: each rank
+//! searches its contiguous share of the candidates (on its threads) and broadcasts, for each, the
+//! criterion, the step, the evaluations and whether the end point won (the bits copied); every
+//! rank then has every result, picks the same winner and rebuilds its weights from the same
+//! direction and step, so every rank keeps the same network. It checks that every rank starts
+//! from the same weights, data and settings (a hash of the initial weights, `L_0` and the
+//! configuration) and ends with the same weights (a hash of their bits); the weights are exactly
+//! those of one process.
 //!
 //! The trace records the seconds of each iteration's steps ([`IterationTiming`]; on a rank, its
 //! own).
@@ -53,6 +68,7 @@ use super::criteria::{errors, loss, output_errors, ActivityPenalty, Criterion, S
 use super::guard::Guard;
 use super::line_search::brent;
 use super::network::{Data, Network, Trajectory};
+use super::plan::ForwardPlan;
 use super::reinject::{desired_values, ReinjectConfig, ReinjectStats};
 use super::solve::{gather_rows, solve_share, Extras, Variant, DMAX};
 use super::sparse::SparsePenalty;
@@ -70,7 +86,7 @@ pub struct EstimatorConfig {
     /// The number of momentum filters (8).
     pub first_order: usize,
     pub dmax: usize,
-    /// Threads of the per-unit solves.
+    /// Threads of the per-unit solves and of the line searches.
     pub threads: usize,
     /// Brent's relative precision (1e−2) and its evaluation budget per search.
     pub line_rel: f64,
@@ -242,7 +258,8 @@ pub struct IterationTiming {
     pub solves: f64,
     /// Across ranks: the gathering of the solved rows (with the wait for the slowest rank).
     pub gather: f64,
-    /// The line searches of every candidate (forward passes of the criterion).
+    /// The line searches of every candidate (forward passes of the criterion; across ranks,
+    /// this rank's share and the exchange of the results).
     pub line_searches: f64,
     /// With reinject: the desired values ([`super::reinject`]).
     #[serde(default)]
@@ -383,6 +400,8 @@ pub fn estimate_across(
     let mut last = f64::NAN;
     let mut stop = StopReason::MaxIterations;
     let mut timings = Vec::new();
+    // The forward pass lowered once: the structure does not change, only the weights.
+    let plan = ForwardPlan::new(net);
     for iteration in 0..cfg.max_iterations {
         let mut timing = IterationTiming::default();
         let t_iter = Instant::now();
@@ -392,7 +411,7 @@ pub fn estimate_across(
             clock = Instant::now();
             s
         };
-        let traj = net.forward(data);
+        let traj = plan.forward_with(net, &net.weights, data);
         let e_hat = if objective_kind.reweighted() {
             errors(&traj, data)
         } else {
@@ -405,7 +424,7 @@ pub fn estimate_across(
                 .map_or(0.0, |r| r.value(t, &traj, data))
         };
         let objective = |w: &[f64]| -> f64 {
-            let tw = net.forward_with(w, data);
+            let tw = plan.forward_with(net, w, data);
             let l = objective_kind.loss(&tw, data, &e_hat) + activity(&tw);
             let r = coef.as_ref().map_or(0.0, |c| SparsePenalty::value(c, w));
             l + r
@@ -478,14 +497,9 @@ pub fn estimate_across(
         };
         let eps_solve = eps_desired.as_ref().unwrap_or(&eps);
         timing.adjoint += lap();
-        let mut best = None;
-        let mut evaluations = 0;
-        type Best = Option<(f64, Vec<f64>, Candidate, f64)>;
-        let consider = |f: f64, w: Vec<f64>, c: Candidate, s: f64, best: &mut Best| {
-            if f < l && best.as_ref().is_none_or(|(bf, ..)| f < *bf) {
-                *best = Some((f, w, c, s));
-            }
-        };
+        // The candidates' directions, in their fixed order (second-order variants, the
+        // observables' step, the momentum filters); their line searches are independent.
+        let mut searches: Vec<Search> = Vec::new();
         // Second-order candidates.
         let diag: Option<Vec<f64>> = coef.as_ref().map(|c| c.iter().map(|v| 2.0 * v).collect());
         let extras = Extras {
@@ -520,12 +534,13 @@ pub fn estimate_across(
                 .zip(&net.weights)
                 .map(|(a, b)| a - b)
                 .collect();
-            if dir.iter().all(|d| *d == 0.0) {
-                continue;
+            if dir.iter().any(|d| *d != 0.0) {
+                searches.push(Search {
+                    candidate: Candidate::SecondOrder(variant),
+                    dir,
+                    end: Some(target),
+                });
             }
-            let (u, f, w, evals) = search_segment(net, &dir, target, &objective, cfg);
-            evaluations += evals;
-            consider(f, w, Candidate::SecondOrder(variant), u, &mut best);
             timing.line_searches += t0.elapsed().as_secs_f64();
         }
         // The statistical criterion: the Gauss–Newton step on the observables.
@@ -571,9 +586,11 @@ pub fn estimate_across(
             }
             if dir.iter().any(|d| *d != 0.0) && dir.iter().all(|d| d.is_finite()) {
                 let end = along(net, &dir, 1.0);
-                let (u, f, w, evals) = search_segment(net, &dir, end, &objective, cfg);
-                evaluations += evals;
-                consider(f, w, Candidate::Observables, u, &mut best);
+                searches.push(Search {
+                    candidate: Candidate::Observables,
+                    dir,
+                    end: Some(end),
+                });
             }
             timing.line_searches += t0.elapsed().as_secs_f64();
         }
@@ -590,25 +607,35 @@ pub fn estimate_across(
                     upsilon[k] = 1.0 / gnorm;
                 }
                 let dir: Vec<f64> = filters[k].iter().map(|g| -upsilon[k] * g).collect();
-                let m = brent(
-                    |a| objective(&along(net, &dir, a)),
-                    0.0,
-                    1.0,
-                    cfg.line_rel,
-                    1e-4,
-                    cfg.line_evals,
-                );
-                evaluations += m.evals;
-                upsilon[k] *= (2.0 * m.x).max(1e-2);
-                consider(
-                    m.f,
-                    along(net, &dir, m.x),
-                    Candidate::FirstOrder(k),
-                    m.x,
-                    &mut best,
-                );
+                searches.push(Search {
+                    candidate: Candidate::FirstOrder(k),
+                    dir,
+                    end: None,
+                });
             }
         }
+        // The line searches: on this process's threads, shared among the ranks.
+        let found = run_searches(net, &searches, &objective, cfg, world)?;
+        let mut best: Option<(f64, usize)> = None;
+        let mut evaluations = 0;
+        for (i, (s, m)) in searches.iter().zip(&found).enumerate() {
+            evaluations += m.evals;
+            if let Candidate::FirstOrder(k) = s.candidate {
+                upsilon[k] *= (2.0 * m.step).max(1e-2);
+            }
+            // The first strictly best candidate, in the fixed order.
+            if m.f < l && best.is_none_or(|(bf, _)| m.f < bf) {
+                best = Some((m.f, i));
+            }
+        }
+        let best = best.map(|(f, i)| {
+            let (s, m) = (&searches[i], &found[i]);
+            let w = match (&s.end, m.at_end) {
+                (Some(end), true) => end.clone(),
+                _ => along(net, &s.dir, m.step),
+            };
+            (f, w, s.candidate, m.step)
+        });
         timing.line_searches += t0.elapsed().as_secs_f64();
         timing.total = t_iter.elapsed().as_secs_f64();
         timings.push(timing);
@@ -644,7 +671,7 @@ pub fn estimate_across(
     // `last` is the criterion of the final weights at the last iteration's `ê`; refresh it at the
     // final weights' own `ê` for the reweighted criteria.
     if objective_kind.reweighted() || penalty.is_some() || cfg.regularisers.is_some() {
-        let traj = net.forward(data);
+        let traj = plan.forward_with(net, &net.weights, data);
         let e_hat = if objective_kind.reweighted() {
             errors(&traj, data)
         } else {
@@ -685,31 +712,155 @@ fn along(net: &Network, dir: &[f64], u: f64) -> Vec<f64> {
     w
 }
 
-/// The best point of the segment from the current weights to `end` (= the weights moved by
-/// `dir`): a Brent search on u ∈ [0, 1], the end point itself kept when it is at least as good
-/// (the solves "tend to overestimate the local minimum", so the search runs first). Returns u,
-/// the criterion, the weights and the evaluations spent.
-fn search_segment(
-    net: &Network,
-    dir: &[f64],
-    end: Vec<f64>,
-    objective: &dyn Fn(&[f64]) -> f64,
-    cfg: &EstimatorConfig,
-) -> (f64, f64, Vec<f64>, usize) {
+/// One candidate's line search: along `dir` from the current weights; with an `end` (the
+/// second-order and observable steps: the weights moved by `dir`, projected), a Brent search on
+/// `u ∈ [0, 1]` and the end point itself, kept when it is at least as good (the solves "tend to
+/// overestimate the local minimum", so the search runs first); without one (the momentum
+/// steps), a Brent search on `α ∈ [0, 1]`.
+struct Search {
+    candidate: Candidate,
+    dir: Vec<f64>,
+    end: Option<Vec<f64>>,
+}
+
+/// What a line search found: the criterion, the step, the evaluations spent, and whether the
+/// best point is the end point itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Found {
+    f: f64,
+    step: f64,
+    evals: usize,
+    at_end: bool,
+}
+
+/// The objective of the line searches, shared by their threads.
+type Objective1<'a> = dyn Fn(&[f64]) -> f64 + Sync + 'a;
+
+fn search_one(net: &Network, s: &Search, objective: &Objective1, cfg: &EstimatorConfig) -> Found {
     let m = brent(
-        |u| objective(&along(net, dir, u)),
+        |u| objective(&along(net, &s.dir, u)),
         0.0,
         1.0,
         cfg.line_rel,
         1e-4,
         cfg.line_evals,
     );
-    let f1 = objective(&end);
-    if f1 <= m.f {
-        (1.0, f1, end, m.evals + 1)
-    } else {
-        (m.x, m.f, along(net, dir, m.x), m.evals + 1)
+    match &s.end {
+        None => Found {
+            f: m.f,
+            step: m.x,
+            evals: m.evals,
+            at_end: false,
+        },
+        Some(end) => {
+            let f1 = objective(end);
+            if f1 <= m.f {
+                Found {
+                    f: f1,
+                    step: 1.0,
+                    evals: m.evals + 1,
+                    at_end: true,
+                }
+            } else {
+                Found {
+                    f: m.f,
+                    step: m.x,
+                    evals: m.evals + 1,
+                    at_end: false,
+                }
+            }
+        }
     }
+}
+
+/// The searches on `threads` threads, each thread taking the next search not yet taken; the
+/// results in the searches' order (each search is the same computation whichever thread runs
+/// it, so they do not depend on the thread count).
+fn search_all(
+    net: &Network,
+    searches: &[Search],
+    objective: &Objective1,
+    cfg: &EstimatorConfig,
+    threads: usize,
+) -> Vec<Found> {
+    let threads = threads.max(1).min(searches.len());
+    if threads <= 1 {
+        return searches
+            .iter()
+            .map(|s| search_one(net, s, objective, cfg))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut found: Vec<(usize, Found)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(s) = searches.get(i) else { break };
+                        mine.push((i, search_one(net, s, objective, cfg)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("line-search thread"))
+            .collect()
+    });
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Rank `rank`'s contiguous share of `count` searches among `size` ranks.
+fn search_share(count: usize, rank: usize, size: usize) -> std::ops::Range<usize> {
+    rank * count / size..(rank + 1) * count / size
+}
+
+/// Every candidate's line search. Alone: all of them here, on `cfg.threads` threads. Across the
+/// ranks of `world`: each rank searches its contiguous share ([`search_share`]) on its threads,
+/// then every rank broadcasts its results `(f, step, evaluations, at end)` (the bits copied), so
+/// every rank has every result, exactly those of one process, and picks the same winner.
+fn run_searches(
+    net: &Network,
+    searches: &[Search],
+    objective: &Objective1,
+    cfg: &EstimatorConfig,
+    world: Option<&dyn Collective>,
+) -> Result<Vec<Found>, DistError> {
+    let Some(world) = world.filter(|w| w.size() > 1) else {
+        return Ok(search_all(net, searches, objective, cfg, cfg.threads));
+    };
+    let (rank, size, count) = (world.rank(), world.size(), searches.len());
+    let mine = search_share(count, rank, size);
+    let local = search_all(net, &searches[mine.clone()], objective, cfg, cfg.threads);
+    let mut buf = vec![0.0; 4 * count];
+    for (i, m) in mine.zip(&local) {
+        buf[4 * i..4 * i + 4].copy_from_slice(&[
+            m.f,
+            m.step,
+            m.evals as f64,
+            f64::from(u8::from(m.at_end)),
+        ]);
+    }
+    for r in 0..size {
+        let b = search_share(count, r, size);
+        if !b.is_empty() {
+            world.broadcast_f64(&mut buf[4 * b.start..4 * b.end], r)?;
+        }
+    }
+    Ok(buf
+        .chunks_exact(4)
+        .map(|c| Found {
+            f: c[0],
+            step: c[1],
+            evals: c[2] as usize,
+            at_end: c[3] != 0.0,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -870,6 +1021,78 @@ mod tests {
                 assert_eq!(tr.timings.len(), tr.records.len());
                 assert!(tr.timings.iter().all(|t| t.gather >= 0.0 && t.solves > 0.0));
             }
+        }
+    }
+
+    #[test]
+    fn line_searches_are_shared_among_ranks_and_threads_with_the_same_results() {
+        let (_, data, net) = setup(&ReverseSpec::lnl(4, 5)).unwrap();
+        let nw = net.n_weights();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        // Seven candidates, three with an end point.
+        let searches: Vec<Search> = (0..7)
+            .map(|i| {
+                let dir: Vec<f64> = (0..nw).map(|_| 0.3 * normal(&mut rng)).collect();
+                Search {
+                    candidate: Candidate::FirstOrder(i),
+                    end: (i % 2 == 1).then(|| along(&net, &dir, 1.0)),
+                    dir,
+                }
+            })
+            .collect();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let objective = |w: &[f64]| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            loss(Criterion::L2, &net.forward_with(w, &data), &data, &[])
+        };
+        let cfg = EstimatorConfig::default();
+        let single = run_searches(&net, &searches, &objective, &cfg, None).unwrap();
+        let total = calls.swap(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(total, single.iter().map(|m| m.evals).sum::<usize>());
+        for threads in [2, 3, 8] {
+            let cfg = EstimatorConfig {
+                threads,
+                ..Default::default()
+            };
+            let found = run_searches(&net, &searches, &objective, &cfg, None).unwrap();
+            assert_eq!(found, single, "{threads} threads");
+        }
+        calls.store(0, std::sync::atomic::Ordering::Relaxed);
+        for size in [2, 3] {
+            let per_rank: Vec<(Vec<Found>, usize)> = std::thread::scope(|s| {
+                let handles: Vec<_> = Simulated::world(size)
+                    .into_iter()
+                    .map(|c| {
+                        let (net, searches, data) = (&net, &searches, &data);
+                        s.spawn(move || {
+                            let mine = std::sync::atomic::AtomicUsize::new(0);
+                            let objective = |w: &[f64]| {
+                                mine.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                loss(Criterion::L2, &net.forward_with(w, data), data, &[])
+                            };
+                            let c: &dyn Collective = &c;
+                            let cfg = EstimatorConfig::default();
+                            let found = run_searches(net, searches, &objective, &cfg, Some(c));
+                            (found.unwrap(), mine.into_inner())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut spent = 0;
+            for (rank, (found, mine)) in per_rank.iter().enumerate() {
+                let bits = |v: &[Found]| {
+                    v.iter()
+                        .map(|m| (m.f.to_bits(), m.step.to_bits(), m.evals, m.at_end))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(found), bits(&single), "{size} ranks, rank {rank}");
+                let share = search_share(searches.len(), rank, size);
+                assert_eq!(*mine, single[share].iter().map(|m| m.evals).sum::<usize>());
+                assert!(*mine < total, "rank {rank} of {size} searched everything");
+                spent += mine;
+            }
+            assert_eq!(spent, total, "{size} ranks: every search once");
         }
     }
 

@@ -37,6 +37,8 @@
 //! - [`solve`]: the per-unit least squares (three variants, `D ≤ 16`), in parallel over threads
 //!   and, through a [`Collective`](remanence_distributed::Collective) (MPI), across processes.
 //! - [`line_search`]: Brent's method.
+//! - [`plan`]: the forward pass lowered once per estimation (plain node reads as gathers), bit
+//!   for bit [`network::Network::forward_with`], used by the estimator's line searches.
 //! - [`estimator`]: the full loop (3 second-order + 8 first-order candidates) and its trace
 //!   (with the time of each step); [`estimator::estimate_across`] shares the solves among the
 //!   ranks of an MPI job.
@@ -53,6 +55,7 @@ pub mod learner;
 pub mod linalg;
 pub mod line_search;
 pub mod network;
+pub mod plan;
 pub mod reinject;
 pub mod reverse;
 pub mod solve;

@@ -28,6 +28,7 @@ use super::guard::Guard;
 use super::linalg::min_distance_solve;
 use super::line_search::brent;
 use super::network::{Data, Network, Sequence};
+use super::plan::ForwardPlan;
 use super::units::{aif, aif_learned, lnl, normal, Leak, LnlSpec};
 use crate::error::Result;
 
@@ -204,13 +205,15 @@ pub fn distributed_estimate(
 ) -> DistributedTrace {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let units: Vec<usize> = (0..net.n_nodes()).filter(|&n| net.dim(n) > 0).collect();
+    // The forward pass lowered once (bit for bit `forward_with`).
+    let plan = ForwardPlan::new(net);
     let l_of =
-        |net: &Network, w: &[f64]| loss(cfg.criterion, &net.forward_with(w, data), data, &[]);
+        |net: &Network, w: &[f64]| loss(cfg.criterion, &plan.forward_with(net, w, data), data, &[]);
     let initial = l_of(net, &net.weights);
     let mut l = initial;
     let (mut criteria, mut accepted) = (Vec::with_capacity(cfg.updates), 0);
     for _ in 0..cfg.updates {
-        let traj = net.forward(data);
+        let traj = plan.forward_with(net, &net.weights, data);
         let rp = output_errors(cfg.criterion, &traj, data, &[]);
         let eps = backward(net, &net.weights, &traj, data, &rp, cfg.guard);
         let n = units[rng.random_range(0..units.len())];

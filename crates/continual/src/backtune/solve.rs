@@ -25,6 +25,13 @@
 //! with `1 ≤ D_n ≤ DMAX` (`DMAX = 16` as in the code) are solved; the others keep their weights.
 //! Cost `O(N(DT + D³))`.
 //!
+//! **Shared matrices.** For `Plain` and `NoAdjoint`, `κ` does not depend on the node, so nodes
+//! with the same kernel terms (and the same mask and extra diagonal) have the same `A_n`: it and
+//! its pseudo-inverse are formed once for the group and each node forms only its `b_n`
+//! (`O(DT)`), with the same bits as its own solve. Every LNL pre-activation node reads
+//! `(1, x(t−1), i(t−1))`, so one `A` of size `N + 2` and one eigen-decomposition serve all `N`
+//! units; `Weighted` still forms and decomposes one per node.
+//!
 //! The nodes are independent: they are solved in parallel over `threads` threads
 //! (`std::thread::scope`, contiguous blocks of nodes of about equal estimated cost,
 //! [`balanced_blocks`]), and the result does not depend on the thread count (each node's
@@ -43,7 +50,7 @@ use std::ops::Range;
 use remanence_distributed::{Collective, DistError};
 use serde::{Deserialize, Serialize};
 
-use super::linalg::min_distance_solve;
+use super::linalg::{mat_vec, min_distance_solve, sym_pinv};
 use super::network::{Data, Network, Trajectory};
 
 /// The code's `DMAX`: the largest kernel dimension given a second-order solve.
@@ -80,9 +87,37 @@ fn normal_equations(
     idx: &[usize],
     variant: Variant,
 ) -> (Vec<f64>, Vec<f64>) {
+    accumulate(net, traj, data, eps, n, idx, variant, Parts::Both)
+}
+
+/// Which of `A_n` and `b_n` [`accumulate`] forms (the other is returned empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    Both,
+    /// `A_n` alone (its `κ` must not depend on the node: not [`Variant::Weighted`]).
+    Gram,
+    Rhs,
+}
+
+/// `A_n` and/or `b_n`: each entry is the same sum, in the same order, whichever parts are formed.
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    net: &Network,
+    traj: &Trajectory,
+    data: &Data,
+    eps: &[f64],
+    n: usize,
+    idx: &[usize],
+    variant: Variant,
+    parts: Parts,
+) -> (Vec<f64>, Vec<f64>) {
     let d = idx.len();
     let dn = net.dim(n);
-    let (mut a, mut b) = (vec![0.0; d * d], vec![0.0; d]);
+    let want_a = parts != Parts::Rhs;
+    let want_b = parts != Parts::Gram;
+    debug_assert!(want_b || variant != Variant::Weighted);
+    let mut a = if want_a { vec![0.0; d * d] } else { Vec::new() };
+    let mut b = if want_b { vec![0.0; d] } else { Vec::new() };
     let mut phi_all = vec![0.0; dn];
     let mut phi = vec![0.0; d];
     for t in 0..data.steps {
@@ -94,31 +129,147 @@ fn normal_equations(
         for (p, &i) in phi.iter_mut().zip(idx) {
             *p = phi_all[i];
         }
-        let r = traj.get(n, t) - net.fixed_part(&traj.x, data, n, t);
-        let e = eps[t * traj.nodes + n];
-        let (kappa, e) = match variant {
-            Variant::Plain => (gap, gap * e),
-            Variant::Weighted => (gap / (1.0 + r.abs()), gap * e),
-            Variant::NoAdjoint => (gap, 0.0),
+        let kappa = if want_b || variant == Variant::Weighted {
+            let r = traj.get(n, t) - net.fixed_part(&traj.x, data, n, t);
+            let e = eps[t * traj.nodes + n];
+            let (kappa, e) = match variant {
+                Variant::Plain => (gap, gap * e),
+                Variant::Weighted => (gap / (1.0 + r.abs()), gap * e),
+                Variant::NoAdjoint => (gap, 0.0),
+            };
+            if want_b {
+                let rhs = kappa * r - e;
+                for i in 0..d {
+                    b[i] += phi[i] * rhs;
+                }
+            }
+            kappa
+        } else {
+            gap
         };
-        let rhs = kappa * r - e;
-        for i in 0..d {
-            b[i] += phi[i] * rhs;
-            let ki = kappa * phi[i];
-            for j in 0..=i {
-                a[i * d + j] += ki * phi[j];
+        if want_a {
+            for i in 0..d {
+                let ki = kappa * phi[i];
+                for j in 0..=i {
+                    a[i * d + j] += ki * phi[j];
+                }
             }
         }
     }
-    for i in 0..d {
-        for j in 0..i {
-            a[j * d + i] = a[i * d + j];
+    if want_a {
+        for i in 0..d {
+            for j in 0..i {
+                a[j * d + i] = a[i * d + j];
+            }
         }
     }
     (a, b)
 }
 
-/// Node `n`'s new weights (all `D_n` of them; masked ones 0).
+/// The active weights of node `n` (offsets inside the node).
+fn active(net: &Network, n: usize, extras: Extras) -> Vec<usize> {
+    let off = net.offset(n);
+    (0..net.dim(n))
+        .filter(|&d| extras.mask.is_none_or(|m| m[off + d]))
+        .collect()
+}
+
+/// A matrix `A` (with the extras' diagonal) shared by several nodes, and its pseudo-inverse.
+struct SharedGram {
+    a: Vec<f64>,
+    pinv: Vec<f64>,
+}
+
+/// `w = ŵ + A†(b − Aŵ)` with `A†` given: [`min_distance_solve`] bit for bit (the same
+/// products, in the same order).
+fn min_distance_with(a: &[f64], pinv: &[f64], b: &[f64], w_hat: &[f64]) -> Vec<f64> {
+    let r: Vec<f64> = b
+        .iter()
+        .zip(mat_vec(a, w_hat))
+        .map(|(bi, ai)| bi - ai)
+        .collect();
+    let step = mat_vec(pinv, &r);
+    w_hat.iter().zip(step).map(|(w, s)| w + s).collect()
+}
+
+/// For each of `units`, the group of nodes whose `A` is the same matrix (`None`: alone), and
+/// each group's `A` and `A†`, formed once. Nodes share `A` when `κ` does not depend on the node
+/// (not [`Variant::Weighted`]) and they have the same kernel terms, active weights and extra
+/// diagonal: every entry of `A` is then the same sum of the same products (the LNL units'
+/// pre-activation nodes all read `(1, x(t−1), i(t−1))`, so one `A` and one eigen-decomposition
+/// serve all of them).
+fn shared_grams(
+    net: &Network,
+    traj: &Trajectory,
+    data: &Data,
+    eps: &[f64],
+    units: &[usize],
+    variant: Variant,
+    extras: Extras,
+) -> (Vec<Option<usize>>, Vec<SharedGram>) {
+    let mut group = vec![None; units.len()];
+    if variant == Variant::Weighted {
+        return (group, Vec::new());
+    }
+    let diag_of = |n: usize, idx: &[usize]| -> Vec<u64> {
+        let off = net.offset(n);
+        extras.diag.map_or_else(Vec::new, |dg| {
+            idx.iter().map(|&d| dg[off + d].to_bits()).collect()
+        })
+    };
+    // (representative node, its active weights, its diagonal bits, members)
+    let mut reps: Vec<(usize, Vec<usize>, Vec<u64>, usize)> = Vec::new();
+    let mut rep_of = vec![usize::MAX; units.len()];
+    for (u, &n) in units.iter().enumerate() {
+        let idx = active(net, n, extras);
+        if idx.is_empty() {
+            continue;
+        }
+        let diag = diag_of(n, &idx);
+        let kernels = &net.nodes()[n].kernels;
+        let found = reps.iter().position(|(r, ri, rd, _)| {
+            ri == &idx && rd == &diag && &net.nodes()[*r].kernels == kernels
+        });
+        let g = match found {
+            Some(g) => g,
+            None => {
+                reps.push((n, idx, diag, 0));
+                reps.len() - 1
+            }
+        };
+        reps[g].3 += 1;
+        rep_of[u] = g;
+    }
+    // Only groups of two or more are worth forming ahead.
+    let mut grams = Vec::new();
+    let mut gram_of = vec![usize::MAX; reps.len()];
+    for (g, (n, idx, _, members)) in reps.iter().enumerate() {
+        if *members < 2 {
+            continue;
+        }
+        let (mut a, _) = accumulate(net, traj, data, eps, *n, idx, variant, Parts::Gram);
+        let k = idx.len();
+        if let Some(diag) = extras.diag {
+            let off = net.offset(*n);
+            for (i, &d) in idx.iter().enumerate() {
+                a[i * k + i] += diag[off + d];
+            }
+        }
+        let pinv = sym_pinv(&a, k);
+        gram_of[g] = grams.len();
+        grams.push(SharedGram { a, pinv });
+    }
+    for (u, g) in group.iter_mut().enumerate() {
+        if rep_of[u] != usize::MAX && gram_of[rep_of[u]] != usize::MAX {
+            *g = Some(gram_of[rep_of[u]]);
+        }
+    }
+    (group, grams)
+}
+
+/// Node `n`'s new weights (all `D_n` of them; masked ones 0); with `shared`, its `A` (and
+/// `A†`) formed once for its group ([`shared_grams`]), the same bits as its own.
+#[allow(clippy::too_many_arguments)]
 fn solve_node(
     net: &Network,
     traj: &Trajectory,
@@ -127,25 +278,32 @@ fn solve_node(
     n: usize,
     variant: Variant,
     extras: Extras,
+    shared: Option<&SharedGram>,
 ) -> Vec<f64> {
     let off = net.offset(n);
     let current = net.node_weights(n);
-    let idx: Vec<usize> = (0..net.dim(n))
-        .filter(|&d| extras.mask.is_none_or(|m| m[off + d]))
-        .collect();
+    let idx = active(net, n, extras);
     let mut out = vec![0.0; net.dim(n)];
     if idx.is_empty() {
         return out;
     }
-    let (mut a, b) = normal_equations(net, traj, data, eps, n, &idx, variant);
-    let k = idx.len();
-    if let Some(diag) = extras.diag {
-        for (i, &d) in idx.iter().enumerate() {
-            a[i * k + i] += diag[off + d];
-        }
-    }
     let w_hat: Vec<f64> = idx.iter().map(|&d| current[d]).collect();
-    let w = min_distance_solve(&a, &b, &w_hat);
+    let w = match shared {
+        Some(g) => {
+            let (_, b) = accumulate(net, traj, data, eps, n, &idx, variant, Parts::Rhs);
+            min_distance_with(&g.a, &g.pinv, &b, &w_hat)
+        }
+        None => {
+            let (mut a, b) = normal_equations(net, traj, data, eps, n, &idx, variant);
+            let k = idx.len();
+            if let Some(diag) = extras.diag {
+                for (i, &d) in idx.iter().enumerate() {
+                    a[i * k + i] += diag[off + d];
+                }
+            }
+            min_distance_solve(&a, &b, &w_hat)
+        }
+    };
     for (&d, v) in idx.iter().zip(w) {
         out[d] = v;
     }
@@ -213,11 +371,18 @@ fn solve_into(
     extras: Extras,
 ) {
     let threads = threads.max(1).min(units.len().max(1));
+    let (group, grams) = shared_grams(net, traj, data, eps, units, variant, extras);
+    let (group, grams) = (&group, &grams);
+    let one = |u: usize| {
+        let n = units[u];
+        let shared = group[u].map(|g| &grams[g]);
+        (
+            n,
+            solve_node(net, traj, data, eps, n, variant, extras, shared),
+        )
+    };
     let solved: Vec<(usize, Vec<f64>)> = if threads == 1 {
-        units
-            .iter()
-            .map(|&n| (n, solve_node(net, traj, data, eps, n, variant, extras)))
-            .collect()
+        (0..units.len()).map(one).collect()
     } else {
         let blocks = balanced_blocks(net, units, threads);
         std::thread::scope(|s| {
@@ -225,13 +390,8 @@ fn solve_into(
                 .into_iter()
                 .filter(|b| !b.is_empty())
                 .map(|b| {
-                    let chunk = &units[b];
-                    s.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|&n| (n, solve_node(net, traj, data, eps, n, variant, extras)))
-                            .collect::<Vec<_>>()
-                    })
+                    let one = &one;
+                    s.spawn(move || b.map(one).collect::<Vec<_>>())
                 })
                 .collect();
             handles
@@ -585,6 +745,61 @@ mod tests {
     /// nodes `D = 10`: uneven costs), its data, trajectory and adjoint.
     fn uneven() -> (Network, Data, Trajectory, Vec<f64>) {
         fixture(23, 7, Leak::Adjustable(0.3), 70)
+    }
+
+    #[test]
+    fn a_gram_shared_by_several_nodes_gives_their_own_solutions_bit_for_bit() {
+        // LNL: every pre-activation node reads (1, x(t−1), i(t−1)), the output nodes their own
+        // x(t−1) (adjustable leak): one group of 7 and 7 singletons; with a mask that cuts
+        // some nodes' weights, and a diagonal that differs on one node, the groups split.
+        let (net, data, traj, eps) = uneven();
+        let units = solved_units(&net, DMAX);
+        let nw = net.n_weights();
+        let mask: Vec<bool> = (0..nw).map(|i| i % 11 != 4).collect();
+        let diag: Vec<f64> = (0..nw).map(|i| 0.01 * (i % 3) as f64).collect();
+        let mut uniform = vec![0.02; nw];
+        uniform[net.offset(9)] = 0.5;
+        for extras in [
+            Extras::default(),
+            Extras {
+                diag: None,
+                mask: Some(&mask),
+            },
+            Extras {
+                diag: Some(&uniform),
+                mask: None,
+            },
+            Extras {
+                diag: Some(&diag),
+                mask: Some(&mask),
+            },
+        ] {
+            for variant in Variant::ALL {
+                let (group, grams) =
+                    shared_grams(&net, &traj, &data, &eps, &units, variant, extras);
+                if variant != Variant::Weighted && extras.mask.is_none() && extras.diag.is_none() {
+                    assert_eq!(grams.len(), 1, "one group: the pre-activation nodes");
+                    assert_eq!(group.iter().filter(|g| g.is_some()).count(), 7);
+                }
+                if extras.diag == Some(&uniform[..]) && variant != Variant::Weighted {
+                    assert_eq!(group.iter().filter(|g| g.is_some()).count(), 6);
+                }
+                for (u, &n) in units.iter().enumerate() {
+                    let alone = solve_node(&net, &traj, &data, &eps, n, variant, extras, None);
+                    let shared = group[u].map(|g| &grams[g]);
+                    let with = solve_node(&net, &traj, &data, &eps, n, variant, extras, shared);
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&with), bits(&alone), "{variant:?} node {n}");
+                }
+            }
+        }
+        // The pseudo-inverse given: the library's minimum-distance solve, bit for bit.
+        let a = vec![4.0, 1.0, 0.5, 1.0, 3.0, 0.2, 0.5, 0.2, 1e-3];
+        let (b, w) = (vec![0.3, -1.0, 2.0], vec![0.1, 0.2, -0.3]);
+        assert_eq!(
+            min_distance_with(&a, &sym_pinv(&a, 3), &b, &w),
+            min_distance_solve(&a, &b, &w)
+        );
     }
 
     #[test]
