@@ -32,6 +32,8 @@
 //!       1/√(2π) = 0.39894228…), SiLU σ(p)(1 − z) + z
 //! ```
 //!
+//! The per-step products run the register-blocked tiles of [`super::pack`], their weights packed
+//! once per sequence (forward and backward each pack their own, transposed or not).
 //! Backward walks the steps in reverse with one product per layer per step; the weight
 //! gradients, the biases and `∂x` are single products over all steps after the loop. `sgn` is
 //! +1 at 0, as Candle's `abs` takes it.
@@ -44,7 +46,9 @@
 
 use candle_core::cpu::erf::erf_f64;
 
-use super::gemm::{matmul, project_backward, sample_major, time_major, transpose, View};
+use super::gemm::{matmul, project_backward, sample_major, time_major, View};
+use super::pack::{Lhs, Packed, Start};
+use super::scratch::Scratch;
 use super::{lanes, sigmoid, tanh, KernelFloat, Parts, RowKernel};
 use crate::config::{BackboneActivation, CfcMode};
 
@@ -513,6 +517,11 @@ impl RowKernel for CfcKernel {
         let per_layer = if self.keeps_pre() { 2 } else { 1 };
         self.backbone_layers * self.backbone_units * per_layer + self.head_saved()
     }
+    /// Every output, every backbone activation (and pre-activation where kept) and every
+    /// head value of every (row, step) is written by the forward pass.
+    fn overwrites_result(&self) -> bool {
+        true
+    }
 
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
@@ -539,18 +548,14 @@ impl RowKernel for CfcKernel {
         }
         let wt = self.split(w);
         let first_w = if l > 0 { wt.backbone[0].0 } else { wt.heads };
-        // The h part of the first product transposed, (H × r0), and the further layers'
-        // matrices transposed: the per-step products read them as they are.
-        let mut first_ht = Vec::with_capacity(h * r0);
-        for c in 0..h {
-            first_ht.extend((0..r0).map(|r| first_w[r * iw + i + c]));
-        }
-        let mid_t: Vec<Vec<T>> = (1..l).map(|k| transpose(wt.backbone[k].0, u, u)).collect();
-        let heads_t = if l > 0 {
-            transpose(wt.heads, g, u)
-        } else {
-            Vec::new()
-        };
+        // The per-step products' right operands, packed once for the tiles of `pack`: the h
+        // part of the first product transposed (H × r0), the further layers' and the heads'
+        // matrices transposed.
+        let first_ht = Packed::dense(h, r0, |kk, c| first_w[c * iw + i + kk], None);
+        let mid_t: Vec<Packed<T>> = (1..l)
+            .map(|k| Packed::dense(u, u, |kk, c| wt.backbone[k].0[c * u + kk], None))
+            .collect();
+        let heads_t = (l > 0).then(|| Packed::dense(u, g, |kk, c| wt.heads[c * u + kk], None));
         let (ys, rest) = saved.split_at_mut(l * m * u);
         let (ps, hsv) = rest.split_at_mut(if self.keeps_pre() { l * m * u } else { 0 });
         // The x part of the first product for every step of these rows, step-major: one product.
@@ -574,16 +579,7 @@ impl RowKernel for CfcKernel {
         let mut buf = vec![T::zero(); n * u.max(g)];
         for t in 0..steps {
             let ft = &mut first[t * n * r0..(t + 1) * n * r0];
-            matmul(
-                n,
-                r0,
-                h,
-                ft,
-                r0,
-                true,
-                View::rows(&hp, h),
-                View::rows(&first_ht, r0),
-            );
+            first_ht.product(n, Lhs::one(&hp, h), Start::Dst, ft, r0);
             if l > 0 {
                 for k in 0..l {
                     let (done, cur) = ys.split_at_mut(k * m * u);
@@ -592,16 +588,7 @@ impl RowKernel for CfcKernel {
                         &*ft
                     } else {
                         let prev = &done[(k - 1) * m * u + t * n * u..][..n * u];
-                        matmul(
-                            n,
-                            u,
-                            u,
-                            &mut buf[..n * u],
-                            u,
-                            false,
-                            View::rows(prev, u),
-                            View::rows(&mid_t[k - 1], u),
-                        );
+                        mid_t[k - 1].product(n, Lhs::one(prev, u), Start::Zero, &mut buf, u);
                         &buf[..n * u]
                     };
                     let pk = if self.keeps_pre() {
@@ -612,16 +599,9 @@ impl RowKernel for CfcKernel {
                     activate(self.activation, pre, wt.backbone[k].1, yk, pk);
                 }
                 let last = &ys[(l - 1) * m * u + t * n * u..][..n * u];
-                matmul(
-                    n,
-                    g,
-                    u,
-                    &mut buf[..n * g],
-                    g,
-                    false,
-                    View::rows(last, u),
-                    View::rows(&heads_t, g),
-                );
+                if let Some(heads_t) = &heads_t {
+                    heads_t.product(n, Lhs::one(last, u), Start::Zero, &mut buf, g);
+                }
             }
             let pre: &[T] = if l > 0 { &buf[..n * g] } else { &*ft };
             let hs = &mut hsv[t * n * hw..(t + 1) * n * hw];
@@ -669,19 +649,22 @@ impl RowKernel for CfcKernel {
         }
         let wt = self.split(w);
         let first_w = if l > 0 { wt.backbone[0].0 } else { wt.heads };
-        // The h columns of the first matrix, (r0 × H) contiguous.
-        let mut first_h = Vec::with_capacity(r0 * h);
-        for r in 0..r0 {
-            first_h.extend_from_slice(&first_w[r * iw + i..(r + 1) * iw]);
-        }
+        // The per-step products' right operands, packed once: the h columns of the first
+        // matrix (r0 × H), the further layers' matrices and the heads' (g × U).
+        let first_h = Packed::dense(r0, h, |kk, c| first_w[kk * iw + i + c], None);
+        let mid: Vec<Packed<T>> = (1..l)
+            .map(|k| Packed::dense(u, u, |kk, c| wt.backbone[k].0[kk * u + c], None))
+            .collect();
+        let heads = (l > 0).then(|| Packed::dense(g, u, |kk, c| wt.heads[kk * u + c], None));
         let keeps = self.keeps_pre();
         let (ys, rest) = fwd.saved.split_at(l * m * u);
         let (ps, hsv) = rest.split_at(if keeps { l * m * u } else { 0 });
         // Gradients of the head and backbone pre-activations and the previous states of every
         // (step, row), step-major.
-        let mut dheads = vec![T::zero(); m * g];
-        let mut dps = vec![T::zero(); l * m * u];
-        let mut hprev = vec![T::zero(); m * h];
+        // Every value of these is written before it is read: pooled, not zeroed.
+        let mut dheads = Scratch::<T>::new(m * g);
+        let mut dps = Scratch::<T>::new(l * m * u);
+        let mut hprev = Scratch::<T>::new(m * h);
         let mut dh = vec![T::zero(); n * h];
         let mut dz = vec![T::zero(); n * u];
         let (mut da, mut dwt) = (vec![T::zero(); h], vec![T::zero(); h]);
@@ -708,57 +691,21 @@ impl RowKernel for CfcKernel {
                 );
             }
             let dht = &dheads[t * n * g..(t + 1) * n * g];
-            if l > 0 {
-                matmul(
-                    n,
-                    u,
-                    g,
-                    &mut dz,
-                    u,
-                    false,
-                    View::rows(dht, g),
-                    View::rows(wt.heads, u),
-                );
+            if let Some(heads) = &heads {
+                heads.product(n, Lhs::one(dht, g), Start::Zero, &mut dz, u);
                 for k in (0..l).rev() {
                     let at = k * m * u + t * n * u;
                     let dpk = &mut dps[at..at + n * u];
                     let pk = keeps.then(|| &ps[at..at + n * u]);
                     activation_backward(self.activation, &dz, &ys[at..at + n * u], pk, dpk);
                     if k > 0 {
-                        matmul(
-                            n,
-                            u,
-                            u,
-                            &mut dz,
-                            u,
-                            false,
-                            View::rows(dpk, u),
-                            View::rows(wt.backbone[k].0, u),
-                        );
+                        mid[k - 1].product(n, Lhs::one(dpk, u), Start::Zero, &mut dz, u);
                     } else {
-                        matmul(
-                            n,
-                            h,
-                            u,
-                            &mut dh,
-                            h,
-                            false,
-                            View::rows(dpk, u),
-                            View::rows(&first_h, h),
-                        );
+                        first_h.product(n, Lhs::one(dpk, u), Start::Zero, &mut dh, h);
                     }
                 }
             } else {
-                matmul(
-                    n,
-                    h,
-                    g,
-                    &mut dh,
-                    h,
-                    false,
-                    View::rows(dht, g),
-                    View::rows(&first_h, h),
-                );
+                first_h.product(n, Lhs::one(dht, g), Start::Zero, &mut dh, h);
             }
         }
         ds0.copy_from_slice(&dh);
