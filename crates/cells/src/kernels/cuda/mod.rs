@@ -25,6 +25,33 @@
 //! - `launch` (`cuda` feature): the launches and cuBLAS calls through Candle's CUDA device.
 use super::math::KernelFloat;
 
+/// Runs `$body` with `$t` bound to the CPU storage's float type (f32 or f64) and wraps the
+/// returned `Vec<$t>` as a CPU storage: the host side of the step and sequence ops.
+macro_rules! per_float {
+    ($s:expr, $name:expr, $t:ident => $body:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                CpuStorage::F32($body)
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
+        }
+    };
+}
+
+/// Refuses a non-contiguous input of the op `name`.
+fn contiguous(name: &str, l: &candle_core::Layout) -> candle_core::Result<()> {
+    if l.is_contiguous() {
+        Ok(())
+    } else {
+        candle_core::bail!("{name}: non-contiguous input")
+    }
+}
+
 pub mod host;
 #[cfg(feature = "cuda")]
 mod launch;

@@ -40,6 +40,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
+use super::contiguous;
 use super::host;
 use super::steps::LtcStep;
 use super::DeviceFloat;
@@ -202,14 +203,6 @@ impl GemmPlan {
 // ----------------------------------------------------------------------------------------------
 // Shared helpers
 
-fn contiguous(name: &str, l: &Layout) -> Res<()> {
-    if l.is_contiguous() {
-        Ok(())
-    } else {
-        candle_core::bail!("{name}: non-contiguous input")
-    }
-}
-
 /// `xp` (T, B, G·H) and the recurrent weight (G·H, H) (or its flat `[W | b]` with `extra` more
 /// values) → (T, B, H).
 fn seq_dims(
@@ -242,23 +235,6 @@ fn rows_of(name: &str, l: &Layout, rows: usize, b: usize, h: usize) -> Res<()> {
         candle_core::bail!("{name}: {:?}, want {rows}·{b}·{h} values", l.shape());
     }
     contiguous(name, l)
-}
-
-/// Runs `$body` with `$t` bound to the storage's float type and wraps the returned `Vec<$t>`.
-macro_rules! per_float {
-    ($s:expr, $name:expr, $t:ident => $body:expr) => {
-        match $s {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                CpuStorage::F32($body)
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
-        }
-    };
 }
 
 /// The op's flat gradient result cut into tensors of the inputs' shapes.

@@ -15,38 +15,13 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Te
 
 use num_traits::Zero;
 
+use super::contiguous;
 use super::host;
 use super::DeviceFloat;
 use crate::cells::ltc::PackedLayout;
 use crate::kernels::slice;
 
 type Res<T> = candle_core::Result<T>;
-
-fn contiguous(name: &str, l: &Layout) -> Res<()> {
-    if l.is_contiguous() {
-        Ok(())
-    } else {
-        candle_core::bail!("{name}: non-contiguous input")
-    }
-}
-
-/// Runs `$body` with `$t` bound to the storage's float type (f32 or f64) and wraps the
-/// returned `Vec<$t>` as a CPU storage.
-macro_rules! per_float {
-    ($s:expr, $name:expr, $t:ident => $body:expr) => {
-        match $s {
-            CpuStorage::F32(_) => {
-                type $t = f32;
-                CpuStorage::F32($body)
-            }
-            CpuStorage::F64(_) => {
-                type $t = f64;
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: only f32 and f64 are supported", $name),
-        }
-    };
-}
 
 // ----------------------------------------------------------------------------------------------
 // LSTM
