@@ -82,6 +82,7 @@ use remanence_probes::plots::{write_atomic, write_json};
 use serde::Serialize;
 
 use super::world::{self, Distributed, World};
+use crate::settings::{kappa_eps, soft_bound};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -157,49 +158,6 @@ struct ObservableArg {
     kind: ObservableKind,
     /// `None`: every observed unit.
     unit: Option<usize>,
-}
-
-/// `KAPPA[:EPS]`, both finite, κ ≥ 0, ε > 0 (default 1e-3).
-fn kappa_eps(s: &str) -> std::result::Result<(f64, f64), String> {
-    let (k, e) = match s.split_once(':') {
-        Some((k, e)) => (k, Some(e)),
-        None => (s, None),
-    };
-    let kappa: f64 = k
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{k}` is not a number"))?;
-    let eps: f64 = match e {
-        Some(e) => e
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{e}` is not a number"))?,
-        None => 1e-3,
-    };
-    if !(kappa >= 0.0 && kappa.is_finite() && eps > 0.0 && eps.is_finite()) {
-        return Err(format!("KAPPA must be ≥ 0 and EPS > 0, got {kappa}:{eps}"));
-    }
-    Ok((kappa, eps))
-}
-
-/// `KAPPA:K:B`, finite, κ ≥ 0.
-fn soft_bound(s: &str) -> std::result::Result<(f64, f64, f64), String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 3 {
-        return Err(format!("`{s}` is not KAPPA:K:B (e.g. 0.01:10:0.9)"));
-    }
-    let v: Vec<f64> = parts
-        .iter()
-        .map(|p| {
-            p.trim()
-                .parse::<f64>()
-                .map_err(|_| format!("`{p}` is not a number"))
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    if !(v[0] >= 0.0 && v.iter().all(|x| x.is_finite())) {
-        return Err(format!("KAPPA must be ≥ 0 and every value finite, got {s}"));
-    }
-    Ok((v[0], v[1], v[2]))
 }
 
 /// `mean`, `ac:LAG`, each optionally `@UNIT`.
