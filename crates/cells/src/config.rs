@@ -117,6 +117,7 @@ impl CellKind {
                 | CellKind::Esn
                 | CellKind::Cfc
                 | CellKind::Ctrnn
+                | CellKind::Odernn
         )
     }
 

@@ -3,12 +3,12 @@
 //! | device | cell | `--kernel` | route |
 //! |---|---|---|---|
 //! | any | any | reference | [`Route::Reference`] |
-//! | CPU | SRN, LSTM, GRU, LTC, ESN, CfC, CT-RNN | auto, fused | [`Route::CpuFused`] (`kernels::cpu`) |
+//! | CPU | SRN, LSTM, GRU, LTC, ESN, CfC, CT-RNN, ODE-RNN | auto, fused | [`Route::CpuFused`] (`kernels::cpu`) |
 //! | CUDA | SRN, LSTM, GRU, LTC | auto, fused | [`Route::CudaSteps`] (`kernels::cuda`: one whole-sequence op per layer and pass) |
-//! | otherwise (Metal; ODE-RNN; CfC, CT-RNN and the ESN on CUDA) | | | [`Route::Reference`] |
+//! | otherwise (Metal; CfC, CT-RNN, ODE-RNN and the ESN on CUDA) | | | [`Route::Reference`] |
 //!
 //! A cell may still decline its fused route for a setting its kernel does not cover (the CT-RNN
-//! with the adaptive Dormand–Prince solver): its `forward_sequence` returns `None` and the
+//! and the ODE-RNN with the adaptive Dormand–Prince solver): its `forward_sequence` returns `None` and the
 //! reference runs.
 //!
 //! The reference is the plain composition of Candle ops, step by step, that every kernel is

@@ -298,3 +298,26 @@ fn ctrnn_single_unfold_gradients_match_finite_differences() {
         );
     }
 }
+
+/// The ODE-RNN's fused kernel (and its reference) for each fixed-step solver and ODE networks
+/// of 0, 1 and 2 hidden layers, with and without elapsed times.
+#[test]
+fn odernn_solvers_and_depths_match_finite_differences() {
+    for (k, solver) in ["euler", "heun", "rk4"].iter().enumerate() {
+        for backbone_layers in [0, 1, 2] {
+            check_ct(
+                CellKind::Odernn,
+                Activation::Tanh,
+                1 + backbone_layers % 2,
+                30 + 3 * k as u64 + backbone_layers as u64,
+                ct(|o| {
+                    o.solver = solver.parse().unwrap();
+                    o.ode_unfolds = 1 + backbone_layers;
+                    o.backbone_layers = backbone_layers;
+                    o.backbone_units = 5;
+                }),
+                backbone_layers != 1,
+            );
+        }
+    }
+}

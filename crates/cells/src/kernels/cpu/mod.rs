@@ -8,6 +8,7 @@
 //!   functions are in [`crate::kernels::math`], shared with the CUDA host build);
 //! - one file per cell: [`srn`] (also the echo-state reservoir, with its leak), [`lstm`], [`gru`],
 //!   [`ltc`], [`cfc`], [`ctrnn`] (Euler, Heun and RK4; Dormand–Prince stays on the reference),
+//!   [`odernn`] (the same fixed-step solvers),
 //!   each tested against its reference cell in `crates/cells/tests`.
 pub mod cfc;
 pub mod ctrnn;
@@ -16,6 +17,7 @@ pub mod gru;
 pub(crate) mod lanes;
 pub mod lstm;
 pub mod ltc;
+pub mod odernn;
 pub(crate) mod pack;
 pub mod runner;
 pub(crate) mod scratch;
@@ -28,5 +30,6 @@ pub use gru::GruKernel;
 pub(crate) use lanes::{lane_blocks, lane_sum, lanes, LANES};
 pub use lstm::LstmKernel;
 pub use ltc::{LtcKernel, Synapses};
+pub use odernn::OdeRnnKernel;
 pub use runner::{Fused, Parts, RowKernel};
 pub use srn::SrnKernel;
