@@ -443,3 +443,73 @@ fn dopri5_runs_the_reference() {
         .unwrap()
         .is_none());
 }
+
+/// Inference with detached weights and inputs (the op then saves nothing): outputs and final
+/// state still equal the reference's, for each solver, with and without elapsed times.
+#[test]
+fn inference_without_saved_values_equals_reference() {
+    use remanence_cells::{Recurrent, RnnState};
+    for (k, solver) in ["euler", "heun", "rk4"].iter().enumerate() {
+        for (backbone_layers, with_dt) in [(0, true), (1, false), (2, true)] {
+            let case = Case {
+                b: 3,
+                t: 5,
+                i: 3,
+                h: 7,
+                layers: 2,
+                backbone_layers,
+                backbone_units: 6,
+                solver,
+                unfolds: 2,
+                with_h0: true,
+                with_dt,
+            };
+            let seed = 700 + 10 * k as u64 + backbone_layers as u64;
+            let mut rng = Rng8::seed_from_u64(seed);
+            let x = uniform(&[3, 5, 3], -1.5, 1.5, &mut rng);
+            let h0 = uniform(&[2, 3, 7], -1.0, 1.0, &mut rng);
+            let dt = uniform(&[3, 5], 0.2, 2.0, &mut rng);
+            let mut outs = Vec::new();
+            for kernel in [Kernel::Reference, Kernel::Fused] {
+                let cfg = config(&case, kernel, Some(2));
+                let store = ParamStore::seeded(seed);
+                StackedRnn::seed_store(&cfg, &store, "rnn", DType::F64, &Device::Cpu).unwrap();
+                // Creates every parameter in the store.
+                StackedRnn::new(&cfg, store.var_builder(DType::F64, &Device::Cpu).pp("rnn"))
+                    .unwrap();
+                let mut wr = Rng8::seed_from_u64(seed + 1);
+                for (name, var) in store.vars() {
+                    if name.contains("ode_l") {
+                        var.set(&uniform(var.dims(), -0.8, 0.8, &mut wr)).unwrap();
+                    }
+                }
+                let vb = candle_nn::VarBuilder::from_tensors(
+                    store.tensors().into_iter().collect(),
+                    DType::F64,
+                    &Device::Cpu,
+                );
+                let rnn = StackedRnn::new(&cfg, vb.pp("rnn")).unwrap();
+                let init = RnnState {
+                    h: h0.clone(),
+                    c: None,
+                };
+                let (y, last) = rnn
+                    .forward(&x, Some(&init), with_dt.then_some(&dt))
+                    .unwrap();
+                outs.push((y, last.h));
+            }
+            common::assert_close(
+                &format!("{solver} backbone {backbone_layers} y"),
+                &outs[1].0,
+                &outs[0].0,
+                1e-12,
+            );
+            common::assert_close(
+                &format!("{solver} backbone {backbone_layers} h_n"),
+                &outs[1].1,
+                &outs[0].1,
+                1e-12,
+            );
+        }
+    }
+}

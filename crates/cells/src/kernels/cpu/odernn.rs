@@ -45,9 +45,10 @@
 //! The elapsed times enter as one more input column (the last), so that the gradient of Δ
 //! reaches them through the input's gradient.
 //!
-//! What is saved per (sample, step): for every sub-step and stage the stage state `y_s`, the
-//! hidden activations `a_j` and the slope `k_s`; the evolved state `e`; the GRU's
-//! `[r | z | n | e_n]`.
+//! What is saved per (sample, step), when a gradient is to come: for every sub-step and stage the
+//! stage state `y_s`, the hidden activations `a_j` and the slope `k_s`; the evolved state `e`;
+//! the GRU's `[r | z | n | e_n]`. Every saved value is written, so the buffer is not zeroed
+//! first.
 //!
 //! Weights enter packed as `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H) | V_1 | c_1 | … |
 //! V_out | c_out]`, each `V` row-major (out × in).
@@ -215,6 +216,12 @@ impl RowKernel for OdeRnnKernel {
     fn saved_width(&self) -> usize {
         self.evolved_at() + 5 * self.hidden
     }
+    fn can_skip_saved(&self) -> bool {
+        true
+    }
+    fn overwrites_result(&self) -> bool {
+        true
+    }
 
     #[inline(always)]
     fn forward_rows<T: KernelFloat>(
@@ -234,6 +241,8 @@ impl RowKernel for OdeRnnKernel {
         let layers = self.layers();
         let Parts { out, saved, .. } = res;
         let n = out.len() / (steps * h).max(1);
+        // Without a gradient to come, nothing is saved.
+        let keep = !saved.is_empty();
         // x W_ihᵀ + b_ih of every step, step-major: one product.
         let xt = time_major(&x[b0 * steps * iw..(b0 + n) * steps * iw], n, steps, iw);
         let mut gx = vec![T::zero(); steps * n * g3];
@@ -308,14 +317,16 @@ impl RowKernel for OdeRnnKernel {
                     let k = &bufs[m];
                     for (r, tab) in tabs.iter().enumerate() {
                         let rr = r * h..(r + 1) * h;
-                        let o = (r * steps + t) * sw + (u * ns + s) * stw;
-                        let sv = &mut saved[o..o + stw];
-                        sv[..h].copy_from_slice(&ys[rr.clone()]);
-                        for j in 0..m {
-                            sv[h + j * units..h + (j + 1) * units]
-                                .copy_from_slice(&bufs[j][r * units..(r + 1) * units]);
+                        if keep {
+                            let o = (r * steps + t) * sw + (u * ns + s) * stw;
+                            let sv = &mut saved[o..o + stw];
+                            sv[..h].copy_from_slice(&ys[rr.clone()]);
+                            for j in 0..m {
+                                sv[h + j * units..h + (j + 1) * units]
+                                    .copy_from_slice(&bufs[j][r * units..(r + 1) * units]);
+                            }
+                            sv[h + m * units..].copy_from_slice(&k[rr.clone()]);
                         }
-                        sv[h + m * units..].copy_from_slice(&k[rr.clone()]);
                         let wv = tab.w[s];
                         if s == 0 {
                             for (a, &kv) in acc[rr.clone()].iter_mut().zip(&k[rr]) {
@@ -346,7 +357,12 @@ impl RowKernel for OdeRnnKernel {
             );
             for r in 0..n {
                 let q = r * steps + t;
-                let sv = &mut saved[q * sw + eo..(q + 1) * sw];
+                let mut none: [T; 0] = [];
+                let sv: &mut [T] = if keep {
+                    &mut saved[q * sw + eo..(q + 1) * sw]
+                } else {
+                    &mut none
+                };
                 let gxr = &gx[(t * n + r) * g3..(t * n + r + 1) * g3];
                 let ghr = &gh[r * g3..(r + 1) * g3];
                 let yr = &mut y[r * h..(r + 1) * h];
@@ -358,11 +374,13 @@ impl RowKernel for OdeRnnKernel {
                     let gn = ghr[2 * h + j];
                     let nn = tanh(gxr[2 * h + j] + rg * gn);
                     let hn = nn + zg * (e - nn);
-                    sv[j] = e;
-                    sv[h + j] = rg;
-                    sv[2 * h + j] = zg;
-                    sv[3 * h + j] = nn;
-                    sv[4 * h + j] = gn;
+                    if keep {
+                        sv[j] = e;
+                        sv[h + j] = rg;
+                        sv[2 * h + j] = zg;
+                        sv[3 * h + j] = nn;
+                        sv[4 * h + j] = gn;
+                    }
                     or[j] = hn;
                     yr[j] = hn;
                 }
