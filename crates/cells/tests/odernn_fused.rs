@@ -101,8 +101,12 @@ fn run(
 
 /// Fused against reference in both float types; returns the largest relative error of each.
 fn compare(case: &Case, seed: u64) -> [f64; 2] {
+    compare_in(case, seed, &[(DType::F64, 1e-10), (DType::F32, 1e-5)])
+}
+
+fn compare_in(case: &Case, seed: u64, types: &[(DType, f64)]) -> [f64; 2] {
     let mut worst = [0.0f64; 2];
-    for (k, (dtype, tol)) in [(DType::F64, 1e-10), (DType::F32, 1e-5)].iter().enumerate() {
+    for (k, (dtype, tol)) in types.iter().enumerate() {
         let reference = run(case, Kernel::Reference, None, *dtype, seed);
         let fused = run(case, Kernel::Fused, Some(2), *dtype, seed);
         assert_eq!(reference.len(), fused.len());
@@ -251,6 +255,34 @@ fn fused_equals_reference_batch_one_length_one_odd_sizes() {
         "small shapes: worst relative error f64 {:.2e}, f32 {:.2e}",
         worst[0], worst[1]
     );
+}
+
+/// A sequence long enough that the backward pass sums the ODE network's weight gradients over
+/// several blocks (RK4, 2 unfolds: 8 stage rows per sample and step; 300 steps give 2400 rows
+/// for one sample, past one block of 2048, and 4800 for the thread holding two samples).
+#[test]
+fn long_sequence_with_several_weight_gradient_blocks() {
+    assert_eq!(remanence_cells::kernels::cpu::odernn::BLOCK_ROWS, 2048);
+    for b in [1, 3] {
+        let case = Case {
+            b,
+            t: 300,
+            i: 2,
+            h: 3,
+            layers: 1,
+            backbone_layers: 1,
+            backbone_units: 4,
+            solver: "rk4",
+            unfolds: 2,
+            with_h0: true,
+            with_dt: true,
+        };
+        let w = compare_in(&case, 800 + b as u64, &[(DType::F64, 1e-10)]);
+        eprintln!(
+            "long sequence, batch {b}: worst relative error f64 {:.2e}",
+            w[0]
+        );
+    }
 }
 
 /// One cell, elapsed times as a variable: the gradient of `dt` (and of everything else) from

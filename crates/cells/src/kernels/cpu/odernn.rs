@@ -39,7 +39,8 @@
 //! ∂h += Σ_s k_s · (α_s g + β_{s+1} ∂y_{s+1})
 //! ```
 //!
-//! and `∂Δ = ∂h·(1/L)` summed over the step's sub-steps. After the whole sequence `∂W_ih = ∂x_*ᵀ x`,
+//! and `∂Δ = ∂h·(1/L)` summed over the step's sub-steps. The products `∂V_j += δ_jᵀ a_{j−1}` run
+//! over blocks of at most [`BLOCK_ROWS`] (sample, stage) rows, not per stage. After the whole sequence `∂W_ih = ∂x_*ᵀ x`,
 //! `∂b_ih = Σ ∂x_*` and `∂x = ∂x_* W_ih` as single products over every step.
 //!
 //! The elapsed times enter as one more input column (the last), so that the gradient of Δ
@@ -56,6 +57,9 @@
 use super::ctrnn::FixedStep;
 use super::gemm::{matmul, time_major, View};
 use super::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
+
+/// (sample, stage) rows of each block of the ODE network's weight-gradient products.
+pub const BLOCK_ROWS: usize = 2048;
 
 /// Inputs `x` (B, T, I) or `[x | Δ]` (B, T, I + 1), the packed weights, state `h0` (B, H) →
 /// `h` after each step.
@@ -179,6 +183,32 @@ impl OdeRnnKernel {
                 }
             }
         }
+    }
+}
+
+/// Adds to the ODE network's weight and bias gradients those of the first `rows` rows of a
+/// block: `∂V_j += δ_jᵀ a_{j−1}`, `∂c_j += Σ δ_j`, one product per layer.
+fn network_gradients<T: KernelFloat>(
+    dw: &mut [T],
+    layers: &[Layer],
+    ins: &[Vec<T>],
+    deltas: &[Vec<T>],
+    rows: usize,
+) {
+    for ((ly, a), d) in layers.iter().zip(ins).zip(deltas) {
+        let (dwj, dbj) = dw[ly.at..ly.at + ly.out * (ly.inp + 1)].split_at_mut(ly.out * ly.inp);
+        let d = &d[..rows * ly.out];
+        matmul(
+            ly.out,
+            ly.inp,
+            rows,
+            dwj,
+            ly.inp,
+            true,
+            View::transposed(d, ly.out),
+            View::rows(&a[..rows * ly.inp], ly.inp),
+        );
+        add_rows(dbj, d);
     }
 }
 
@@ -423,16 +453,20 @@ impl RowKernel for OdeRnnKernel {
         let mut ev = vec![T::zero(); n * h];
         // ∂y_{s+1} and the gradient of each layer's output.
         let mut dys = vec![T::zero(); n * h];
-        // Each layer's input (`y_s`, then the activations) and the slope, gathered per stage.
+        // Each layer's input (`y_s`, then the activations) and the gradient of its
+        // pre-activation, for blocks of `cap` stages of `n` rows: the weight gradients are summed
+        // one block at a time.
+        let cap = (BLOCK_ROWS / n.max(1)).clamp(1, (steps * l * ns).max(1));
         let mut ins: Vec<Vec<T>> = layers
             .iter()
-            .map(|ly| vec![T::zero(); n * ly.inp])
+            .map(|ly| vec![T::zero(); cap * n * ly.inp])
             .collect();
-        let mut kb = vec![T::zero(); n * h];
         let mut deltas: Vec<Vec<T>> = layers
             .iter()
-            .map(|ly| vec![T::zero(); n * ly.out])
+            .map(|ly| vec![T::zero(); cap * n * ly.out])
             .collect();
+        let mut filled = 0;
+        let mut kb = vec![T::zero(); n * h];
         let mut dspan = vec![T::zero(); n];
         let mut tabs: Vec<Tableau<T>> = Vec::with_capacity(n);
         for t in (0..steps).rev() {
@@ -506,12 +540,15 @@ impl RowKernel for OdeRnnKernel {
                 g_prev.copy_from_slice(&g);
                 dys.fill(T::zero());
                 for s in (0..ns).rev() {
+                    let f = filled;
                     for r in 0..n {
                         let o = (r * steps + t) * sw + (u * ns + s) * stw;
                         let sv = &fwd.saved[o..o + stw];
-                        ins[0][r * h..(r + 1) * h].copy_from_slice(&sv[..h]);
+                        let at = (f * n + r) * h;
+                        ins[0][at..at + h].copy_from_slice(&sv[..h]);
                         for j in 0..m {
-                            ins[j + 1][r * units..(r + 1) * units]
+                            let at = (f * n + r) * units;
+                            ins[j + 1][at..at + units]
                                 .copy_from_slice(&sv[h + j * units..h + (j + 1) * units]);
                         }
                         kb[r * h..(r + 1) * h].copy_from_slice(&sv[h + m * units..]);
@@ -522,7 +559,7 @@ impl RowKernel for OdeRnnKernel {
                     } else {
                         (false, T::zero())
                     };
-                    let dk = &mut deltas[m];
+                    let dk = &mut deltas[m][f * n * h..(f + 1) * n * h];
                     for (r, tab) in tabs.iter().enumerate() {
                         let c_next = if cn { tab.c[s + 1] } else { T::zero() };
                         let wv = tab.w[s];
@@ -539,23 +576,12 @@ impl RowKernel for OdeRnnKernel {
                     for j in (0..=m).rev() {
                         let ly = layers[j];
                         let wj = &w[ly.at..ly.at + ly.out * ly.inp];
-                        {
-                            let (dwj, dbj) = dw[ly.at..ly.at + ly.out * (ly.inp + 1)]
-                                .split_at_mut(ly.out * ly.inp);
-                            matmul(
-                                ly.out,
-                                ly.inp,
-                                n,
-                                dwj,
-                                ly.inp,
-                                true,
-                                View::transposed(&deltas[j], ly.out),
-                                View::rows(&ins[j], ly.inp),
-                            );
-                            add_rows(dbj, &deltas[j]);
-                        }
                         let (before, rest) = deltas.split_at_mut(j);
-                        let dst: &mut [T] = if j == 0 { &mut dys } else { &mut before[j - 1] };
+                        let dst: &mut [T] = if j == 0 {
+                            &mut dys
+                        } else {
+                            &mut before[j - 1][f * n * ly.inp..(f + 1) * n * ly.inp]
+                        };
                         matmul(
                             n,
                             ly.inp,
@@ -563,17 +589,23 @@ impl RowKernel for OdeRnnKernel {
                             dst,
                             ly.inp,
                             false,
-                            View::rows(&rest[0], ly.out),
+                            View::rows(&rest[0][f * n * ly.out..(f + 1) * n * ly.out], ly.out),
                             View::rows(wj, ly.inp),
                         );
                         if j > 0 {
-                            for (d, &a) in dst.iter_mut().zip(&ins[j]) {
+                            let a = &ins[j][f * n * ly.inp..(f + 1) * n * ly.inp];
+                            for (d, &a) in dst.iter_mut().zip(a) {
                                 *d = *d * (T::one() - a * a);
                             }
                         }
                     }
                     for (o, &d) in g_prev.iter_mut().zip(&dys) {
                         *o = *o + d;
+                    }
+                    filled += 1;
+                    if filled == cap {
+                        network_gradients(&mut dw, &layers, &ins, &deltas, filled * n);
+                        filled = 0;
                     }
                 }
                 std::mem::swap(&mut g, &mut g_prev);
@@ -583,6 +615,9 @@ impl RowKernel for OdeRnnKernel {
                     dx[(r * steps + t) * iw + i] = d * inv_l;
                 }
             }
+        }
+        if filled > 0 {
+            network_gradients(&mut dw, &layers, &ins, &deltas, filled * n);
         }
         ds0.copy_from_slice(&g);
         // ∂W_ih = ∂x_*ᵀ x, ∂b_ih = Σ ∂x_*, ∂x = ∂x_* W_ih over every step at once.
