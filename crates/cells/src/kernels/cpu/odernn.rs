@@ -19,7 +19,8 @@
 //!
 //! Forward: `x W_ihᵀ + b_ih` of every step as one product before the recurrence; per stage one
 //! product per layer of the ODE network over all rows of the shard; per step one product
-//! `e W_hhᵀ` and the GRU's element-wise pass.
+//! `e W_hhᵀ` and the GRU's element-wise pass. The per-stage and per-step products run on the
+//! packed-weight tiles of `pack.rs` (each right operand packed once per sequence and pass).
 //!
 //! Backward of one step, from `g = ∂h'`:
 //!
@@ -56,6 +57,7 @@
 
 use super::ctrnn::FixedStep;
 use super::gemm::{matmul, time_major, View};
+use super::pack::{Lhs, Packed, Start};
 use super::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
 
 /// (sample, stage) rows of each block of the ODE network's weight-gradient products.
@@ -291,6 +293,17 @@ impl RowKernel for OdeRnnKernel {
             },
             View::transposed(w_ih, i),
         );
+        // The per-stage and per-step right operands, packed once: each layer's `V_jᵀ` with its
+        // bias, and `W_hhᵀ` with `b_hh`.
+        let packed: Vec<Packed<T>> = layers
+            .iter()
+            .map(|ly| {
+                let wj = &w[ly.at..ly.at + ly.out * ly.inp];
+                let bj = &w[ly.at + ly.out * ly.inp..ly.at + ly.out * (ly.inp + 1)];
+                Packed::dense(ly.inp, ly.out, |kk, c| wj[c * ly.inp + kk], Some(bj))
+            })
+            .collect();
+        let hh_t = Packed::dense(h, g3, |kk, c| w_hh[c * h + kk], Some(b_hh));
         let mut y: Vec<T> = s0[b0 * h..(b0 + n) * h].to_vec();
         let mut ys = vec![T::zero(); n * h];
         let mut acc = vec![T::zero(); n * h];
@@ -325,19 +338,7 @@ impl RowKernel for OdeRnnKernel {
                         let (before, rest) = bufs.split_at_mut(j);
                         let src: &[T] = if j == 0 { &ys } else { &before[j - 1] };
                         let dst = &mut rest[0];
-                        let wj = &w[ly.at..ly.at + ly.out * ly.inp];
-                        let bj = &w[ly.at + ly.out * ly.inp..ly.at + ly.out * (ly.inp + 1)];
-                        fill_rows(dst, bj);
-                        matmul(
-                            n,
-                            ly.out,
-                            ly.inp,
-                            dst,
-                            ly.out,
-                            true,
-                            View::rows(src, ly.inp),
-                            View::transposed(wj, ly.inp),
-                        );
+                        packed[j].product(n, Lhs::one(src, ly.inp), Start::Bias, dst, ly.out);
                         if j < m {
                             for v in dst.iter_mut() {
                                 *v = tanh(*v);
@@ -374,17 +375,7 @@ impl RowKernel for OdeRnnKernel {
                 }
             }
             // The GRU on the evolved state.
-            fill_rows(&mut gh, b_hh);
-            matmul(
-                n,
-                g3,
-                h,
-                &mut gh,
-                g3,
-                true,
-                View::rows(&y, h),
-                View::transposed(w_hh, h),
-            );
+            hh_t.product(n, Lhs::one(&y, h), Start::Bias, &mut gh, g3);
             for r in 0..n {
                 let q = r * steps + t;
                 let mut none: [T; 0] = [];
@@ -469,6 +460,15 @@ impl RowKernel for OdeRnnKernel {
         let mut kb = vec![T::zero(); n * h];
         let mut dspan = vec![T::zero(); n];
         let mut tabs: Vec<Tableau<T>> = Vec::with_capacity(n);
+        // The per-stage and per-step right operands, packed once: each layer's `V_j` and `W_hh`.
+        let packed: Vec<Packed<T>> = layers
+            .iter()
+            .map(|ly| {
+                let wj = &w[ly.at..ly.at + ly.out * ly.inp];
+                Packed::dense(ly.out, ly.inp, |kk, c| wj[kk * ly.inp + c], None)
+            })
+            .collect();
+        let hh = Packed::dense(g3, h, |kk, c| w_hh[kk * h + c], None);
         for t in (0..steps).rev() {
             for r in 0..n {
                 let gq = ((b0 + r) * steps + t) * h;
@@ -509,16 +509,7 @@ impl RowKernel for OdeRnnKernel {
                 }
             }
             // ∂e = g⊙z + ∂e_* W_hh
-            matmul(
-                n,
-                h,
-                g3,
-                &mut g,
-                h,
-                true,
-                View::rows(&ge, g3),
-                View::rows(w_hh, h),
-            );
+            hh.product(n, Lhs::one(&ge, g3), Start::Dst, &mut g, h);
             {
                 let (_, rest) = dw.split_at_mut(g3 * i);
                 let (dw_hh, rest) = rest.split_at_mut(g3 * h);
@@ -575,22 +566,18 @@ impl RowKernel for OdeRnnKernel {
                     // Through the ODE network.
                     for j in (0..=m).rev() {
                         let ly = layers[j];
-                        let wj = &w[ly.at..ly.at + ly.out * ly.inp];
                         let (before, rest) = deltas.split_at_mut(j);
                         let dst: &mut [T] = if j == 0 {
                             &mut dys
                         } else {
                             &mut before[j - 1][f * n * ly.inp..(f + 1) * n * ly.inp]
                         };
-                        matmul(
+                        packed[j].product(
                             n,
-                            ly.inp,
-                            ly.out,
+                            Lhs::one(&rest[0][f * n * ly.out..(f + 1) * n * ly.out], ly.out),
+                            Start::Zero,
                             dst,
                             ly.inp,
-                            false,
-                            View::rows(&rest[0][f * n * ly.out..(f + 1) * n * ly.out], ly.out),
-                            View::rows(wj, ly.inp),
                         );
                         if j > 0 {
                             let a = &ins[j][f * n * ly.inp..(f + 1) * n * ly.inp];
