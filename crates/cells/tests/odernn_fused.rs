@@ -5,7 +5,9 @@
 //! hidden layers in the ODE network, with and without elapsed times and initial state, one and
 //! two layers, batch 1 and length 1. The gradient of the elapsed times themselves, which the
 //! fused op returns through an extra input column, equals the reference's and central finite
-//! differences. Dormand–Prince still runs the reference.
+//! differences. Inference (nothing saved) equals the reference, a sequence spanning several
+//! weight-gradient blocks too, splitting the batch over threads changes nothing, and
+//! Dormand–Prince still runs the reference.
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -282,6 +284,51 @@ fn long_sequence_with_several_weight_gradient_blocks() {
             "long sequence, batch {b}: worst relative error f64 {:.2e}",
             w[0]
         );
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// One thread or three give the same numbers to rounding (the products see other row counts
+/// per thread), and a fixed thread count is deterministic.
+#[test]
+fn thread_split_changes_nothing() {
+    for solver in ["euler", "heun", "rk4"] {
+        let case = Case {
+            b: 5,
+            t: 4,
+            i: 3,
+            h: 6,
+            layers: 2,
+            backbone_layers: 1,
+            backbone_units: 5,
+            solver,
+            unfolds: 3,
+            with_h0: true,
+            with_dt: true,
+        };
+        for (dtype, tol) in [(DType::F64, 1e-13), (DType::F32, 1e-6)] {
+            let one = run(&case, Kernel::Fused, Some(1), dtype, 900);
+            let three = run(&case, Kernel::Fused, Some(3), dtype, 900);
+            let again = run(&case, Kernel::Fused, Some(3), dtype, 900);
+            for (((n1, a), (n2, b)), (_, c)) in one.iter().zip(&three).zip(&again) {
+                assert_eq!(n1, n2);
+                let e = common::rel_err(b, a);
+                assert!(e <= tol, "{solver} {n1} {dtype:?}: 1 vs 3 threads {e:.3e}");
+                assert_eq!(
+                    values(b),
+                    values(c),
+                    "{solver} {n1} {dtype:?}: not deterministic"
+                );
+            }
+        }
     }
 }
 
