@@ -85,9 +85,38 @@ impl FixedStep {
 
 /// Stage offsets `c` (c[0] unused) and weights `w` of one sample's sub-step.
 #[derive(Clone, Copy)]
-struct Tableau<T> {
-    c: [T; 4],
-    w: [T; 4],
+pub(super) struct Tableau<T> {
+    pub(super) c: [T; 4],
+    pub(super) w: [T; 4],
+}
+
+impl<T: KernelFloat> Tableau<T> {
+    /// The tableau of `solver` over an elapsed time `span` in `unfolds` sub-steps, the sub-step
+    /// `h = Δ·(1/L)` rounded as the references round it.
+    pub(super) fn new(solver: FixedStep, span: T, unfolds: usize) -> Self {
+        let cast = |v: f64| T::from(v).expect("a value in the float type");
+        let h = span * cast(1.0 / unfolds.max(1) as f64);
+        let half = h * cast(0.5);
+        let z = T::zero();
+        match solver {
+            FixedStep::Euler => Tableau {
+                c: [z; 4],
+                w: [h, z, z, z],
+            },
+            FixedStep::Heun => Tableau {
+                c: [z, h, z, z],
+                w: [half, half, z, z],
+            },
+            FixedStep::Rk4 => {
+                let sixth = h * cast(1.0 / 6.0);
+                let third = sixth + sixth;
+                Tableau {
+                    c: [z, half, half, h],
+                    w: [sixth, third, third, sixth],
+                }
+            }
+        }
+    }
 }
 
 /// Inputs `x` (B, T, I), weights `[W_ih | W_hh | b | κ]`, state `h0` (B, H) → `h` after each
@@ -116,28 +145,11 @@ impl CtRnnKernel {
     /// reference rounds it.
     fn tableau<T: KernelFloat>(&self, b: usize, t: usize, steps: usize) -> Tableau<T> {
         let span = self.dt.as_ref().map(|d| d[b * steps + t]).unwrap_or(1.0);
-        let cast = |v: f64| T::from(v).expect("a value in the float type");
-        let h = cast(span) * cast(1.0 / self.unfolds.max(1) as f64);
-        let half = h * cast(0.5);
-        let z = T::zero();
-        match self.solver {
-            FixedStep::Euler => Tableau {
-                c: [z; 4],
-                w: [h, z, z, z],
-            },
-            FixedStep::Heun => Tableau {
-                c: [z, h, z, z],
-                w: [half, half, z, z],
-            },
-            FixedStep::Rk4 => {
-                let sixth = h * cast(1.0 / 6.0);
-                let third = sixth + sixth;
-                Tableau {
-                    c: [z, half, half, h],
-                    w: [sixth, third, third, sixth],
-                }
-            }
-        }
+        Tableau::new(
+            self.solver,
+            T::from(span).expect("a value in the float type"),
+            self.unfolds,
+        )
     }
 
     /// Offset in a saved row of the state before sub-step `u ≥ 1`.

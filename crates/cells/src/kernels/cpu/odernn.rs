@@ -55,7 +55,7 @@
 //! Weights enter packed as `[W_ih (3H×I) | W_hh (3H×H) | b_ih (3H) | b_hh (3H) | V_1 | c_1 | … |
 //! V_out | c_out]`, each `V` row-major (out × in).
 
-use super::ctrnn::FixedStep;
+use super::ctrnn::{FixedStep, Tableau};
 use super::gemm::{matmul, time_major, View};
 use super::pack::{Lhs, Packed, Start};
 use super::{sigmoid, tanh, KernelFloat, Parts, RowKernel};
@@ -85,13 +85,6 @@ struct Layer {
     at: usize,
     out: usize,
     inp: usize,
-}
-
-/// Stage offsets `c` (c[0] unused) and weights `w` of one sample's sub-step.
-#[derive(Clone, Copy)]
-struct Tableau<T> {
-    c: [T; 4],
-    w: [T; 4],
 }
 
 impl OdeRnnKernel {
@@ -163,28 +156,7 @@ impl OdeRnnKernel {
     /// The tableau for elapsed time `span`, the sub-step `h = Δ·(1/L)` rounded as the
     /// reference rounds it.
     fn tableau<T: KernelFloat>(&self, span: T) -> Tableau<T> {
-        let cast = |v: f64| T::from(v).expect("a value in the float type");
-        let h = span * cast(1.0 / self.unfolds.max(1) as f64);
-        let half = h * cast(0.5);
-        let z = T::zero();
-        match self.solver {
-            FixedStep::Euler => Tableau {
-                c: [z; 4],
-                w: [h, z, z, z],
-            },
-            FixedStep::Heun => Tableau {
-                c: [z, h, z, z],
-                w: [half, half, z, z],
-            },
-            FixedStep::Rk4 => {
-                let sixth = h * cast(1.0 / 6.0);
-                let third = sixth + sixth;
-                Tableau {
-                    c: [z, half, half, h],
-                    w: [sixth, third, third, sixth],
-                }
-            }
-        }
+        Tableau::new(self.solver, span, self.unfolds)
     }
 }
 
