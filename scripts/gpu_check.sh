@@ -296,7 +296,7 @@ run_check() {
 
   # The test executables, every one prepare built: device_steps and cuda_sequence run the cells'
   # device paths (the whole-sequence ops of SRN, LSTM and GRU: per step a cuBLAS product and a
-  # kernel launch; the LTC's step ops) on CUDA device 0 against the CPU reference, outputs and
+  # kernel launch; the LTC's, per step its step kernels) on CUDA device 0 against the CPU reference, outputs and
   # every gradient, f32 and f64 (the first GPU run of those cuBLAS calls); cuda_kernels_host and
   # cuda_host test the host build of the .cu files only. NB: where no CUDA device opens,
   # device_steps and cuda_sequence fall back to Device::Cpu and the host build.

@@ -1,20 +1,16 @@
-//! One LSTM layer's forward + backward on the CUDA route's two compositions, run with their host
-//! build on the CPU: the per-step composition this route had before (per step a slice of the
-//! projected inputs, a recurrent product and one `LstmStep` op) and the whole-sequence op
-//! (`LstmSequence`). Prints, for each T, the autograd graph's node count and the seconds of one
-//! forward + backward (median of `REPS` runs).
+//! One LSTM layer's forward + backward on the CUDA route's whole-sequence op (`LstmSequence`), run
+//! with its host build on the CPU. Prints, for each T, the autograd graph's node count and the
+//! seconds of one forward + backward (median of `REPS` runs). (The per-step composition it
+//! replaced, and its step op, are gone; their rows in docs/benchmarks.md were measured at 4f3df62.)
 //!
 //! ```sh
 //! cargo run --release -p remanence-cells --example cuda_sequence_backward -- 100 400
 //! ```
-//!
-//! The products differ (Candle's `gemm` against the host build's plain loops), so compare each
-//! path's growth with T, not the two paths at one T.
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
-use remanence_cells::kernels::cuda::{sequence, LstmStep};
+use remanence_cells::kernels::cuda::sequence;
 
 const B: usize = 16;
 const I: usize = 32;
@@ -35,36 +31,6 @@ fn uniform(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
         .map(|_| 0.2 * (2.0 * rng.random::<f32>() - 1.0))
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// The per-step composition (the CUDA route before the whole-sequence op): (B, T, H), loss.
-fn per_step(l: &Layer, x: &Tensor) -> Tensor {
-    let (b, t, i) = x.dims3().unwrap();
-    let xp = x
-        .reshape((b * t, i))
-        .unwrap()
-        .matmul(&l.w_ih.t().unwrap())
-        .unwrap()
-        .broadcast_add(l.bias.as_tensor())
-        .unwrap()
-        .reshape((b, t, 4 * H))
-        .unwrap();
-    let w_hh_t = l.w_hh.t().unwrap();
-    let (mut h, mut c) = (l.h0.as_tensor().clone(), l.c0.as_tensor().clone());
-    let mut ys = Vec::with_capacity(t);
-    for s in 0..t {
-        let gates =
-            (xp.narrow(1, s, 1).unwrap().squeeze(1).unwrap() + h.matmul(&w_hh_t).unwrap()).unwrap();
-        let hc = gates
-            .contiguous()
-            .unwrap()
-            .apply_op2(&c.contiguous().unwrap(), LstmStep)
-            .unwrap();
-        h = hc.get(0).unwrap();
-        c = hc.get(1).unwrap();
-        ys.push(h.clone());
-    }
-    Tensor::stack(&ys, 1).unwrap().sum_all().unwrap()
 }
 
 /// The whole-sequence op.
@@ -98,9 +64,8 @@ fn main() {
     println!("LSTM, B = {B}, I = {I}, H = {H}, f32, host build on the CPU; median of {REPS}");
     println!("| path | T | graph nodes | forward + backward (s) |");
     println!("|---|---|---|---|");
-    type Path = fn(&Layer, &Tensor) -> Tensor;
-    let paths: [(&str, Path); 2] = [("per step", per_step), ("whole sequence", whole)];
-    for (name, f) in paths {
+    {
+        let (name, f) = ("whole sequence", whole);
         for &t in &steps {
             let x = uniform(&[B, t, I], &mut rng).to_dtype(DType::F32).unwrap();
             let nodes = f(&l, &x).sorted_nodes().len();

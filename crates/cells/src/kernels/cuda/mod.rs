@@ -14,10 +14,8 @@
 //! - [`sequence`]: the whole-sequence ops (`SrnSequence`, `LstmSequence`, `GruSequence`,
 //!   `LtcSequence`) and the GEMM plans both of their sides run (cuBLAS on a GPU, plain
 //!   column-major loops on the host);
-//! - [`steps`]: the step ops (`LstmStep`, `GruStep`, `SrnStep`, `LtcStep`), Candle custom ops
-//!   whose CUDA side launches the PTX and whose CPU side runs the host build: no route uses them
-//!   any more; they stay for tests and benchmarks that compose a layer step by step (the LTC's
-//!   sequence op reuses `LtcStep`'s launches);
+//! - [`steps`]: `LtcStep`, one LTC step as a Candle custom op (CUDA launches, host build); the
+//!   LTC's sequence op runs its launches step by step;
 //! - [`host`]: the same `.cu` sources compiled for the host under `host_emulation.h` (grid and
 //!   block indices become loops), so the GPU code's index arithmetic and formulas are tested
 //!   against the reference on machines without a GPU;
@@ -61,7 +59,7 @@ pub mod steps;
 
 pub use ptx::{grid, BLOCK};
 pub use sequence::{GruSequence, LstmSequence, LtcSequence, SrnSequence};
-pub use steps::{GruStep, LstmStep, LtcStep, SrnStep};
+pub use steps::LtcStep;
 
 /// Floats the kernels exist for: their entry points end in `_f32` or `_f64`.
 pub trait DeviceFloat: KernelFloat {

@@ -9,7 +9,7 @@
 //! GRU op takes `b_hh` itself). The forward op then runs the time loop inside: per step one GEMM
 //! `h_{t-1} W_hhᵀ` (cuBLAS on a GPU), accumulated onto the step's slice of a copy of `xp` (SRN,
 //! LSTM) or written beside it (GRU), and one launch of the cell's element-wise step kernel
-//! (`srn.cu`, `lstm.cu`, `gru.cu`, the same kernels the step ops launch).
+//! (`srn.cu`, `lstm.cu`, `gru.cu`).
 //!
 //! Nothing is kept between the passes. The backward op receives the op's inputs and its output
 //! (every hidden state) and recomputes what the element-wise backward kernels need: with all
